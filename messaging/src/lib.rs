@@ -1,1 +1,25 @@
-//! Work in progress.
+//! Palaver's messaging core: accounts, devices, verification codes and the
+//! per-device store-and-forward queues.
+//!
+//! The crate has two layers:
+//! - [`policy`]: pure rules with no I/O (phone numbers, codes, credentials,
+//!   which devices a send must cover, when a code is accepted). They take
+//!   `now` as an argument and are unit-tested in isolation.
+//! - [`store`]: the [`Store`] trait, the only door to durable state, and
+//!   [`sqlite::SqliteStore`], its embedded implementation. A PostgreSQL
+//!   implementation will sit beside it.
+//!
+//! Ordering contract: a store calls its [`Notifier`] after each commit, in
+//! commit order, for the envelopes that commit created. For a given device
+//! the notifications therefore arrive in increasing [`Seq`] order, which is
+//! what lets a connection push live envelopes without re-reading the queue.
+//!
+//! [`Seq`]: palaver_proto::Seq
+
+pub mod policy;
+pub mod sqlite;
+pub mod store;
+
+pub use store::{
+    NewDevice, Notifier, SendOutcome, SendRequest, Store, StoreError, StoredEnvelope, VerifyOutcome,
+};

@@ -1,1 +1,18 @@
-//! Work in progress.
+//! Palaver's wire types: identifiers, the frames of the `/v1/ws` WebSocket
+//! protocol, and the error codes clients can rely on.
+//!
+//! Everything here is plain data with serde derives; there is no I/O. The
+//! protocol is documented frame by frame in `docs/protocol.md`, and
+//! [`codec`] holds the only functions that turn bytes into frames.
+
+pub mod codec;
+pub mod error;
+pub mod frames;
+pub mod ids;
+
+pub use error::ErrorCode;
+pub use frames::{ClientFrame, ServerFrame};
+pub use ids::{AccountId, ClientMsgId, DeviceId, RequestId, Seq};
+
+/// The protocol version spoken on `/v1/ws`.
+pub const PROTOCOL_VERSION: u32 = 1;

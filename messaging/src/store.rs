@@ -1,0 +1,197 @@
+//! The storage trait: every durable read and write of the messaging core.
+
+use crate::policy::{CodeDecision, DeviceMismatch, Phone};
+use async_trait::async_trait;
+use palaver_proto::frames::{EnvelopeKind, LastSeenPrivacy};
+use palaver_proto::{AccountId, ClientMsgId, DeviceId, Seq};
+use std::sync::Arc;
+
+/// A failure of the storage backend itself (not a rule violation).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// An envelope as it sits in a device queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    pub seq: Seq,
+    /// The device whose queue holds it.
+    pub device: DeviceId,
+    pub kind: EnvelopeKind,
+    pub from: AccountId,
+    pub from_device: DeviceId,
+    pub msg: ClientMsgId,
+    /// Unix milliseconds when the original message was stored.
+    pub ts: u64,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Receives what a store has just committed. Called on the store's own
+/// thread, after commit, in commit order: implementations must not block.
+pub trait Notifier: Send + Sync + 'static {
+    /// New envelopes, in increasing `seq` order per device.
+    fn envelopes(&self, envelopes: &[Arc<StoredEnvelope>]);
+    /// A device was revoked: drop its live connections.
+    fn device_revoked(&self, device: DeviceId);
+}
+
+/// A device to link after a verification code is checked.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub phone: Phone,
+    pub code_hash: [u8; 32],
+    pub name: String,
+    pub credential_hash: [u8; 32],
+}
+
+/// The result of `verify_and_link`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Linked {
+        account: AccountId,
+        device: DeviceId,
+        new_account: bool,
+    },
+    /// The code was not accepted; the decision says why.
+    Rejected(CodeDecision),
+    /// The code was right but the account has no room for another device.
+    DeviceLimit,
+}
+
+/// A message to store for every recipient device.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub from: AccountId,
+    pub from_device: DeviceId,
+    pub msg: ClientMsgId,
+    pub to: AccountId,
+    pub envelopes: Vec<(DeviceId, Vec<u8>)>,
+    pub now_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// The result of `send`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Stored now, at this time.
+    Stored { ts: u64 },
+    /// Already stored by an earlier send with the same id, at this time.
+    Duplicate { ts: u64 },
+    /// The envelopes do not match the current devices; nothing stored.
+    Mismatch(DeviceMismatch),
+    /// The recipient account does not exist; nothing stored.
+    UnknownRecipient,
+}
+
+/// What a connection needs to know about a device when it authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device: DeviceId,
+    pub account: AccountId,
+    pub credential_hash: [u8; 32],
+    pub revoked: bool,
+}
+
+/// Presence settings and history of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub privacy: LastSeenPrivacy,
+    pub last_seen_ms: Option<u64>,
+}
+
+/// Durable state of the messaging core. Every method is atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a fresh verification code for a phone, replacing any earlier one.
+    async fn put_code(
+        &self,
+        phone: &Phone,
+        hash: [u8; 32],
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Checks a code and, if it is right, consumes it and links a device,
+    /// creating the account on first use.
+    async fn verify_and_link(
+        &self,
+        new: NewDevice,
+        now_ms: u64,
+        max_attempts: u32,
+        max_devices: u32,
+    ) -> Result<VerifyOutcome, StoreError>;
+
+    /// The device with this id, revoked or not.
+    async fn device(&self, device: DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// The account of a phone number.
+    async fn account_by_phone(&self, phone: &Phone) -> Result<Option<AccountId>, StoreError>;
+
+    /// Current (not revoked) devices of an account, in id order; `None` if
+    /// the account does not exist.
+    async fn devices(&self, account: AccountId) -> Result<Option<Vec<DeviceId>>, StoreError>;
+
+    /// Revokes a device of `account` and drops its queue. False if the
+    /// device is not a current device of that account.
+    async fn revoke_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores one envelope per recipient device, unless this device already
+    /// sent a message with this id.
+    async fn send(&self, req: SendRequest) -> Result<SendOutcome, StoreError>;
+
+    /// Up to `limit` envelopes of a device's queue after `after`, in order.
+    async fn fetch(
+        &self,
+        device: DeviceId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Vec<StoredEnvelope>, StoreError>;
+
+    /// Deletes acknowledged envelopes of a device and queues a `delivered`
+    /// receipt to the sender's devices for each acknowledged message.
+    /// Unknown or foreign sequence numbers are ignored.
+    async fn ack(
+        &self,
+        device: DeviceId,
+        seqs: Vec<Seq>,
+        now_ms: u64,
+        receipt_expires_at_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Queues a `read` receipt for each message to every device of `to`.
+    /// False if `to` does not exist.
+    async fn read_receipts(
+        &self,
+        from: AccountId,
+        from_device: DeviceId,
+        to: AccountId,
+        msgs: Vec<ClientMsgId>,
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Presence settings of an account; `None` if it does not exist.
+    async fn presence(&self, account: AccountId) -> Result<Option<PresenceRecord>, StoreError>;
+
+    /// Sets who may see the account's last seen.
+    async fn set_privacy(
+        &self,
+        account: AccountId,
+        privacy: LastSeenPrivacy,
+    ) -> Result<(), StoreError>;
+
+    /// Records when the account was last online.
+    async fn set_last_seen(&self, account: AccountId, at_ms: u64) -> Result<(), StoreError>;
+
+    /// Deletes envelopes past their expiry and forgets message ids older than
+    /// `dedup_before_ms`. Returns how many envelopes were deleted.
+    async fn expire(&self, now_ms: u64, dedup_before_ms: u64) -> Result<u64, StoreError>;
+}

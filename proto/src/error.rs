@@ -1,0 +1,61 @@
+//! Error codes carried by `error` frames. They are part of the protocol:
+//! clients may match on them, so a code never changes meaning.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a frame or request failed. Serialized in `snake_case`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not valid JSON, or a field has the wrong type or value.
+    MalformedFrame,
+    /// The frame's `type` is not one this protocol version knows.
+    UnknownFrameType,
+    /// The frame is larger than the server's limit. The connection closes.
+    FrameTooLarge,
+    /// Binary frames are not part of protocol version 1.
+    UnsupportedFrame,
+    /// The request needs an authenticated connection.
+    Unauthenticated,
+    /// `auth` on a connection that is already authenticated.
+    AlreadyAuthenticated,
+    /// The connection did not authenticate in time. The connection closes.
+    AuthTimeout,
+    /// The device id and credential do not match an active device.
+    BadCredential,
+    /// The phone number is not a valid E.164 number.
+    InvalidPhone,
+    /// The verification code is wrong.
+    CodeInvalid,
+    /// The verification code has expired, or none was requested.
+    CodeExpired,
+    /// The verification code was already used.
+    CodeUsed,
+    /// Too many wrong codes: request a new one.
+    TooManyAttempts,
+    /// The account already has the maximum number of devices.
+    DeviceLimit,
+    /// Too many requests: wait `retry_after_ms` before trying again.
+    RateLimited,
+    /// The account or device does not exist.
+    NotFound,
+    /// A send does not cover exactly the current devices of the recipient
+    /// and of the sender's other devices; `missing` and `extra` say why.
+    MismatchedDevices,
+    /// A field is well-formed but not acceptable (empty lists, duplicates, ...).
+    InvalidArgument,
+    /// The server is shutting down; reconnect to another node or later.
+    ShuttingDown,
+    /// Something failed inside the server; the request can be retried.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether the server closes the connection after sending this error.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::FrameTooLarge | ErrorCode::AuthTimeout | ErrorCode::ShuttingDown
+        )
+    }
+}

@@ -1,0 +1,272 @@
+//! The frames of protocol version 1. Every frame is one WebSocket text
+//! message holding a JSON object whose `type` field names the frame.
+
+use crate::error::ErrorCode;
+use crate::ids::{AccountId, ClientMsgId, DeviceId, RequestId, Seq};
+use serde::{Deserialize, Serialize};
+
+/// Opaque payload bytes; base64 (standard alphabet, padded) in JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Payload(pub Vec<u8>);
+
+mod payload_serde {
+    use super::Payload;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    impl Serialize for Payload {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&STANDARD.encode(&self.0))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Payload {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            STANDARD
+                .decode(s.as_bytes())
+                .map(Payload)
+                .map_err(|_| serde::de::Error::custom("payload is not valid base64"))
+        }
+    }
+}
+
+/// One envelope of a send: the payload for one recipient device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutEnvelope {
+    /// The device this copy is for.
+    pub device: DeviceId,
+    /// The bytes the device receives, end-to-end encrypted by the client.
+    pub payload: Payload,
+}
+
+/// Who may see when an account was last online.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LastSeenPrivacy {
+    /// Everyone who asks sees online status and last seen.
+    #[default]
+    Everyone,
+    /// Nobody sees online status or last seen.
+    Nobody,
+}
+
+/// What an envelope in a device queue carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvelopeKind {
+    /// A message from another device: `payload` is set.
+    Message,
+    /// A device of `from` has received message `msg`.
+    Delivered,
+    /// `from` has read message `msg`.
+    Read,
+}
+
+/// A frame sent by a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Ask for a verification code for a phone number.
+    RequestCode { id: RequestId, phone: String },
+    /// Prove the phone number with the code; creates the account if needed
+    /// and links a new device to it.
+    Verify {
+        id: RequestId,
+        phone: String,
+        code: String,
+        device_name: String,
+    },
+    /// Authenticate this connection as a device.
+    Auth {
+        id: RequestId,
+        device: DeviceId,
+        credential: String,
+    },
+    /// Find the account of a phone number.
+    Lookup { id: RequestId, phone: String },
+    /// List the current devices of an account.
+    Devices { id: RequestId, account: AccountId },
+    /// Send a message: one envelope for every current device of `to` and
+    /// for every other device of the sender's own account.
+    Send {
+        id: RequestId,
+        msg: ClientMsgId,
+        to: AccountId,
+        envelopes: Vec<OutEnvelope>,
+    },
+    /// Acknowledge envelopes; the server deletes them. No reply.
+    Ack { seqs: Vec<Seq> },
+    /// Tell the sender of `msgs` that they were read.
+    Read {
+        id: RequestId,
+        to: AccountId,
+        msgs: Vec<ClientMsgId>,
+    },
+    /// Typing indicator for `to`'s online devices. No reply, not stored.
+    Typing { to: AccountId, typing: bool },
+    /// Follow the presence of these accounts on this connection.
+    PresenceSubscribe {
+        id: RequestId,
+        accounts: Vec<AccountId>,
+    },
+    /// Set who may see this account's online status and last seen.
+    SetPrivacy {
+        id: RequestId,
+        last_seen: LastSeenPrivacy,
+    },
+    /// Unlink one of this account's devices (this one included).
+    RevokeDevice { id: RequestId, device: DeviceId },
+    /// Heartbeat; answered by `pong`.
+    Ping { id: RequestId },
+}
+
+/// Presence of one account as this viewer may see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceInfo {
+    pub account: AccountId,
+    /// `None` when the account hides its presence.
+    pub online: Option<bool>,
+    /// Unix milliseconds of the last disconnect; `None` when hidden or never seen.
+    pub last_seen: Option<u64>,
+}
+
+/// A frame sent by the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerFrame {
+    /// First frame on every connection.
+    Hello {
+        protocol: u32,
+        /// Largest frame the server accepts, in bytes.
+        max_frame_bytes: u32,
+        /// The server closes connections silent for this long.
+        idle_timeout_ms: u64,
+    },
+    /// A code was sent to the phone (reply to `request_code`).
+    CodeSent { id: RequestId, expires_in_ms: u64 },
+    /// A device was linked (reply to `verify`). Keep the credential secret:
+    /// it is shown once and stored only as a hash.
+    Registered {
+        id: RequestId,
+        account: AccountId,
+        device: DeviceId,
+        credential: String,
+        new_account: bool,
+    },
+    /// The connection is authenticated (reply to `auth`).
+    Authed {
+        id: RequestId,
+        account: AccountId,
+        device: DeviceId,
+    },
+    /// The account of a phone number (reply to `lookup`).
+    Account { id: RequestId, account: AccountId },
+    /// The current devices of an account (reply to `devices`).
+    DeviceList {
+        id: RequestId,
+        account: AccountId,
+        devices: Vec<DeviceId>,
+    },
+    /// The message is stored for every recipient device (reply to `send`).
+    Sent {
+        id: RequestId,
+        msg: ClientMsgId,
+        /// Server time of the first accepted send, Unix milliseconds.
+        ts: u64,
+        /// True when this was a resend of an already stored message.
+        duplicate: bool,
+    },
+    /// The request succeeded and has nothing more to say.
+    Done { id: RequestId },
+    /// Current presence (reply to `presence_subscribe`).
+    PresenceList {
+        id: RequestId,
+        presence: Vec<PresenceInfo>,
+    },
+    /// Reply to `ping`.
+    Pong { id: RequestId },
+    /// A queued envelope. The client must `ack` its `seq`; until then it is
+    /// redelivered on every new connection of this device.
+    Envelope {
+        seq: Seq,
+        kind: EnvelopeKind,
+        from: AccountId,
+        from_device: DeviceId,
+        msg: ClientMsgId,
+        /// Unix milliseconds when the server stored the original message.
+        ts: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<Payload>,
+    },
+    /// Someone is typing to this account. Not stored, not acked.
+    Typing {
+        from: AccountId,
+        from_device: DeviceId,
+        typing: bool,
+    },
+    /// Presence of a followed account changed. Not acked.
+    Presence(PresenceInfo),
+    /// A request or frame failed.
+    Error(ErrorFrame),
+}
+
+/// The body of an `error` frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorFrame {
+    /// The request this answers, when the frame had a readable id.
+    pub id: Option<RequestId>,
+    pub code: ErrorCode,
+    /// Human-readable detail; never parse it.
+    pub message: String,
+    /// True when the server closes the connection after this frame.
+    pub fatal: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// For `mismatched_devices`: current devices the send did not cover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<DeviceId>,
+    /// For `mismatched_devices`: devices in the send that are not current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<DeviceId>,
+}
+
+impl ErrorFrame {
+    /// An error frame with no extra details.
+    pub fn new(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorFrame {
+            id,
+            code,
+            message: message.into(),
+            fatal: code.is_fatal(),
+            retry_after_ms: None,
+            missing: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl ClientFrame {
+    /// The request id, for frames that get a reply.
+    pub fn request_id(&self) -> Option<RequestId> {
+        use ClientFrame::*;
+        match self {
+            RequestCode { id, .. }
+            | Verify { id, .. }
+            | Auth { id, .. }
+            | Lookup { id, .. }
+            | Devices { id, .. }
+            | Send { id, .. }
+            | Read { id, .. }
+            | PresenceSubscribe { id, .. }
+            | SetPrivacy { id, .. }
+            | RevokeDevice { id, .. }
+            | Ping { id } => Some(*id),
+            Ack { .. } | Typing { .. } => None,
+        }
+    }
+}
