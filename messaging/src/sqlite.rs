@@ -794,6 +794,12 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn health(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await?;
+        self.write(|_, _| Ok(())).await
+    }
+
     async fn expire(&self, now_ms: u64, dedup_before_ms: u64) -> Result<u64, StoreError> {
         self.write(move |conn, _| {
             let n = conn

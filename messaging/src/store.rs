@@ -191,6 +191,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records when the account was last online.
     async fn set_last_seen(&self, account: AccountId, at_ms: u64) -> Result<(), StoreError>;
 
+    /// Checks that the store can read and commit. Because writes commit in
+    /// submission order, a successful check also means every write
+    /// submitted before it has committed.
+    async fn health(&self) -> Result<(), StoreError>;
+
     /// Deletes envelopes past their expiry and forgets message ids older than
     /// `dedup_before_ms`. Returns how many envelopes were deleted.
     async fn expire(&self, now_ms: u64, dedup_before_ms: u64) -> Result<u64, StoreError>;

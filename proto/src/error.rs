@@ -51,11 +51,72 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            MalformedFrame => "malformed_frame",
+            UnknownFrameType => "unknown_frame_type",
+            FrameTooLarge => "frame_too_large",
+            UnsupportedFrame => "unsupported_frame",
+            Unauthenticated => "unauthenticated",
+            AlreadyAuthenticated => "already_authenticated",
+            AuthTimeout => "auth_timeout",
+            BadCredential => "bad_credential",
+            InvalidPhone => "invalid_phone",
+            CodeInvalid => "code_invalid",
+            CodeExpired => "code_expired",
+            CodeUsed => "code_used",
+            TooManyAttempts => "too_many_attempts",
+            DeviceLimit => "device_limit",
+            RateLimited => "rate_limited",
+            NotFound => "not_found",
+            MismatchedDevices => "mismatched_devices",
+            InvalidArgument => "invalid_argument",
+            ShuttingDown => "shutting_down",
+            Internal => "internal",
+        }
+    }
+
     /// Whether the server closes the connection after sending this error.
     pub fn is_fatal(self) -> bool {
         matches!(
             self,
             ErrorCode::FrameTooLarge | ErrorCode::AuthTimeout | ErrorCode::ShuttingDown
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn as_str_matches_serde() {
+        use ErrorCode::*;
+        for code in [
+            MalformedFrame,
+            UnknownFrameType,
+            FrameTooLarge,
+            UnsupportedFrame,
+            Unauthenticated,
+            AlreadyAuthenticated,
+            AuthTimeout,
+            BadCredential,
+            InvalidPhone,
+            CodeInvalid,
+            CodeExpired,
+            CodeUsed,
+            TooManyAttempts,
+            DeviceLimit,
+            RateLimited,
+            NotFound,
+            MismatchedDevices,
+            InvalidArgument,
+            ShuttingDown,
+            Internal,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 }

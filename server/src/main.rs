@@ -1,1 +1,37 @@
-fn main() {}
+//! The `palaver` binary: reads the configuration, installs logging and
+//! metrics, binds the listeners and runs the roles until SIGTERM/SIGINT.
+
+// A binary has no public API: `pub` here only means "used by other modules".
+#![allow(unreachable_pub)]
+
+mod admin;
+mod cli;
+mod config;
+mod http;
+mod run;
+mod telemetry;
+mod webhook;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("palaver: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::main(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palaver: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,122 @@
-//! Work in progress.
+//! Palaver's signaling gateway: the `/v1/ws` WebSocket protocol, device
+//! authentication, registration, presence, typing, and the in-process
+//! routing of envelopes from the store to connected devices.
+//!
+//! Layout:
+//! - [`Gateway`] holds what every connection shares: the [`Store`], the
+//!   [`router::Router`] (who is connected where), the verifier, the rate
+//!   limiters, the metrics and the configuration.
+//! - `conn` runs one connection: a single task that reads frames, answers
+//!   them one at a time (so a device's sends are stored in the order it sent
+//!   them) and pushes envelopes from its queue.
+//! - [`router::Router`] is the in-process bus. It is the store's
+//!   [`Notifier`]: after a commit, new envelopes are handed to the
+//!   connection of their device, if any, without touching the database
+//!   again. A connection that falls behind re-reads its queue instead.
+//!
+//! [`Store`]: palaver_messaging::Store
+//! [`Notifier`]: palaver_messaging::Notifier
+
+pub mod config;
+mod conn;
+mod handlers;
+pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod router;
+pub mod verifier;
+
+pub use config::GatewayConfig;
+pub use conn::serve_socket;
+pub use metrics::Metrics;
+pub use verifier::{DevVerifier, Verifier, VerifierError};
+
+use palaver_messaging::Store;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// State shared by every connection of one gateway.
+pub struct Gateway {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) router: Arc<router::Router>,
+    pub(crate) verifier: Arc<dyn Verifier>,
+    pub(crate) config: GatewayConfig,
+    pub(crate) limits: ratelimit::Limits,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: tokio_util::task::TaskTracker,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway over `store`, whose notifier must be `router`.
+    pub fn new(
+        config: GatewayConfig,
+        store: Arc<dyn Store>,
+        router: Arc<router::Router>,
+        verifier: Arc<dyn Verifier>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Gateway {
+            limits: ratelimit::Limits::new(&config.rate_limits),
+            store,
+            router,
+            verifier,
+            config,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        })
+    }
+
+    /// Closes every connection (after the frame it is handling) and waits
+    /// until all of them are gone, so that no acknowledged write is cut off.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// True once `shutdown` has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Runs periodic maintenance (queue expiry, rate-limiter cleanup) until
+    /// shutdown.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.expiry_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = now_ms();
+            let dedup_before = now.saturating_sub(self.config.dedup_window.as_millis() as u64);
+            match self.store.expire(now, dedup_before).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(expired = n, "expired queued envelopes");
+                    self.metrics.envelopes_expired.inc_by(n);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "queue expiry failed"),
+            }
+            self.limits.cleanup();
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,100 @@
+//! The admin listener: Prometheus metrics, health, and development helpers.
+//! Loopback by default; when a token is configured every route needs
+//! `Authorization: Bearer <token>`.
+
+use crate::config::Secret;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use palaver_messaging::policy::Phone;
+use palaver_signaling::Verifier;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub registry: Arc<Registry>,
+    pub verifier: Option<Arc<dyn Verifier>>,
+    pub token: Option<Secret>,
+}
+
+pub fn routes(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/dev/codes/{phone}", get(dev_code))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !palaver_messaging::policy::hashes_equal(given.as_bytes(), token.expose().as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode_registry(&mut text, &state.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    text.push_str(&process_metrics());
+    text.push_str("# EOF\n");
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Resident memory and open file descriptors of this process.
+fn process_metrics() -> String {
+    let page = 4096u64;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * page)
+        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    format!(
+        "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n\
+         # TYPE process_open_fds gauge\nprocess_open_fds {fds}\n"
+    )
+}
+
+async fn dev_code(State(state): State<AdminState>, Path(phone): Path<String>) -> Response {
+    let Some(verifier) = state.verifier else {
+        return (
+            StatusCode::NOT_FOUND,
+            "only the development verifier shows codes\n",
+        )
+            .into_response();
+    };
+    let Ok(phone) = Phone::parse(&phone) else {
+        return (StatusCode::BAD_REQUEST, "invalid phone number\n").into_response();
+    };
+    match verifier.last_code(&phone) {
+        Some(code) => (StatusCode::OK, code).into_response(),
+        None => (StatusCode::NOT_FOUND, "no code sent to this number\n").into_response(),
+    }
+}

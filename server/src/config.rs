@@ -1,0 +1,593 @@
+//! The configuration file: one TOML document, unknown keys rejected,
+//! overridden by `PALAVER__SECTION__KEY` environment variables and then by
+//! command-line flags, validated before anything starts.
+
+use palaver_signaling::config::RateLimits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of environment overrides: `PALAVER__SERVER__LISTEN=127.0.0.1:9000`.
+pub const ENV_PREFIX: &str = "PALAVER__";
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// A secret value. Its `Debug` never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where embedded state lives: the SQLite file and the media folder.
+    pub data_dir: PathBuf,
+    pub server: ServerSection,
+    pub log: LogSection,
+    pub storage: StorageSection,
+    pub signaling: SignalingSection,
+    pub verifier: VerifierSection,
+    pub admin: AdminSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("palaver-data"),
+            server: ServerSection::default(),
+            log: LogSection::default(),
+            storage: StorageSection::default(),
+            signaling: SignalingSection::default(),
+            verifier: VerifierSection::default(),
+            admin: AdminSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Main listener: WebSocket, health checks.
+    pub listen: SocketAddr,
+    /// Most simultaneous connections on the main listener.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time given to open connections to finish at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+            max_connections: 1_100_000,
+            header_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A tracing filter such as `info` or `palaver_signaling=debug,info`.
+    /// `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub backend: Backend,
+    /// SQLite database file; default `<data_dir>/palaver.db`.
+    pub sqlite_path: Option<PathBuf>,
+    /// `full` fsyncs every commit (survives power loss); `normal` survives
+    /// process crashes only.
+    pub durability: Durability,
+    /// Most writes grouped into one commit.
+    pub max_batch: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            backend: Backend::Sqlite,
+            sqlite_path: None,
+            durability: Durability::Full,
+            max_batch: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalingSection {
+    pub max_frame_bytes: usize,
+    pub read_buffer_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    pub max_devices: u32,
+    #[serde(with = "humantime_serde")]
+    pub code_ttl: Duration,
+    pub code_max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub envelope_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    pub inflight_window: usize,
+    pub max_envelopes_per_send: usize,
+    pub rate_limits: RateLimits,
+}
+
+impl Default for SignalingSection {
+    fn default() -> Self {
+        let d = palaver_signaling::GatewayConfig::default();
+        SignalingSection {
+            max_frame_bytes: d.max_frame_bytes,
+            read_buffer_bytes: d.read_buffer_bytes,
+            idle_timeout: d.idle_timeout,
+            auth_timeout: d.auth_timeout,
+            max_devices: d.max_devices,
+            code_ttl: d.code_ttl,
+            code_max_attempts: d.code_max_attempts,
+            envelope_ttl: d.envelope_ttl,
+            dedup_window: d.dedup_window,
+            inflight_window: d.inflight_window,
+            max_envelopes_per_send: d.max_envelopes_per_send,
+            rate_limits: d.rate_limits,
+        }
+    }
+}
+
+impl SignalingSection {
+    pub fn gateway_config(&self) -> palaver_signaling::GatewayConfig {
+        palaver_signaling::GatewayConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            read_buffer_bytes: self.read_buffer_bytes,
+            idle_timeout: self.idle_timeout,
+            auth_timeout: self.auth_timeout,
+            max_devices: self.max_devices,
+            code_ttl: self.code_ttl,
+            code_max_attempts: self.code_max_attempts,
+            envelope_ttl: self.envelope_ttl,
+            dedup_window: self.dedup_window,
+            inflight_window: self.inflight_window,
+            max_envelopes_per_send: self.max_envelopes_per_send,
+            rate_limits: self.rate_limits.clone(),
+            ..palaver_signaling::GatewayConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifierKind {
+    /// Logs codes and shows them on the admin listener. Development only.
+    Dev,
+    /// POSTs each code to an SMS gateway.
+    Webhook,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifierSection {
+    pub kind: VerifierKind,
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key signing webhook bodies (`X-Palaver-Signature`).
+    pub webhook_secret: Option<Secret>,
+    pub webhook_secret_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+}
+
+impl Default for VerifierSection {
+    fn default() -> Self {
+        VerifierSection {
+            kind: VerifierKind::Dev,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_secret_file: None,
+            webhook_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Admin listener: `/metrics`, `/healthz`, development code look-up.
+    pub listen: SocketAddr,
+    /// Bearer token required on the admin listener when set.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:9090".parse().expect("valid default"),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+/// Reads the config file (if any), applies environment overrides, and
+/// deserializes it, naming the offending key on error.
+pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let mut table = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+        }
+        None => toml::Table::new(),
+    };
+    apply_env(&mut table, env)?;
+    let de = toml::Value::Table(table);
+    serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let message = inner
+            .lines()
+            .next()
+            .unwrap_or("invalid value")
+            .trim()
+            .to_owned();
+        key_err(if key == "." { "(top level)" } else { &key }, message)
+    })
+}
+
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (var, raw) in env {
+        let Some(path) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        if keys.iter().any(|k| k.is_empty()) {
+            return Err(ConfigError::Env {
+                var: var.clone(),
+                message: "empty key segment".into(),
+            });
+        }
+        let value = parse_env_value(raw);
+        let mut cur = &mut *table;
+        for k in &keys[..keys.len() - 1] {
+            let entry = cur
+                .entry(k.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+                var: var.clone(),
+                message: format!("`{k}` is not a section"),
+            })?;
+        }
+        cur.insert(keys[keys.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+/// Environment values are TOML scalars when they parse as one (numbers,
+/// booleans, quoted strings, arrays), and plain strings otherwise.
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+/// Reads a secret from a file, refusing files that others can read.
+pub fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| key_err(key, format!("cannot read {}: {e}", path.display())))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(key_err(
+            key,
+            format!("{} is world-readable; chmod o-r it", path.display()),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| key_err(key, format!("cannot read {}: {e}", path.display())))?;
+    let value = text.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        return Err(key_err(key, format!("{} is empty", path.display())));
+    }
+    Ok(Secret(value))
+}
+
+/// Secrets resolved from inline values or files.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub admin_token: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+}
+
+fn one_of(
+    key: &str,
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(key_err(key, "set either the value or the _file, not both")),
+        (Some(s), None) => Ok(Some(s.clone())),
+        (None, Some(p)) => read_secret_file(&format!("{key}_file"), p).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+impl Config {
+    /// Checks values that parse but make no sense, and loads secrets.
+    pub fn validate(&self) -> Result<Secrets, ConfigError> {
+        let s = &self.signaling;
+        if !(1024..=16 * 1024 * 1024).contains(&s.max_frame_bytes) {
+            return Err(key_err(
+                "signaling.max_frame_bytes",
+                "must be 1 KiB to 16 MiB",
+            ));
+        }
+        if !(256..=1024 * 1024).contains(&s.read_buffer_bytes) {
+            return Err(key_err(
+                "signaling.read_buffer_bytes",
+                "must be 256 B to 1 MiB",
+            ));
+        }
+        if s.max_devices == 0 || s.max_devices > 64 {
+            return Err(key_err("signaling.max_devices", "must be 1 to 64"));
+        }
+        if s.code_max_attempts == 0 {
+            return Err(key_err("signaling.code_max_attempts", "must be at least 1"));
+        }
+        if s.inflight_window == 0 {
+            return Err(key_err("signaling.inflight_window", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("signaling.idle_timeout", s.idle_timeout),
+            ("signaling.auth_timeout", s.auth_timeout),
+            ("signaling.code_ttl", s.code_ttl),
+            ("signaling.envelope_ttl", s.envelope_ttl),
+            ("server.header_timeout", self.server.header_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(key_err(key, "must be longer than zero"));
+            }
+        }
+        if self.storage.max_batch == 0 {
+            return Err(key_err("storage.max_batch", "must be at least 1"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(key_err("server.max_connections", "must be at least 1"));
+        }
+        if self.server.listen == self.admin.listen && self.server.listen.port() != 0 {
+            return Err(key_err("admin.listen", "must differ from server.listen"));
+        }
+        let secrets = Secrets {
+            admin_token: one_of("admin.token", &self.admin.token, &self.admin.token_file)?,
+            webhook_secret: one_of(
+                "verifier.webhook_secret",
+                &self.verifier.webhook_secret,
+                &self.verifier.webhook_secret_file,
+            )?,
+        };
+        if !self.admin.listen.ip().is_loopback() && secrets.admin_token.is_none() {
+            return Err(key_err(
+                "admin.token",
+                "required when admin.listen is not a loopback address",
+            ));
+        }
+        if let Some(t) = &secrets.admin_token {
+            if t.expose().len() < 16 {
+                return Err(key_err("admin.token", "must be at least 16 characters"));
+            }
+        }
+        if self.verifier.kind == VerifierKind::Webhook {
+            let url = self.verifier.webhook_url.as_deref().ok_or_else(|| {
+                key_err("verifier.webhook_url", "required for kind = \"webhook\"")
+            })?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(key_err("verifier.webhook_url", "must be an http(s) URL"));
+            }
+            if secrets.webhook_secret.is_none() {
+                return Err(key_err(
+                    "verifier.webhook_secret",
+                    "required for kind = \"webhook\" (or webhook_secret_file)",
+                ));
+            }
+        }
+        Ok(secrets)
+    }
+
+    /// The SQLite file.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.storage
+            .sqlite_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("palaver.db"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        load(Some(&path), &env)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("server") && msg.contains("lisen"), "{msg}");
+        let e = load_str(
+            "[signaling.rate_limits.code_requests_per_ip]\nburst = 1\nper_minute = 1.0\nfoo = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("foo"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = load_str("[signaling]\nmax_devices = \"many\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("signaling.max_devices"), "{e}");
+        let c = load_str("[signaling]\nmax_devices = 0\n", &[]).unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("signaling.max_devices"), "{e}");
+        let e = load_str("[server]\nheader_timeout = \"soon\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("server.header_timeout"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load_str(
+            "[server]\nlisten = \"127.0.0.1:1000\"\n",
+            &[
+                ("PALAVER__SERVER__LISTEN", "127.0.0.1:2000"),
+                ("PALAVER__SIGNALING__MAX_DEVICES", "7"),
+                ("PALAVER__SIGNALING__IDLE_TIMEOUT", "30s"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 2000);
+        assert_eq!(c.signaling.max_devices, 7);
+        assert_eq!(c.signaling.idle_timeout, Duration::from_secs(30));
+        let e = load_str("", &[("PALAVER__SERVER__NOPE", "1")]).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn secrets_from_files_and_never_debug_printed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef-secret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut c = Config::default();
+        c.admin.token_file = Some(path.clone());
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.to_string().contains("admin.token_file") && e.to_string().contains("world-readable")
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(
+            s.admin_token.as_ref().unwrap().expose(),
+            "0123456789abcdef-secret"
+        );
+        assert!(!format!("{s:?}").contains("secret\""));
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn public_admin_listener_needs_a_token() {
+        let mut c = Config::default();
+        c.admin.listen = "0.0.0.0:9090".parse().unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("admin.token")
+        );
+        let mut c = Config::default();
+        c.verifier.kind = VerifierKind::Webhook;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("verifier.webhook_url")
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Starting and stopping the roles.
+
+use crate::admin::{self, AdminState};
+use crate::cli::{Cli, Command, ServeArgs};
+use crate::config::{self, Config, Durability, VerifierKind};
+use crate::http::{self, HttpOptions};
+use anyhow::Context;
+use palaver_messaging::sqlite::{SqliteConfig, SqliteStore};
+use palaver_messaging::{Notifier, Store};
+use palaver_signaling::router::Router;
+use palaver_signaling::{DevVerifier, Gateway, Metrics, Verifier};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) | Command::Signaling(args) => serve(cli.config, args).await,
+        Command::CheckConfig(args) => {
+            let cfg = load(cli.config, &args)?;
+            print_config(&cfg);
+            Ok(())
+        }
+        Command::Sfu => not_yet("sfu"),
+        Command::Turn => not_yet("turn"),
+        Command::Media => not_yet("media"),
+        Command::Transcoder => not_yet("transcoder"),
+    }
+}
+
+fn not_yet(role: &str) -> anyhow::Result<()> {
+    anyhow::bail!("the `{role}` role is not implemented yet; see the README for what works today")
+}
+
+fn load(path: Option<std::path::PathBuf>, args: &ServeArgs) -> anyhow::Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut cfg = config::load(path.as_deref(), &env)?;
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(l) = args.listen {
+        cfg.server.listen = l;
+    }
+    if let Some(l) = args.admin_listen {
+        cfg.admin.listen = l;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[allow(clippy::print_stdout)]
+fn print_config(cfg: &Config) {
+    println!("{cfg:#?}");
+}
+
+/// Tells scripts and tests where the listeners ended up (port 0 picks one).
+#[allow(clippy::print_stdout)]
+fn announce(what: &str, addr: std::net::SocketAddr) {
+    println!("palaver: {what} listening on {addr}");
+}
+
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data_dir {}", dir.display()))
+}
+
+async fn serve(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = load(path, &args)?;
+    let secrets = cfg.validate()?;
+    crate::telemetry::init(&cfg.log)?;
+    prepare_data_dir(&cfg.data_dir)?;
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::default());
+    metrics.register(&mut registry);
+
+    let router = Arc::new(Router::default());
+    let mut sqlite = SqliteConfig::new(cfg.sqlite_path());
+    sqlite.durability = match cfg.storage.durability {
+        Durability::Full => palaver_messaging::sqlite::Durability::Full,
+        Durability::Normal => palaver_messaging::sqlite::Durability::Normal,
+    };
+    sqlite.max_batch = cfg.storage.max_batch;
+    let notifier: Arc<dyn Notifier> = router.clone();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(sqlite, notifier).with_context(|| {
+            format!("cannot open the database {}", cfg.sqlite_path().display())
+        })?);
+
+    let (verifier, dev_codes): (Arc<dyn Verifier>, bool) = match cfg.verifier.kind {
+        VerifierKind::Dev => {
+            tracing::warn!(
+                "using the development verifier: codes are logged and shown on the admin listener"
+            );
+            (Arc::new(DevVerifier::default()), true)
+        }
+        VerifierKind::Webhook => {
+            let url = cfg.verifier.webhook_url.clone().unwrap_or_default();
+            let secret = secrets
+                .webhook_secret
+                .clone()
+                .context("verifier.webhook_secret")?;
+            (
+                Arc::new(crate::webhook::WebhookVerifier::new(
+                    url,
+                    secret,
+                    cfg.verifier.webhook_timeout,
+                )?),
+                false,
+            )
+        }
+    };
+
+    let gw = Gateway::new(
+        cfg.signaling.gateway_config(),
+        store.clone(),
+        router,
+        verifier.clone(),
+        metrics,
+    );
+
+    let main_listener = TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on server.listen = {}", cfg.server.listen))?;
+    let admin_listener = TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
+    let main_addr = main_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let http_stop = CancellationToken::new();
+    let opts = HttpOptions {
+        header_timeout: cfg.server.header_timeout,
+        max_connections: cfg.server.max_connections,
+        shutdown_timeout: cfg.server.shutdown_timeout,
+    };
+    let main_app = palaver_signaling::http::routes(gw.clone());
+    let admin_app = admin::routes(AdminState {
+        registry: Arc::new(registry),
+        verifier: dev_codes.then(|| verifier.clone()),
+        token: secrets.admin_token.clone(),
+    });
+    let main_task = tokio::spawn(http::serve(
+        main_listener,
+        main_app,
+        opts.clone(),
+        http_stop.clone(),
+    ));
+    let admin_task = tokio::spawn(http::serve(
+        admin_listener,
+        admin_app,
+        HttpOptions {
+            max_connections: 256,
+            ..opts.clone()
+        },
+        http_stop.clone(),
+    ));
+    let maintenance = tokio::spawn(gw.clone().run_maintenance());
+
+    tracing::info!(%main_addr, %admin_addr, data_dir = %cfg.data_dir.display(), "palaver started");
+    announce("main", main_addr);
+    announce("admin", admin_addr);
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: refusing new connections, finishing open requests");
+    http_stop.cancel();
+    if tokio::time::timeout(cfg.server.shutdown_timeout, gw.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at the shutdown timeout");
+    }
+    let _ = main_task.await;
+    let _ = admin_task.await;
+    let _ = maintenance.await;
+    store.health().await.context("final flush of the store")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

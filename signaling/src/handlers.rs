@@ -1,0 +1,525 @@
+//! What each client frame does.
+
+use crate::conn::{Conn, Identity};
+use crate::now_ms;
+use crate::router::Transition;
+use palaver_messaging::policy::{
+    CODE_DIGITS, CodeDecision, Phone, hash_code, hash_credential, hashes_equal, new_code,
+    new_credential,
+};
+use palaver_messaging::{NewDevice, SendOutcome, SendRequest, StoreError, VerifyOutcome};
+use palaver_proto::codec::decode_client;
+use palaver_proto::frames::{ClientFrame, LastSeenPrivacy, OutEnvelope, PresenceInfo, ServerFrame};
+use palaver_proto::{AccountId, ClientMsgId, DeviceId, ErrorCode, RequestId, Seq};
+use std::time::{Duration, Instant};
+
+/// Most sequence numbers in one `ack`, and message ids in one `read`.
+const MAX_IDS_PER_FRAME: usize = 1024;
+/// Longest device name, in bytes.
+const MAX_DEVICE_NAME: usize = 64;
+
+/// A failed request, before it becomes an `error` frame.
+#[derive(Debug)]
+pub(crate) struct ReqError {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+    pub(crate) retry_after_ms: Option<u64>,
+    pub(crate) missing: Vec<DeviceId>,
+    pub(crate) extra: Vec<DeviceId>,
+}
+
+impl ReqError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ReqError {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            missing: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    fn rate_limited(wait: Duration) -> Self {
+        ReqError {
+            retry_after_ms: Some(wait.as_millis().max(1) as u64),
+            ..ReqError::new(ErrorCode::RateLimited, "too many requests; retry later")
+        }
+    }
+}
+
+impl From<StoreError> for ReqError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        ReqError::new(ErrorCode::Internal, "internal error; retry later")
+    }
+}
+
+fn invalid_phone() -> ReqError {
+    ReqError::new(
+        ErrorCode::InvalidPhone,
+        "phone numbers are E.164: + and the digits of a number in service, no spaces",
+    )
+}
+
+type Reply = Result<(), ReqError>;
+
+impl Conn {
+    pub(crate) async fn handle_text(&mut self, text: &str) {
+        self.gw.metrics.frames_in.inc();
+        let frame = match decode_client(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.error(e.id, e.code, e.message),
+        };
+        let id = frame.request_id();
+        if let Err(err) = self.dispatch(frame).await {
+            self.reply_error(id, err);
+        }
+    }
+
+    fn me(&self) -> Result<Identity, ReqError> {
+        self.me.ok_or_else(|| {
+            ReqError::new(
+                ErrorCode::Unauthenticated,
+                "authenticate first with an auth frame",
+            )
+        })
+    }
+
+    async fn dispatch(&mut self, frame: ClientFrame) -> Reply {
+        use ClientFrame as F;
+        match frame {
+            F::Ping { id } => {
+                self.reply(ServerFrame::Pong { id });
+                Ok(())
+            }
+            F::RequestCode { id, phone } => self.request_code(id, &phone).await,
+            F::Verify {
+                id,
+                phone,
+                code,
+                device_name,
+            } => self.verify(id, &phone, &code, device_name).await,
+            F::Auth {
+                id,
+                device,
+                credential,
+            } => self.auth(id, device, &credential).await,
+            F::Lookup { id, phone } => self.lookup(id, &phone).await,
+            F::Devices { id, account } => {
+                self.me()?;
+                let devices = self
+                    .gw
+                    .store
+                    .devices(account)
+                    .await?
+                    .ok_or_else(not_found)?;
+                self.reply(ServerFrame::DeviceList {
+                    id,
+                    account,
+                    devices,
+                });
+                Ok(())
+            }
+            F::Send {
+                id,
+                msg,
+                to,
+                envelopes,
+            } => self.send(id, msg, to, envelopes).await,
+            F::Ack { seqs } => self.ack(seqs).await,
+            F::Read { id, to, msgs } => self.read(id, to, msgs).await,
+            F::Typing { to, typing } => {
+                let me = self.me()?;
+                if self.typing.check(&self.gw.limits.typing, Instant::now()) {
+                    self.gw.router.typing(me.account, me.device, to, typing);
+                }
+                Ok(())
+            }
+            F::PresenceSubscribe { id, accounts } => self.presence_subscribe(id, accounts).await,
+            F::SetPrivacy { id, last_seen } => {
+                let me = self.me()?;
+                self.gw.store.set_privacy(me.account, last_seen).await?;
+                self.gw.router.set_privacy(me.account, last_seen);
+                self.reply(ServerFrame::Done { id });
+                Ok(())
+            }
+            F::RevokeDevice { id, device } => {
+                let me = self.me()?;
+                if !self
+                    .gw
+                    .store
+                    .revoke_device(me.account, device, now_ms())
+                    .await?
+                {
+                    return Err(not_found());
+                }
+                tracing::info!(revoked = device.0, "device unlinked");
+                self.reply(ServerFrame::Done { id });
+                Ok(())
+            }
+        }
+    }
+
+    async fn request_code(&mut self, id: RequestId, phone: &str) -> Reply {
+        let phone = Phone::parse(phone).map_err(|_| invalid_phone())?;
+        let now = Instant::now();
+        let limits = &self.gw.limits;
+        if let Err(wait) = limits.code_per_ip.check(&self.ip, now) {
+            self.count_limited("code_per_ip");
+            return Err(ReqError::rate_limited(wait));
+        }
+        if let Err(wait) = limits.code_per_phone.check(&phone.as_str().to_owned(), now) {
+            self.count_limited("code_per_phone");
+            return Err(ReqError::rate_limited(wait));
+        }
+        let code = new_code();
+        let ttl = self.gw.config.code_ttl;
+        let expires = now_ms() + ttl.as_millis() as u64;
+        self.gw
+            .store
+            .put_code(&phone, hash_code(&phone, &code), expires)
+            .await?;
+        self.gw
+            .verifier
+            .send_code(&phone, &code)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "verifier failed");
+                ReqError::new(
+                    ErrorCode::Internal,
+                    "the code could not be sent; retry later",
+                )
+            })?;
+        self.reply(ServerFrame::CodeSent {
+            id,
+            expires_in_ms: ttl.as_millis() as u64,
+        });
+        Ok(())
+    }
+
+    async fn verify(&mut self, id: RequestId, phone: &str, code: &str, name: String) -> Reply {
+        if self.me.is_some() {
+            return Err(ReqError::new(
+                ErrorCode::AlreadyAuthenticated,
+                "link new devices from an unauthenticated connection",
+            ));
+        }
+        let phone = Phone::parse(phone).map_err(|_| invalid_phone())?;
+        if name.is_empty() || name.len() > MAX_DEVICE_NAME || name.chars().any(char::is_control) {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                "device_name must be 1 to 64 bytes without control characters",
+            ));
+        }
+        if let Err(wait) = self.gw.limits.verify_per_ip.check(&self.ip, Instant::now()) {
+            self.count_limited("verify_per_ip");
+            return Err(ReqError::rate_limited(wait));
+        }
+        if code.len() != CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ReqError::new(
+                ErrorCode::CodeInvalid,
+                "the code is 6 digits",
+            ));
+        }
+        let credential = new_credential();
+        let outcome = self
+            .gw
+            .store
+            .verify_and_link(
+                NewDevice {
+                    code_hash: hash_code(&phone, code),
+                    phone,
+                    name,
+                    credential_hash: hash_credential(&credential),
+                },
+                now_ms(),
+                self.gw.config.code_max_attempts,
+                self.gw.config.max_devices,
+            )
+            .await?;
+        let label = match &outcome {
+            VerifyOutcome::Linked { .. } => "linked",
+            VerifyOutcome::DeviceLimit => "device_limit",
+            VerifyOutcome::Rejected(_) => "rejected",
+        };
+        self.gw
+            .metrics
+            .registrations
+            .get_or_create(&crate::metrics::KindLabel { kind: label })
+            .inc();
+        match outcome {
+            VerifyOutcome::Linked {
+                account,
+                device,
+                new_account,
+            } => {
+                tracing::info!(
+                    account = account.0,
+                    device = device.0,
+                    new_account,
+                    "device linked"
+                );
+                self.reply(ServerFrame::Registered {
+                    id,
+                    account,
+                    device,
+                    credential,
+                    new_account,
+                });
+                Ok(())
+            }
+            VerifyOutcome::DeviceLimit => Err(ReqError::new(
+                ErrorCode::DeviceLimit,
+                format!(
+                    "an account links at most {} devices; unlink one first",
+                    self.gw.config.max_devices
+                ),
+            )),
+            VerifyOutcome::Rejected(d) => Err(match d {
+                CodeDecision::Wrong => ReqError::new(ErrorCode::CodeInvalid, "wrong code"),
+                CodeDecision::Used => {
+                    ReqError::new(ErrorCode::CodeUsed, "this code was already used")
+                }
+                CodeDecision::Exhausted => ReqError::new(
+                    ErrorCode::TooManyAttempts,
+                    "too many wrong codes; request a new one",
+                ),
+                CodeDecision::Expired | CodeDecision::Accept => ReqError::new(
+                    ErrorCode::CodeExpired,
+                    "no valid code for this number; request a new one",
+                ),
+            }),
+        }
+    }
+
+    async fn auth(&mut self, id: RequestId, device: DeviceId, credential: &str) -> Reply {
+        if self.me.is_some() {
+            return Err(ReqError::new(
+                ErrorCode::AlreadyAuthenticated,
+                "already authenticated",
+            ));
+        }
+        let limiter = &self.gw.limits.auth_failures_per_ip;
+        let now = Instant::now();
+        if let Err(wait) = limiter.peek(&self.ip, now) {
+            self.count_limited("auth_failures_per_ip");
+            return Err(ReqError::rate_limited(wait));
+        }
+        let record = self.gw.store.device(device).await?;
+        let valid = record.as_ref().is_some_and(|r| {
+            !r.revoked && hashes_equal(&r.credential_hash, &hash_credential(credential))
+        });
+        let Some(record) = record.filter(|_| valid) else {
+            self.gw.metrics.auth_failures.inc();
+            let _ = limiter.check(&self.ip, now);
+            return Err(ReqError::new(
+                ErrorCode::BadCredential,
+                "unknown device or wrong credential",
+            ));
+        };
+        let privacy = self
+            .gw
+            .store
+            .presence(record.account)
+            .await?
+            .map(|p| p.privacy)
+            .unwrap_or(LastSeenPrivacy::Nobody);
+        self.me = Some(Identity {
+            account: record.account,
+            device,
+        });
+        self.gw.metrics.authenticated.inc();
+        let transition = self
+            .gw
+            .router
+            .connect(record.account, device, &self.mailbox, privacy);
+        if transition == Transition::Changed {
+            self.gw.router.announce(record.account, true, None, privacy);
+        }
+        self.reply(ServerFrame::Authed {
+            id,
+            account: record.account,
+            device,
+        });
+        self.start_delivery();
+        self.catch_up().await;
+        Ok(())
+    }
+
+    async fn lookup(&mut self, id: RequestId, phone: &str) -> Reply {
+        let me = self.me()?;
+        if let Err(wait) = self.gw.limits.lookups.check(&me.device.0, Instant::now()) {
+            self.count_limited("lookups_per_device");
+            return Err(ReqError::rate_limited(wait));
+        }
+        let phone = Phone::parse(phone).map_err(|_| invalid_phone())?;
+        let account = self
+            .gw
+            .store
+            .account_by_phone(&phone)
+            .await?
+            .ok_or_else(not_found)?;
+        self.reply(ServerFrame::Account { id, account });
+        Ok(())
+    }
+
+    fn check_send_rate(&mut self, me: Identity) -> Reply {
+        if let Err(wait) = self.gw.limits.sends.check(&me.device.0, Instant::now()) {
+            self.count_limited("sends_per_device");
+            return Err(ReqError::rate_limited(wait));
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        id: RequestId,
+        msg: ClientMsgId,
+        to: AccountId,
+        envelopes: Vec<OutEnvelope>,
+    ) -> Reply {
+        let me = self.me()?;
+        self.check_send_rate(me)?;
+        let max = self.gw.config.max_envelopes_per_send;
+        if envelopes.is_empty() || envelopes.len() > max {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                format!("a send carries 1 to {max} envelopes"),
+            ));
+        }
+        let now = now_ms();
+        let req = SendRequest {
+            from: me.account,
+            from_device: me.device,
+            msg: msg.clone(),
+            to,
+            envelopes: envelopes
+                .into_iter()
+                .map(|e| (e.device, e.payload.0))
+                .collect(),
+            now_ms: now,
+            expires_at_ms: now + self.gw.config.envelope_ttl.as_millis() as u64,
+        };
+        match self.gw.store.send(req).await? {
+            SendOutcome::Stored { ts } => {
+                self.gw.metrics.messages_stored.inc();
+                self.reply(ServerFrame::Sent {
+                    id,
+                    msg,
+                    ts,
+                    duplicate: false,
+                });
+                Ok(())
+            }
+            SendOutcome::Duplicate { ts } => {
+                self.gw.metrics.messages_duplicate.inc();
+                self.reply(ServerFrame::Sent {
+                    id,
+                    msg,
+                    ts,
+                    duplicate: true,
+                });
+                Ok(())
+            }
+            SendOutcome::UnknownRecipient => Err(not_found()),
+            SendOutcome::Mismatch(m) if !m.duplicated.is_empty() => Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                "a device appears more than once in envelopes",
+            )),
+            SendOutcome::Mismatch(m) => Err(ReqError {
+                missing: m.missing,
+                extra: m.extra,
+                ..ReqError::new(
+                    ErrorCode::MismatchedDevices,
+                    "envelopes must cover exactly the recipient's devices and your other devices",
+                )
+            }),
+        }
+    }
+
+    async fn ack(&mut self, seqs: Vec<Seq>) -> Reply {
+        let me = self.me()?;
+        if seqs.len() > MAX_IDS_PER_FRAME {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                format!("at most {MAX_IDS_PER_FRAME} sequence numbers per ack"),
+            ));
+        }
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        for s in &seqs {
+            self.unacked.remove(s);
+        }
+        self.gw.metrics.envelopes_acked.inc_by(seqs.len() as u64);
+        let now = now_ms();
+        let expires = now + self.gw.config.envelope_ttl.as_millis() as u64;
+        self.gw.store.ack(me.device, seqs, now, expires).await?;
+        self.catch_up().await;
+        Ok(())
+    }
+
+    async fn read(&mut self, id: RequestId, to: AccountId, msgs: Vec<ClientMsgId>) -> Reply {
+        let me = self.me()?;
+        self.check_send_rate(me)?;
+        if msgs.is_empty() || msgs.len() > MAX_IDS_PER_FRAME {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                format!("a read receipt names 1 to {MAX_IDS_PER_FRAME} messages"),
+            ));
+        }
+        let now = now_ms();
+        let expires = now + self.gw.config.envelope_ttl.as_millis() as u64;
+        let found = self
+            .gw
+            .store
+            .read_receipts(me.account, me.device, to, msgs, now, expires)
+            .await?;
+        if !found {
+            return Err(not_found());
+        }
+        self.reply(ServerFrame::Done { id });
+        Ok(())
+    }
+
+    async fn presence_subscribe(&mut self, id: RequestId, accounts: Vec<AccountId>) -> Reply {
+        self.me()?;
+        let max = self.gw.config.max_presence_subscriptions;
+        if accounts.len() + self.watching.len() > max {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                format!("a connection follows at most {max} accounts"),
+            ));
+        }
+        let mut presence = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            let Some(record) = self.gw.store.presence(account).await? else {
+                return Err(not_found());
+            };
+            let visible = record.privacy == LastSeenPrivacy::Everyone;
+            presence.push(PresenceInfo {
+                account,
+                online: visible.then(|| self.gw.router.is_online(account)),
+                last_seen: record.last_seen_ms.filter(|_| visible),
+            });
+            if !self.watching.contains(&account) {
+                self.gw.router.watch(account, &self.mailbox);
+                self.watching.push(account);
+            }
+        }
+        self.reply(ServerFrame::PresenceList { id, presence });
+        Ok(())
+    }
+
+    fn count_limited(&self, kind: &'static str) {
+        self.gw
+            .metrics
+            .rate_limited
+            .get_or_create(&crate::metrics::KindLabel { kind })
+            .inc();
+    }
+}
+
+fn not_found() -> ReqError {
+    ReqError::new(ErrorCode::NotFound, "no such account or device")
+}
