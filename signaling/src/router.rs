@@ -312,3 +312,69 @@ impl Notifier for Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drained(m: &Mailbox) -> Vec<Push> {
+        let mut v = Vec::new();
+        m.drain(&mut v);
+        v
+    }
+
+    #[test]
+    fn presence_is_announced_only_when_visible() {
+        let r = Router::default();
+        let watcher = Arc::new(Mailbox::default());
+        let (acc, dev) = (AccountId(7), DeviceId(70));
+        r.watch(acc, &watcher);
+        let m = Arc::new(Mailbox::default());
+        assert_eq!(r.connect(acc, dev, &m, LastSeenPrivacy::Everyone), Transition::Changed);
+        r.announce(acc, true, None, LastSeenPrivacy::Everyone);
+        assert!(matches!(drained(&watcher)[..], [Push::Presence(ref p)] if p.online == Some(true)));
+        r.announce(acc, false, Some(5), LastSeenPrivacy::Nobody);
+        assert!(drained(&watcher).is_empty());
+        r.unwatch(acc, &watcher);
+        r.announce(acc, false, Some(5), LastSeenPrivacy::Everyone);
+        assert!(drained(&watcher).is_empty());
+    }
+
+    #[test]
+    fn second_device_connection_replaces_the_first() {
+        let r = Router::default();
+        let (acc, dev) = (AccountId(1), DeviceId(2));
+        let first = Arc::new(Mailbox::default());
+        let second = Arc::new(Mailbox::default());
+        assert_eq!(r.connect(acc, dev, &first, LastSeenPrivacy::Everyone), Transition::Changed);
+        assert_eq!(r.connect(acc, dev, &second, LastSeenPrivacy::Everyone), Transition::Unchanged);
+        assert_eq!(first.close_reason(), CloseReason::Replaced);
+        // The old connection leaving does not take the new one offline.
+        assert_eq!(r.disconnect(acc, dev, &first), Transition::Unchanged);
+        assert!(r.is_online(acc));
+        assert_eq!(r.connected_devices(), 1);
+        assert_eq!(r.disconnect(acc, dev, &second), Transition::Changed);
+        assert!(!r.is_online(acc));
+    }
+
+    #[test]
+    fn a_full_mailbox_drops_envelopes_and_flags_lag() {
+        let m = Mailbox::default();
+        let env = Arc::new(StoredEnvelope {
+            seq: palaver_proto::Seq(1),
+            device: DeviceId(1),
+            kind: palaver_proto::frames::EnvelopeKind::Message,
+            from: AccountId(2),
+            from_device: DeviceId(3),
+            msg: palaver_proto::ClientMsgId::new("m").unwrap(),
+            ts: 0,
+            payload: None,
+        });
+        for _ in 0..MAX_PENDING + 10 {
+            m.push(Push::Envelope(env.clone()));
+        }
+        assert_eq!(drained(&m).len(), MAX_PENDING);
+        assert!(m.take_lagged());
+        assert!(!m.take_lagged());
+    }
+}

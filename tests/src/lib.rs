@@ -1,1 +1,202 @@
-//! Work in progress.
+//! Helpers for end-to-end tests: run the real `palaver` binary on
+//! 127.0.0.1 with a temporary data directory, and talk to it with the SDK.
+
+use palaver_client::{Client, Event, Registration};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// How long a test waits for something the server should do promptly.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The `palaver` binary built alongside these tests.
+pub fn palaver_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PALAVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("palaver");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p palaver-server`, or run scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `palaver serve`.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub config: Option<PathBuf>,
+    pub ws_url: String,
+    pub admin_url: String,
+    pub stderr_log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with default settings and a fresh data directory.
+    pub fn start() -> Server {
+        Self::start_with("")
+    }
+
+    /// Starts a server with extra TOML configuration.
+    pub fn start_with(config: &str) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let cfg = tmp.path().join("palaver.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let mut s = Self::spawn(&data_dir, &cfg, tmp.path());
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn spawn(data_dir: &Path, cfg: &Path, log_dir: &Path) -> Server {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let stderr_log = log_dir.join(format!("stderr-{}.log", N.fetch_add(1, Ordering::Relaxed)));
+        let stderr = std::fs::File::create(&stderr_log).expect("log file");
+        let mut child = Command::new(palaver_bin())
+            .args(["--config"])
+            .arg(cfg)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start palaver");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut main, mut admin) = (None, None);
+        while main.is_none() || admin.is_none() {
+            let Some(Ok(line)) = lines.next() else {
+                let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                panic!("palaver exited before listening; stderr:\n{log}");
+            };
+            let addr = line.rsplit(' ').next().unwrap_or("").to_owned();
+            if line.starts_with("palaver: main listening on") {
+                main = Some(addr);
+            } else if line.starts_with("palaver: admin listening on") {
+                admin = Some(addr);
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child: Some(child),
+            data_dir: data_dir.to_owned(),
+            _tmp: None,
+            config: Some(cfg.to_owned()),
+            ws_url: format!("ws://{}/v1/ws", main.unwrap()),
+            admin_url: format!("http://{}", admin.unwrap()),
+            stderr_log,
+        }
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(ok.success());
+        c.wait().expect("wait")
+    }
+
+    /// Starts a new process on the same data directory and config.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let cfg = self.config.clone().expect("config");
+        let log_dir = self.stderr_log.parent().expect("log dir").to_owned();
+        let mut next = Self::spawn(&self.data_dir, &cfg, &log_dir);
+        self.child = next.child.take();
+        self.ws_url = std::mem::take(&mut next.ws_url);
+        self.admin_url = std::mem::take(&mut next.admin_url);
+        self.stderr_log = std::mem::take(&mut next.stderr_log);
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// A new connection.
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.ws_url).await.expect("connect")
+    }
+
+    /// Registers a new device for `phone` and returns it connected and
+    /// authenticated.
+    pub async fn device(&self, phone: &str) -> (Client, Registration) {
+        let reg = palaver_client::register_dev(&self.ws_url, &self.admin_url, phone, "test")
+            .await
+            .expect("register");
+        let mut c = self.connect().await;
+        c.auth(reg.device, &reg.credential).await.expect("auth");
+        (c, reg)
+    }
+
+    /// Reads `/metrics` from the admin listener.
+    pub async fn metrics(&self) -> String {
+        http_get(&self.admin_url, "/metrics").await.1
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP GET (status, body).
+pub async fn http_get(base: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hostport = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(hostport).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text[9..12].parse().expect("status");
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A phone number no other test uses (valid German mobile numbers).
+pub fn phone() -> String {
+    let n: u32 = rand::random::<u32>() % 100_000_000;
+    format!("+49151{n:08}")
+}
+
+/// Waits for the next event, failing the test if none comes in time.
+pub async fn next_event(c: &mut Client) -> Event {
+    tokio::time::timeout(PATIENCE, c.next_event())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("connection failed")
+}
+
+/// Waits for the next envelope, skipping other events.
+pub async fn next_envelope(c: &mut Client) -> palaver_client::Envelope {
+    loop {
+        if let Event::Envelope(e) = next_event(c).await {
+            return e;
+        }
+    }
+}
