@@ -165,9 +165,10 @@ impl Router {
         let mut shard = self.shards[shard_of(account.0)].lock();
         let entry = shard.accounts.entry(account).or_default();
         entry.privacy = privacy;
+        let was_online = !entry.devices.is_empty();
         entry.devices.retain(|(d, _)| *d != device);
         entry.devices.push((device, mailbox.clone()));
-        if entry.devices.len() == 1 {
+        if !was_online {
             Transition::Changed
         } else {
             Transition::Unchanged
