@@ -254,6 +254,11 @@ impl Client {
         Ok(())
     }
 
+    /// Events received and not yet returned by `next_event`.
+    pub fn buffered_events(&self) -> usize {
+        self.events.len()
+    }
+
     /// The next pushed event, waiting for one if none is buffered.
     pub async fn next_event(&mut self) -> Result<Event> {
         if let Some(e) = self.events.pop_front() {

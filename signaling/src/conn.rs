@@ -57,6 +57,8 @@ pub(crate) struct Conn {
     pub(crate) unacked: BTreeSet<Seq>,
     /// The queue holds envelopes that were not pushed live.
     need_fetch: bool,
+    /// The in-flight window filled up; wait for acks before reading more.
+    window_full: bool,
     pub(crate) typing: LocalBucket,
     pub(crate) watching: Vec<AccountId>,
     out: Vec<ServerFrame>,
@@ -76,6 +78,7 @@ pub async fn serve_socket(gw: Arc<Gateway>, socket: WebSocket, ip: IpAddr) {
         last_pushed: Seq(0),
         unacked: BTreeSet::new(),
         need_fetch: false,
+        window_full: false,
         watching: Vec::new(),
         out: Vec::new(),
         span: span.clone(),
@@ -276,19 +279,24 @@ impl Conn {
     }
 
     /// Reads the queue from the store while there is room in the window and
-    /// envelopes that were not pushed live.
+    /// envelopes that were not pushed live. Once the window has filled up,
+    /// reading resumes only when half of it is acknowledged, so that a
+    /// client acking one envelope at a time does not cause a read per ack.
     pub(crate) async fn catch_up(&mut self) {
         let Some(me) = self.me else { return };
         let window = self.gw.config.inflight_window;
-        while self.need_fetch && self.unacked.len() < window.div_ceil(2).max(1) {
-            let room = (window - self.unacked.len()).min(FETCH_PAGE);
+        if self.window_full && self.unacked.len() > window / 2 {
+            return;
+        }
+        self.window_full = false;
+        while self.need_fetch {
+            let room = window.saturating_sub(self.unacked.len()).min(FETCH_PAGE);
+            if room == 0 {
+                self.window_full = true;
+                return;
+            }
             self.gw.metrics.queue_refetches.inc();
-            let page = match self
-                .gw
-                .store
-                .fetch(me.device, self.last_pushed, room as u32)
-                .await
-            {
+            let page = match self.gw.store.fetch(me.device, self.last_pushed, room as u32).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the queue; will retry on the next ack");

@@ -117,6 +117,16 @@ impl Server {
         c.wait().expect("wait")
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits for a server that was sent SIGTERM by someone else to exit.
+    pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().expect("wait")
+    }
+
     /// Starts a new process on the same data directory and config.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");

@@ -217,3 +217,37 @@ async fn a_newer_connection_of_the_same_device_replaces_the_older() {
     assert!(matches!(err, palaver_client::Error::Closed(Some(ref c)) if u16::from(c.code) == 4001), "{err:?}");
     new.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_device_gets_at_most_the_inflight_window_until_it_acks() {
+    let server = Server::start_with("[signaling]\ninflight_window = 10\n");
+    let (mut alice, _) = server.device(&phone()).await;
+    let (bob, b) = server.device(&phone()).await;
+    bob.close().await.unwrap();
+    for i in 0..25 {
+        alice
+            .send(b.account, &id(&format!("w{i}")), vec![(b.device, vec![i as u8])])
+            .await
+            .unwrap();
+    }
+    let mut bob = server.connect().await;
+    bob.auth(b.device, &b.credential).await.unwrap();
+    bob.ping().await.unwrap();
+    assert_eq!(bob.buffered_events(), 10, "exactly one window before any ack");
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        let env = next_envelope(&mut bob).await;
+        assert_eq!(env.msg, id(&format!("w{i}")));
+        seqs.push(env.seq);
+    }
+    bob.ack(seqs).await.unwrap();
+    let mut seqs = Vec::new();
+    for i in 10..25 {
+        let env = next_envelope(&mut bob).await;
+        assert_eq!(env.msg, id(&format!("w{i}")));
+        seqs.push(env.seq);
+        if seqs.len() == 10 {
+            bob.ack(std::mem::take(&mut seqs)).await.unwrap();
+        }
+    }
+}
