@@ -14,9 +14,8 @@ pub async fn dev_code(admin_url: &str, phone: &str) -> Result<String, Error> {
     let mut stream = TcpStream::connect(hostport)
         .await
         .map_err(|e| Error::Http(format!("cannot reach {hostport}: {e}")))?;
-    let req = format!(
-        "GET /dev/codes/{phone} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
-    );
+    let req =
+        format!("GET /dev/codes/{phone} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(req.as_bytes())
         .await

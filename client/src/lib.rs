@@ -176,7 +176,9 @@ impl Client {
     }
 
     async fn send_frame(&mut self, frame: &ClientFrame) -> Result<()> {
-        self.ws.send(Message::Text(encode_client(frame).into())).await?;
+        self.ws
+            .send(Message::Text(encode_client(frame).into()))
+            .await?;
         Ok(())
     }
 
@@ -194,7 +196,9 @@ impl Client {
                 }
                 Message::Close(c) => return Err(Error::Closed(c)),
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                Message::Binary(_) => return Err(Error::Protocol("unexpected binary frame".into())),
+                Message::Binary(_) => {
+                    return Err(Error::Protocol("unexpected binary frame".into()));
+                }
             }
         }
     }
@@ -285,7 +289,12 @@ impl Client {
     }
 
     /// Proves the phone number with its code and links a new device.
-    pub async fn verify(&mut self, phone: &str, code: &str, device_name: &str) -> Result<Registration> {
+    pub async fn verify(
+        &mut self,
+        phone: &str,
+        code: &str,
+        device_name: &str,
+    ) -> Result<Registration> {
         let id = self.id();
         match self
             .call(ClientFrame::Verify {
@@ -393,7 +402,9 @@ impl Client {
         msg: &ClientMsgId,
         payload: impl Fn(DeviceId) -> Vec<u8>,
     ) -> Result<Sent> {
-        let (me, my_device) = self.me.ok_or_else(|| Error::Protocol("not authenticated".into()))?;
+        let (me, my_device) = self
+            .me
+            .ok_or_else(|| Error::Protocol("not authenticated".into()))?;
         let mut targets = self.devices(to).await?;
         if to != me {
             targets.extend(self.devices(me).await?);
@@ -432,9 +443,15 @@ impl Client {
     }
 
     /// Follows the presence of accounts; returns their current presence.
-    pub async fn subscribe_presence(&mut self, accounts: Vec<AccountId>) -> Result<Vec<PresenceInfo>> {
+    pub async fn subscribe_presence(
+        &mut self,
+        accounts: Vec<AccountId>,
+    ) -> Result<Vec<PresenceInfo>> {
         let id = self.id();
-        match self.call(ClientFrame::PresenceSubscribe { id, accounts }).await? {
+        match self
+            .call(ClientFrame::PresenceSubscribe { id, accounts })
+            .await?
+        {
             ServerFrame::PresenceList { presence, .. } => Ok(presence),
             f => Err(unexpected(f)),
         }
@@ -497,7 +514,12 @@ fn unexpected(f: ServerFrame) -> Error {
 
 /// Registers a new device with the development verifier: asks for a code,
 /// reads it from the admin listener, and verifies it.
-pub async fn register_dev(ws_url: &str, admin_url: &str, phone: &str, device_name: &str) -> Result<Registration> {
+pub async fn register_dev(
+    ws_url: &str,
+    admin_url: &str,
+    phone: &str,
+    device_name: &str,
+) -> Result<Registration> {
     let mut c = Client::connect(ws_url).await?;
     c.request_code(phone).await?;
     let code = dev_code(admin_url, phone).await?;

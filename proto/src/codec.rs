@@ -287,10 +287,10 @@ mod tests {
             let mut bytes = encode_client(&frame).into_bytes();
             let i = pos % bytes.len();
             bytes[i] = byte;
-            if let Ok(text) = std::str::from_utf8(&bytes) {
-                if let Err(e) = decode_client(text) {
-                    prop_assert!(matches!(e.code, ErrorCode::MalformedFrame | ErrorCode::UnknownFrameType));
-                }
+            if let Ok(text) = std::str::from_utf8(&bytes)
+                && let Err(e) = decode_client(text)
+            {
+                prop_assert!(matches!(e.code, ErrorCode::MalformedFrame | ErrorCode::UnknownFrameType));
             }
         }
     }

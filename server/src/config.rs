@@ -452,10 +452,10 @@ impl Config {
                 "required when admin.listen is not a loopback address",
             ));
         }
-        if let Some(t) = &secrets.admin_token {
-            if t.expose().len() < 16 {
-                return Err(key_err("admin.token", "must be at least 16 characters"));
-            }
+        if let Some(t) = &secrets.admin_token
+            && t.expose().len() < 16
+        {
+            return Err(key_err("admin.token", "must be at least 16 characters"));
         }
         if self.verifier.kind == VerifierKind::Webhook {
             let url = self.verifier.webhook_url.as_deref().ok_or_else(|| {

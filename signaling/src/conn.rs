@@ -296,7 +296,12 @@ impl Conn {
                 return;
             }
             self.gw.metrics.queue_refetches.inc();
-            let page = match self.gw.store.fetch(me.device, self.last_pushed, room as u32).await {
+            let page = match self
+                .gw
+                .store
+                .fetch(me.device, self.last_pushed, room as u32)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the queue; will retry on the next ack");

@@ -331,7 +331,10 @@ mod tests {
         let (acc, dev) = (AccountId(7), DeviceId(70));
         r.watch(acc, &watcher);
         let m = Arc::new(Mailbox::default());
-        assert_eq!(r.connect(acc, dev, &m, LastSeenPrivacy::Everyone), Transition::Changed);
+        assert_eq!(
+            r.connect(acc, dev, &m, LastSeenPrivacy::Everyone),
+            Transition::Changed
+        );
         r.announce(acc, true, None, LastSeenPrivacy::Everyone);
         assert!(matches!(drained(&watcher)[..], [Push::Presence(ref p)] if p.online == Some(true)));
         r.announce(acc, false, Some(5), LastSeenPrivacy::Nobody);
@@ -347,8 +350,14 @@ mod tests {
         let (acc, dev) = (AccountId(1), DeviceId(2));
         let first = Arc::new(Mailbox::default());
         let second = Arc::new(Mailbox::default());
-        assert_eq!(r.connect(acc, dev, &first, LastSeenPrivacy::Everyone), Transition::Changed);
-        assert_eq!(r.connect(acc, dev, &second, LastSeenPrivacy::Everyone), Transition::Unchanged);
+        assert_eq!(
+            r.connect(acc, dev, &first, LastSeenPrivacy::Everyone),
+            Transition::Changed
+        );
+        assert_eq!(
+            r.connect(acc, dev, &second, LastSeenPrivacy::Everyone),
+            Transition::Unchanged
+        );
         assert_eq!(first.close_reason(), CloseReason::Replaced);
         // The old connection leaving does not take the new one offline.
         assert_eq!(r.disconnect(acc, dev, &first), Transition::Unchanged);

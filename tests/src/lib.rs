@@ -112,7 +112,10 @@ impl Server {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
         let pid = c.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(ok.success());
         c.wait().expect("wait")
     }
@@ -176,15 +179,22 @@ impl Drop for Server {
 pub async fn http_get(base: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hostport = base.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(hostport).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes())
+    let mut s = tokio::net::TcpStream::connect(hostport)
         .await
-        .expect("write");
+        .expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text[9..12].parse().expect("status");
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 

@@ -30,24 +30,38 @@ async fn malformed_unknown_and_binary_frames_get_errors_and_the_connection_survi
 
     c.send_raw("{this is not json").await.unwrap();
     let e = expect_error_event(&mut c).await;
-    assert_eq!((e.code, e.id, e.fatal), (ErrorCode::MalformedFrame, None, false));
+    assert_eq!(
+        (e.code, e.id, e.fatal),
+        (ErrorCode::MalformedFrame, None, false)
+    );
 
-    c.send_raw(r#"{"type":"ping","id":41,"surprise":true}"#).await.unwrap();
+    c.send_raw(r#"{"type":"ping","id":41,"surprise":true}"#)
+        .await
+        .unwrap();
     let e = expect_error_event(&mut c).await;
     assert_eq!(e.code, ErrorCode::MalformedFrame);
     assert_eq!(e.id.map(|i| i.0), Some(41), "the error names the request");
 
     c.send_raw(r#"{"type":"teleport","id":42}"#).await.unwrap();
     let e = expect_error_event(&mut c).await;
-    assert_eq!((e.code, e.id.map(|i| i.0)), (ErrorCode::UnknownFrameType, Some(42)));
+    assert_eq!(
+        (e.code, e.id.map(|i| i.0)),
+        (ErrorCode::UnknownFrameType, Some(42))
+    );
 
     c.send_raw(r#"{"type":"send","id":43,"msg":"has space","to":1,"envelopes":[]}"#)
         .await
         .unwrap();
-    assert_eq!(expect_error_event(&mut c).await.code, ErrorCode::MalformedFrame);
+    assert_eq!(
+        expect_error_event(&mut c).await.code,
+        ErrorCode::MalformedFrame
+    );
 
     c.send_raw_binary(vec![0, 159, 146, 150]).await.unwrap();
-    assert_eq!(expect_error_event(&mut c).await.code, ErrorCode::UnsupportedFrame);
+    assert_eq!(
+        expect_error_event(&mut c).await.code,
+        ErrorCode::UnsupportedFrame
+    );
 
     c.ping().await.expect("connection still usable");
 }
@@ -77,17 +91,26 @@ async fn authentication_errors() {
     let mut c = server.connect().await;
 
     let e = c
-        .send(reg.account, &ClientMsgId::new("m").unwrap(), vec![(reg.device, vec![1])])
+        .send(
+            reg.account,
+            &ClientMsgId::new("m").unwrap(),
+            vec![(reg.device, vec![1])],
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unauthenticated));
 
     let e = c.auth(reg.device, "not-the-credential").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::BadCredential));
-    let e = c.auth(DeviceId(999_999), &reg.credential).await.unwrap_err();
+    let e = c
+        .auth(DeviceId(999_999), &reg.credential)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::BadCredential));
 
-    c.auth(reg.device, &reg.credential).await.expect("right credential still works");
+    c.auth(reg.device, &reg.credential)
+        .await
+        .expect("right credential still works");
     let e = c.auth(reg.device, &reg.credential).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::AlreadyAuthenticated));
     c.ping().await.unwrap();
@@ -109,7 +132,14 @@ async fn connections_that_never_authenticate_are_closed() {
 async fn invalid_phone_numbers_are_refused() {
     let server = Server::start();
     let mut c = server.connect().await;
-    for bad in ["4915112345678", "+49 151 12345678", "+0151", "+999123456789", "", "+4915112345678\n"] {
+    for bad in [
+        "4915112345678",
+        "+49 151 12345678",
+        "+0151",
+        "+999123456789",
+        "",
+        "+4915112345678\n",
+    ] {
         let e = c.request_code(bad).await.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::InvalidPhone), "{bad:?}");
     }
@@ -122,7 +152,9 @@ async fn expired_codes_are_refused() {
     let p = phone();
     let mut c = server.connect().await;
     c.request_code(&p).await.unwrap();
-    let code = palaver_client::dev_code(&server.admin_url, &p).await.unwrap();
+    let code = palaver_client::dev_code(&server.admin_url, &p)
+        .await
+        .unwrap();
     let e = c.verify(&p, &code, "phone").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::CodeExpired));
 }
@@ -133,23 +165,33 @@ async fn wrong_and_replayed_codes_are_refused() {
     let p = phone();
     let mut c = server.connect().await;
     let e = c.verify(&p, "123456", "phone").await.unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::CodeExpired), "no code was requested");
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::CodeExpired),
+        "no code was requested"
+    );
 
     c.request_code(&p).await.unwrap();
-    let code = palaver_client::dev_code(&server.admin_url, &p).await.unwrap();
+    let code = palaver_client::dev_code(&server.admin_url, &p)
+        .await
+        .unwrap();
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let e = c.verify(&p, wrong, "phone").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::CodeInvalid));
     let e = c.verify(&p, "12ab56", "phone").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::CodeInvalid));
-    c.verify(&p, &code, "phone").await.expect("right code works");
+    c.verify(&p, &code, "phone")
+        .await
+        .expect("right code works");
     let e = c.verify(&p, &code, "phone").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::CodeUsed), "a code works once");
 
     // Guessing exhausts the code, even for the right one afterwards.
     let q = phone();
     c.request_code(&q).await.unwrap();
-    let code = palaver_client::dev_code(&server.admin_url, &q).await.unwrap();
+    let code = palaver_client::dev_code(&server.admin_url, &q)
+        .await
+        .unwrap();
     let wrong = if code == "000000" { "000001" } else { "000000" };
     for _ in 0..5 {
         let e = c.verify(&q, wrong, "phone").await.unwrap_err();
@@ -190,24 +232,42 @@ async fn requests_with_bad_arguments_change_nothing() {
     let e = alice.send(b.account, &m, vec![]).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidArgument));
     let e = alice
-        .send(b.account, &m, vec![(b.device, vec![1]), (b.device, vec![2])])
+        .send(
+            b.account,
+            &m,
+            vec![(b.device, vec![1]), (b.device, vec![2])],
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidArgument));
     let e = alice
-        .send(palaver_client::proto::AccountId(987_654), &m, vec![(b.device, vec![1])])
+        .send(
+            palaver_client::proto::AccountId(987_654),
+            &m,
+            vec![(b.device, vec![1])],
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
     let e = alice.lookup(&phone()).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
     let e = alice.revoke_device(b.device).await.unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::NotFound), "cannot unlink someone else's device");
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::NotFound),
+        "cannot unlink someone else's device"
+    );
     bob.ping().await.unwrap();
     assert_eq!(bob.buffered_events(), 0, "nothing was queued for bob");
 
     // The same message id still works after the failures.
-    alice.send(b.account, &m, vec![(b.device, b"ok".to_vec())]).await.unwrap();
+    alice
+        .send(b.account, &m, vec![(b.device, b"ok".to_vec())])
+        .await
+        .unwrap();
     let env = next_envelope(&mut bob).await;
-    assert_eq!((env.kind, env.from, env.payload.as_deref()), (EnvelopeKind::Message, a.account, Some(&b"ok"[..])));
+    assert_eq!(
+        (env.kind, env.from, env.payload.as_deref()),
+        (EnvelopeKind::Message, a.account, Some(&b"ok"[..]))
+    );
 }

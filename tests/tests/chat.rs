@@ -1,9 +1,9 @@
 //! Two accounts chat through a real server: online, offline, resends,
 //! receipts, typing, presence, multiple devices.
 
+use palaver_client::Event;
 use palaver_client::proto::frames::{EnvelopeKind, LastSeenPrivacy};
 use palaver_client::proto::{ClientMsgId, ErrorCode};
-use palaver_client::Event;
 use palaver_tests::{Server, next_envelope, next_event, phone};
 
 fn id(s: &str) -> ClientMsgId {
@@ -17,7 +17,11 @@ async fn online_chat_with_delivered_and_read_receipts() {
     let (mut bob, b) = server.device(&phone()).await;
 
     let sent = alice
-        .send(b.account, &id("hello-1"), vec![(b.device, b"hi bob".to_vec())])
+        .send(
+            b.account,
+            &id("hello-1"),
+            vec![(b.device, b"hi bob".to_vec())],
+        )
         .await
         .unwrap();
     assert!(!sent.duplicate);
@@ -54,14 +58,22 @@ async fn offline_messages_arrive_in_order_and_resends_are_not_duplicated() {
     for i in 0..50 {
         let m = id(&format!("m{i}"));
         let s = alice
-            .send(b.account, &m, vec![(b.device, format!("message {i}").into_bytes())])
+            .send(
+                b.account,
+                &m,
+                vec![(b.device, format!("message {i}").into_bytes())],
+            )
             .await
             .unwrap();
         assert!(!s.duplicate);
     }
     // A resend of an already stored message is recognised.
     let again = alice
-        .send(b.account, &id("m7"), vec![(b.device, b"message 7".to_vec())])
+        .send(
+            b.account,
+            &id("m7"),
+            vec![(b.device, b"message 7".to_vec())],
+        )
         .await
         .unwrap();
     assert!(again.duplicate);
@@ -119,12 +131,21 @@ async fn sends_must_cover_every_device_and_other_devices_get_copies() {
         .unwrap();
     assert!(!sent.duplicate);
     let to_bob = next_envelope(&mut bob).await;
-    assert_eq!(to_bob.payload.unwrap(), format!("for {}", b.device).into_bytes());
+    assert_eq!(
+        to_bob.payload.unwrap(),
+        format!("for {}", b.device).into_bytes()
+    );
     let to_alice2 = next_envelope(&mut alice2).await;
     assert_eq!(to_alice2.msg, id("x1"));
     assert_eq!(to_alice2.from_device, a1.device);
-    assert_eq!(to_alice2.payload.unwrap(), format!("for {}", a2.device).into_bytes());
-    assert_eq!(alice1.devices(a1.account).await.unwrap(), vec![a1.device, a2.device]);
+    assert_eq!(
+        to_alice2.payload.unwrap(),
+        format!("for {}", a2.device).into_bytes()
+    );
+    assert_eq!(
+        alice1.devices(a1.account).await.unwrap(),
+        vec![a1.device, a2.device]
+    );
 }
 
 #[tokio::test]
@@ -196,7 +217,9 @@ async fn device_limit_is_enforced() {
     server.device(&p).await;
     let mut c = server.connect().await;
     c.request_code(&p).await.unwrap();
-    let code = palaver_client::dev_code(&server.admin_url, &p).await.unwrap();
+    let code = palaver_client::dev_code(&server.admin_url, &p)
+        .await
+        .unwrap();
     let e = c.verify(&p, &code, "third").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::DeviceLimit));
 }
@@ -214,7 +237,10 @@ async fn a_newer_connection_of_the_same_device_replaces_the_older() {
             Err(_) => panic!("old connection stayed open"),
         }
     };
-    assert!(matches!(err, palaver_client::Error::Closed(Some(ref c)) if u16::from(c.code) == 4001), "{err:?}");
+    assert!(
+        matches!(err, palaver_client::Error::Closed(Some(ref c)) if u16::from(c.code) == 4001),
+        "{err:?}"
+    );
     new.ping().await.unwrap();
 }
 
@@ -226,14 +252,22 @@ async fn a_device_gets_at_most_the_inflight_window_until_it_acks() {
     bob.close().await.unwrap();
     for i in 0..25 {
         alice
-            .send(b.account, &id(&format!("w{i}")), vec![(b.device, vec![i as u8])])
+            .send(
+                b.account,
+                &id(&format!("w{i}")),
+                vec![(b.device, vec![i as u8])],
+            )
             .await
             .unwrap();
     }
     let mut bob = server.connect().await;
     bob.auth(b.device, &b.credential).await.unwrap();
     bob.ping().await.unwrap();
-    assert_eq!(bob.buffered_events(), 10, "exactly one window before any ack");
+    assert_eq!(
+        bob.buffered_events(),
+        10,
+        "exactly one window before any ack"
+    );
     let mut seqs = Vec::new();
     for i in 0..10 {
         let env = next_envelope(&mut bob).await;

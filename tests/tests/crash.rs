@@ -46,7 +46,11 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
     while got.len() < acked.len() {
         let env = next_envelope(&mut bob).await;
         let id = env.msg.as_str().to_owned();
-        assert_eq!(env.payload.as_deref(), Some(id.as_bytes()), "payload intact");
+        assert_eq!(
+            env.payload.as_deref(),
+            Some(id.as_bytes()),
+            "payload intact"
+        );
         assert!(got.insert(id.clone()), "{id} delivered twice");
         order.push(id);
         seqs.push(env.seq);
@@ -62,11 +66,18 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
             .iter()
             .filter_map(|id| id.strip_prefix(&prefix)?.parse().ok())
             .collect();
-        assert!(seen.windows(2).all(|w| w[0] < w[1]), "sender {s} out of order: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "sender {s} out of order: {seen:?}"
+        );
     }
     bob.ack(seqs).await.unwrap();
     bob.ping().await.unwrap();
-    assert_eq!(bob.buffered_events(), 0, "nothing beyond what was acknowledged as sent");
+    assert_eq!(
+        bob.buffered_events(),
+        0,
+        "nothing beyond what was acknowledged as sent"
+    );
     bob.close().await.unwrap();
 
     // Acknowledged deliveries stay deleted across another crash.
@@ -75,5 +86,9 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
     let mut bob = server.connect().await;
     bob.auth(b.device, &b.credential).await.unwrap();
     bob.ping().await.unwrap();
-    assert_eq!(bob.buffered_events(), 0, "acked envelopes are not redelivered");
+    assert_eq!(
+        bob.buffered_events(),
+        0,
+        "acked envelopes are not redelivered"
+    );
 }

@@ -23,7 +23,11 @@ async fn sigterm_finishes_in_flight_sends_and_loses_nothing() {
     for i in 0.. {
         let id = format!("m{i}");
         match alice
-            .send(b.account, &ClientMsgId::new(id.clone()).unwrap(), vec![(b.device, vec![7])])
+            .send(
+                b.account,
+                &ClientMsgId::new(id.clone()).unwrap(),
+                vec![(b.device, vec![7])],
+            )
             .await
         {
             Ok(_) => {
@@ -38,7 +42,10 @@ async fn sigterm_finishes_in_flight_sends_and_loses_nothing() {
             // Ask the server to stop while Alice keeps sending.
             let pid = server_pid(&server);
             terminated = Some(std::thread::spawn(move || {
-                Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap()
+                Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .unwrap()
             }));
         }
         assert!(i < 100_000, "the server never stopped");
@@ -74,8 +81,14 @@ async fn clients_are_told_when_the_server_shuts_down() {
     let mut server = Server::start();
     let (mut alice, _) = server.device(&phone()).await;
     let pid = server_pid(&server);
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    match tokio::time::timeout(PATIENCE, alice.next_event()).await.unwrap() {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    match tokio::time::timeout(PATIENCE, alice.next_event())
+        .await
+        .unwrap()
+    {
         Ok(Event::Error(e)) => assert_eq!(e.code, ErrorCode::ShuttingDown),
         other => panic!("expected shutting_down, got {other:?}"),
     }
@@ -98,7 +111,13 @@ fn config_errors_name_the_key() {
     assert!(err.contains("lisn"), "{err}");
 
     let out = Command::new(palaver_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env("PALAVER__SIGNALING__MAX_DEVICES", "lots")
         .output()
         .unwrap();
@@ -112,7 +131,10 @@ fn config_errors_name_the_key() {
 
     let out = Command::new(palaver_bin()).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("serve") && help.contains("PALAVER__"), "{help}");
+    assert!(
+        help.contains("serve") && help.contains("PALAVER__"),
+        "{help}"
+    );
 }
 
 #[tokio::test]
@@ -125,11 +147,15 @@ async fn admin_listener_serves_metrics_behind_its_token() {
     let server = Server::start_with(&format!("[admin]\ntoken_file = {:?}\n", token));
     let (status, _) = http_get(&server.admin_url, "/metrics").await;
     assert_eq!(status, 401);
-    let (status, body) = get_with_token(&server.admin_url, "/metrics", "test-admin-token-0123456789").await;
+    let (status, body) =
+        get_with_token(&server.admin_url, "/metrics", "test-admin-token-0123456789").await;
     assert_eq!(status, 200);
     assert!(body.contains("palaver_signaling_connections"), "{body}");
     assert!(body.contains("process_resident_memory_bytes"));
-    assert!(!server.log().contains("test-admin-token"), "secrets never logged");
+    assert!(
+        !server.log().contains("test-admin-token"),
+        "secrets never logged"
+    );
 }
 
 #[tokio::test]
@@ -138,13 +164,30 @@ async fn metrics_count_what_happened() {
     let (mut alice, _) = server.device(&phone()).await;
     let (_bob, b) = server.device(&phone()).await;
     alice
-        .send(b.account, &ClientMsgId::new("x").unwrap(), vec![(b.device, vec![1])])
+        .send(
+            b.account,
+            &ClientMsgId::new("x").unwrap(),
+            vec![(b.device, vec![1])],
+        )
         .await
         .unwrap();
     let m = server.metrics().await;
-    assert!(m.contains("palaver_signaling_messages_stored_total 1"), "{m}");
-    assert!(m.contains("palaver_signaling_authenticated_connections 2"), "{m}");
-    let (status, body) = http_get(&server.ws_url.replace("ws://", "http://").replace("/v1/ws", ""), "/readyz").await;
+    assert!(
+        m.contains("palaver_signaling_messages_stored_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("palaver_signaling_authenticated_connections 2"),
+        "{m}"
+    );
+    let (status, body) = http_get(
+        &server
+            .ws_url
+            .replace("ws://", "http://")
+            .replace("/v1/ws", ""),
+        "/readyz",
+    )
+    .await;
     assert_eq!((status, body.trim()), (200, "ready"));
 }
 
@@ -158,12 +201,17 @@ async fn get_with_token(base: &str, path: &str, token: &str) -> (u16, String) {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
     (text[9..12].parse().unwrap(), body)
 }
 
 /// An SMS gateway stand-in: checks the signature and hands the code over.
-async fn fake_sms_gateway(secret: &'static str) -> (String, tokio::sync::mpsc::Receiver<(String, String)>) {
+async fn fake_sms_gateway(
+    secret: &'static str,
+) -> (String, tokio::sync::mpsc::Receiver<(String, String)>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sms", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -179,7 +227,11 @@ async fn fake_sms_gateway(secret: &'static str) -> (String, tokio::sync::mpsc::R
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
                     let len: usize = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
                         .unwrap_or(0);
                     if body.len() >= len {
                         break (head.to_owned(), body[..len].to_owned());
@@ -202,14 +254,20 @@ async fn fake_sms_gateway(secret: &'static str) -> (String, tokio::sync::mpsc::R
             let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
             let ok = sig == expected;
             let status = if ok { "200 OK" } else { "401 Unauthorized" };
-            s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
+            s.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
             if ok {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-                tx.send((v["phone"].as_str().unwrap().into(), v["code"].as_str().unwrap().into()))
-                    .await
-                    .unwrap();
+                tx.send((
+                    v["phone"].as_str().unwrap().into(),
+                    v["code"].as_str().unwrap().into(),
+                ))
+                .await
+                .unwrap();
             }
         }
     });
@@ -225,12 +283,18 @@ async fn webhook_verifier_delivers_signed_codes() {
     let p = phone();
     let mut c = server.connect().await;
     c.request_code(&p).await.unwrap();
-    let (to, code) = tokio::time::timeout(PATIENCE, codes.recv()).await.unwrap().unwrap();
+    let (to, code) = tokio::time::timeout(PATIENCE, codes.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(to, p);
     let reg = c.verify(&p, &code, "sms").await.unwrap();
     assert!(reg.new_account);
     // The development code endpoint is off with a real verifier.
     let (status, _) = http_get(&server.admin_url, &format!("/dev/codes/{p}")).await;
     assert_eq!(status, 404);
-    assert!(!server.log().contains(&code), "codes are not logged by the webhook verifier");
+    assert!(
+        !server.log().contains(&code),
+        "codes are not logged by the webhook verifier"
+    );
 }

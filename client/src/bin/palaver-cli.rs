@@ -11,13 +11,27 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "palaver-cli", version, about = "Chat through a Palaver server from a terminal")]
+#[command(
+    name = "palaver-cli",
+    version,
+    about = "Chat through a Palaver server from a terminal"
+)]
 struct Cli {
     /// WebSocket URL of the server.
-    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/v1/ws", env = "PALAVER_SERVER")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "ws://127.0.0.1:8080/v1/ws",
+        env = "PALAVER_SERVER"
+    )]
     server: String,
     /// Where this device's identity is kept (mode 0600).
-    #[arg(long, global = true, env = "PALAVER_CLI_STATE", default_value = "palaver-cli.json")]
+    #[arg(
+        long,
+        global = true,
+        env = "PALAVER_CLI_STATE",
+        default_value = "palaver-cli.json"
+    )]
     state: PathBuf,
     #[command(subcommand)]
     command: Cmd,
@@ -68,15 +82,20 @@ fn save(path: &PathBuf, state: &State) -> anyhow::Result<()> {
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<State> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("no device state at {}; run `palaver-cli register` first", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "no device state at {}; run `palaver-cli register` first",
+            path.display()
+        )
+    })?;
     Ok(serde_json::from_str(&text)?)
 }
 
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let state = load(&cli.state)?;
     let mut c = Client::connect(&cli.server).await?;
-    c.auth(state.registration.device, &state.registration.credential).await?;
+    c.auth(state.registration.device, &state.registration.credential)
+        .await?;
     Ok(c)
 }
 
@@ -97,7 +116,14 @@ fn show(event: &Event) {
             EnvelopeKind::Read => println!("  (read {} by {})", e.msg, e.from),
         },
         Event::Typing { from, typing, .. } => {
-            println!("  ({from} {})", if *typing { "is typing" } else { "stopped typing" })
+            println!(
+                "  ({from} {})",
+                if *typing {
+                    "is typing"
+                } else {
+                    "stopped typing"
+                }
+            )
         }
         Event::Presence(p) => println!("  (presence {:?})", p),
         Event::Error(e) => println!("  (server error {}: {})", e.code.as_str(), e.message),
@@ -133,15 +159,20 @@ async fn main() -> anyhow::Result<()> {
                 "registered device {} of account {}",
                 registration.device, registration.account
             );
-            save(&cli.state, &State {
-                phone: phone.clone(),
-                registration,
-            })?;
+            save(
+                &cli.state,
+                &State {
+                    phone: phone.clone(),
+                    registration,
+                },
+            )?;
         }
         Cmd::Send { phone, text } => {
             let mut c = connect(&cli).await?;
             let to = c.lookup(phone).await?;
-            let sent = c.send_to_all(to, &new_msg_id(), |_| text.as_bytes().to_vec()).await?;
+            let sent = c
+                .send_to_all(to, &new_msg_id(), |_| text.as_bytes().to_vec())
+                .await?;
             println!("sent at {}", sent.ts);
         }
         Cmd::Listen => {

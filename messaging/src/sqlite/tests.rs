@@ -375,9 +375,11 @@ async fn concurrent_sends_are_batched_and_ordered() {
     for t in tasks {
         assert!(matches!(t.await.unwrap(), SendOutcome::Stored { .. }));
     }
-    let seen = f.notes.seen.lock();
-    assert_eq!(seen.len(), 200);
-    assert!(seen.windows(2).all(|w| w[0].seq < w[1].seq));
+    {
+        let seen = f.notes.seen.lock();
+        assert_eq!(seen.len(), 200);
+        assert!(seen.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
     let fetched = store.fetch(bob.1, Seq(0), 500).await.unwrap();
     assert_eq!(fetched.len(), 200);
 }
