@@ -506,6 +506,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_the_defaults() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("toml block") + 8;
+        let end = start + doc[start..].find("```").expect("end of block");
+        let c = load_str(&doc[start..end], &[]).expect("documented config loads");
+        assert_eq!(c, Config::default(), "docs/configuration.md shows the defaults");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", &[]).unwrap_err();
         let msg = e.to_string();

@@ -68,7 +68,7 @@ pub(crate) struct Conn {
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve_socket(gw: Arc<Gateway>, socket: WebSocket, ip: IpAddr) {
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::debug_span!("conn", id, device = tracing::field::Empty);
+    let span = tracing::info_span!("conn", id, device = tracing::field::Empty);
     let conn = Conn {
         typing: LocalBucket::new(&gw.limits.typing, Instant::now()),
         gw,

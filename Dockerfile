@@ -1,0 +1,18 @@
+# Multi-stage build of the `palaver` binary. Images are built locally
+# (`docker build -t palaver .`); none is published.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p palaver-server -p palaver-client \
+    && cp target/release/palaver target/release/palaver-cli /usr/local/bin/
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /var/lib/palaver --create-home palaver
+COPY --from=build /usr/local/bin/palaver /usr/local/bin/palaver-cli /usr/local/bin/
+USER palaver
+VOLUME /var/lib/palaver
+EXPOSE 8080
+ENTRYPOINT ["palaver"]
+CMD ["serve", "--data-dir", "/var/lib/palaver", "--listen", "0.0.0.0:8080"]
