@@ -511,7 +511,11 @@ mod tests {
         let start = doc.find("```toml\n").expect("toml block") + 8;
         let end = start + doc[start..].find("```").expect("end of block");
         let c = load_str(&doc[start..end], &[]).expect("documented config loads");
-        assert_eq!(c, Config::default(), "docs/configuration.md shows the defaults");
+        assert_eq!(
+            c,
+            Config::default(),
+            "docs/configuration.md shows the defaults"
+        );
     }
 
     #[test]

@@ -85,7 +85,12 @@ struct Args {
 
 fn source_ip(base: u8, index: usize, per_source: usize) -> IpAddr {
     let s = index / per_source.max(1);
-    IpAddr::V4(Ipv4Addr::new(127, base, (s / 250) as u8, (s % 250 + 1) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        base,
+        (s / 250) as u8,
+        (s % 250 + 1) as u8,
+    ))
 }
 
 #[derive(Debug, Default, Clone)]

@@ -275,7 +275,9 @@ impl Peer {
             let f = ClientFrame::Ack {
                 seqs: chunk.to_vec(),
             };
-            self.ws.feed(Message::Text(encode_client(&f).into())).await?;
+            self.ws
+                .feed(Message::Text(encode_client(&f).into()))
+                .await?;
         }
         Ok(())
     }
@@ -283,7 +285,9 @@ impl Peer {
     async fn run(mut self) -> Stats {
         if let Err(e) = self.run_inner().await {
             self.stats.errors += 1;
-            self.stats.first_error.get_or_insert_with(|| format!("{e:#}"));
+            self.stats
+                .first_error
+                .get_or_insert_with(|| format!("{e:#}"));
         }
         self.stats
     }
