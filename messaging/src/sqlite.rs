@@ -802,9 +802,14 @@ impl Store for SqliteStore {
 
     async fn expire(&self, now_ms: u64, dedup_before_ms: u64) -> Result<u64, StoreError> {
         self.write(move |conn, _| {
+            // Bounded, so one expiry pass never holds the writer for long;
+            // the caller runs again while a full chunk was deleted.
             let n = conn
-                .prepare_cached("DELETE FROM queue WHERE expires_ms <= ?1")?
-                .execute([to_i64(now_ms)])?;
+                .prepare_cached(
+                    "DELETE FROM queue WHERE seq IN
+                     (SELECT seq FROM queue WHERE expires_ms <= ?1 LIMIT ?2)",
+                )?
+                .execute(params![to_i64(now_ms), EXPIRY_CHUNK as i64])?;
             conn.prepare_cached("DELETE FROM sent WHERE ts < ?1")?
                 .execute([to_i64(dedup_before_ms)])?;
             conn.prepare_cached("DELETE FROM codes WHERE expires_ms < ?1")?

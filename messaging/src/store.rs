@@ -6,6 +6,9 @@ use palaver_proto::frames::{EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, Seq};
 use std::sync::Arc;
 
+/// Most envelopes one [`Store::expire`] call deletes.
+pub const EXPIRY_CHUNK: u64 = 10_000;
+
 /// A failure of the storage backend itself (not a rule violation).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -196,7 +199,8 @@ pub trait Store: Send + Sync + 'static {
     /// submitted before it has committed.
     async fn health(&self) -> Result<(), StoreError>;
 
-    /// Deletes envelopes past their expiry and forgets message ids older than
-    /// `dedup_before_ms`. Returns how many envelopes were deleted.
+    /// Deletes envelopes past their expiry (a bounded chunk per call) and
+    /// forgets message ids older than `dedup_before_ms`. Returns how many
+    /// envelopes were deleted; call again while that is a full chunk.
     async fn expire(&self, now_ms: u64, dedup_before_ms: u64) -> Result<u64, StoreError>;
 }

@@ -98,17 +98,36 @@ impl Gateway {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let now = now_ms();
-            let dedup_before = now.saturating_sub(self.config.dedup_window.as_millis() as u64);
-            match self.store.expire(now, dedup_before).await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(expired = n, "expired queued envelopes");
-                    self.metrics.envelopes_expired.inc_by(n);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "queue expiry failed"),
-            }
+            self.expire_once().await;
             self.limits.cleanup();
+        }
+    }
+}
+
+impl Gateway {
+    /// Deletes expired envelopes, a chunk at a time so that sends are not
+    /// held up behind one long transaction.
+    async fn expire_once(&self) {
+        let now = now_ms();
+        let dedup_before = now.saturating_sub(self.config.dedup_window.as_millis() as u64);
+        let mut total = 0;
+        loop {
+            match self.store.expire(now, dedup_before).await {
+                Ok(n) => {
+                    total += n;
+                    self.metrics.envelopes_expired.inc_by(n);
+                    if n < palaver_messaging::store::EXPIRY_CHUNK || self.is_shutting_down() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "queue expiry failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(expired = total, "expired queued envelopes");
         }
     }
 }
