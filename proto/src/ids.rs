@@ -33,6 +33,10 @@ numeric_id!(
     Seq
 );
 numeric_id!(
+    /// A 1:1 call, chosen by the server at random.
+    CallId
+);
+numeric_id!(
     /// A request id chosen by the client; the server echoes it in the reply.
     RequestId
 );

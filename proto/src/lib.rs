@@ -12,7 +12,7 @@ pub mod ids;
 
 pub use error::ErrorCode;
 pub use frames::{ClientFrame, ServerFrame};
-pub use ids::{AccountId, ClientMsgId, DeviceId, RequestId, Seq};
+pub use ids::{AccountId, CallId, ClientMsgId, DeviceId, RequestId, Seq};
 
 /// The protocol version spoken on `/v1/ws`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -17,6 +17,7 @@
 //! [`Store`]: palaver_messaging::Store
 //! [`Notifier`]: palaver_messaging::Notifier
 
+pub mod calls;
 pub mod config;
 mod conn;
 mod handlers;
