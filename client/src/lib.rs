@@ -14,10 +14,10 @@ pub use palaver_proto as proto;
 use futures_util::{SinkExt, StreamExt};
 use palaver_proto::codec::{decode_server, encode_client};
 use palaver_proto::frames::{
-    ClientFrame, EnvelopeKind, ErrorFrame, LastSeenPrivacy, OutEnvelope, Payload, PresenceInfo,
-    ServerFrame,
+    CallLogEntry, ClientFrame, EnvelopeKind, ErrorFrame, IceServer, LastSeenPrivacy, Media,
+    OutEnvelope, Payload, PresenceInfo, SdpKind, ServerFrame,
 };
-use palaver_proto::{AccountId, ClientMsgId, DeviceId, ErrorCode, RequestId, Seq};
+use palaver_proto::{AccountId, CallId, ClientMsgId, DeviceId, ErrorCode, RequestId, Seq};
 use std::collections::VecDeque;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -64,6 +64,8 @@ pub enum Event {
         typing: bool,
     },
     Presence(PresenceInfo),
+    /// A `call_*` push (incoming call, ringing, accepted, ended, SDP, ICE...).
+    Call(ServerFrame),
     /// An error frame that answers no request (for example `auth_timeout`).
     Error(ErrorFrame),
 }
@@ -252,6 +254,15 @@ impl Client {
             },
             ServerFrame::Presence(p) => Event::Presence(p),
             ServerFrame::Error(e) => Event::Error(e),
+            f @ (ServerFrame::CallIncoming { .. }
+            | ServerFrame::CallRinging { .. }
+            | ServerFrame::CallAccepted { .. }
+            | ServerFrame::CallAnsweredElsewhere { .. }
+            | ServerFrame::CallEnded { .. }
+            | ServerFrame::CallSdp { .. }
+            | ServerFrame::CallIce { .. }
+            | ServerFrame::CallWaiting { .. }
+            | ServerFrame::CallPeer { .. }) => Event::Call(f),
             other => return Err(Error::Protocol(format!("unexpected frame {other:?}"))),
         };
         self.events.push_back(event);
@@ -484,6 +495,99 @@ impl Client {
         }
     }
 
+    /// Calls `to`; returns the call id and the ICE servers to use.
+    pub async fn call_offer(
+        &mut self,
+        to: AccountId,
+        media: Media,
+        sdp: &str,
+    ) -> Result<(CallId, Vec<IceServer>)> {
+        let id = self.id();
+        match self
+            .call(ClientFrame::CallOffer {
+                id,
+                to,
+                media,
+                sdp: sdp.into(),
+            })
+            .await?
+        {
+            ServerFrame::CallStarted {
+                call, ice_servers, ..
+            } => Ok((call, ice_servers)),
+            f => Err(unexpected(f)),
+        }
+    }
+
+    async fn call_done(&mut self, frame: ClientFrame) -> Result<()> {
+        match self.call(frame).await? {
+            ServerFrame::Done { .. } => Ok(()),
+            f => Err(unexpected(f)),
+        }
+    }
+
+    /// Answers a ringing call on this device.
+    pub async fn call_accept(&mut self, call: CallId, sdp: &str) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::CallAccept {
+            id,
+            call,
+            sdp: sdp.into(),
+        })
+        .await
+    }
+
+    /// Declines a ringing call.
+    pub async fn call_reject(&mut self, call: CallId) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::CallReject { id, call }).await
+    }
+
+    /// Cancels or hangs up a call.
+    pub async fn call_hangup(&mut self, call: CallId) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::CallHangup { id, call }).await
+    }
+
+    /// Sends a new session description to the other party.
+    pub async fn call_sdp(&mut self, call: CallId, kind: SdpKind, sdp: &str) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::CallSdp {
+            id,
+            call,
+            kind,
+            sdp: sdp.into(),
+        })
+        .await
+    }
+
+    /// Sends an ICE candidate to the other party.
+    pub async fn call_ice(&mut self, call: CallId, candidate: &str) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::CallIce {
+            id,
+            call,
+            candidate: candidate.into(),
+        })
+        .await
+    }
+
+    /// This account's call history, newest first.
+    pub async fn call_history(&mut self, limit: u32) -> Result<Vec<CallLogEntry>> {
+        let id = self.id();
+        match self
+            .call(ClientFrame::CallHistory {
+                id,
+                before: None,
+                limit: Some(limit),
+            })
+            .await?
+        {
+            ServerFrame::CallLog { calls, .. } => Ok(calls),
+            f => Err(unexpected(f)),
+        }
+    }
+
     /// Closes the connection politely.
     pub async fn close(mut self) -> Result<()> {
         self.ws.close(None).await?;
@@ -502,9 +606,23 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | Sent { id, .. }
         | Done { id }
         | PresenceList { id, .. }
-        | Pong { id } => Some(*id),
+        | Pong { id }
+        | CallStarted { id, .. }
+        | CallLog { id, .. } => Some(*id),
         Error(e) => e.id,
-        Hello { .. } | Envelope { .. } | Typing { .. } | Presence(_) => None,
+        Hello { .. }
+        | Envelope { .. }
+        | Typing { .. }
+        | Presence(_)
+        | CallIncoming { .. }
+        | CallRinging { .. }
+        | CallAccepted { .. }
+        | CallAnsweredElsewhere { .. }
+        | CallEnded { .. }
+        | CallSdp { .. }
+        | CallIce { .. }
+        | CallWaiting { .. }
+        | CallPeer { .. } => None,
     }
 }
 

@@ -11,7 +11,7 @@
 use crate::policy::{CodeDecision, CodeRecord, Phone, check_coverage, decide_code};
 use crate::store::*;
 use async_trait::async_trait;
-use palaver_proto::frames::{EnvelopeKind, LastSeenPrivacy};
+use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, Seq};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -54,7 +54,8 @@ impl SqliteConfig {
     }
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     phone TEXT NOT NULL UNIQUE,
@@ -98,7 +99,24 @@ CREATE TABLE sent (
     PRIMARY KEY (device_id, msg)
 ) WITHOUT ROWID;
 CREATE INDEX sent_by_ts ON sent(ts);
-"#];
+"#,
+    r#"
+CREATE TABLE calls (
+    id INTEGER PRIMARY KEY,
+    caller INTEGER NOT NULL,
+    caller_device INTEGER NOT NULL,
+    callee INTEGER NOT NULL,
+    answered_by INTEGER,
+    media TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    answered_ms INTEGER,
+    ended_ms INTEGER NOT NULL
+);
+CREATE INDEX calls_by_caller ON calls(caller, started_ms);
+CREATE INDEX calls_by_callee ON calls(callee, started_ms);
+"#,
+];
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Connection, &mut Batch) + Send>;
@@ -327,6 +345,20 @@ fn to_u64(v: i64) -> u64 {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A unit enum's wire name, for text columns.
+fn enum_text<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn text_enum<T: serde::de::DeserializeOwned>(s: String, col: usize) -> rusqlite::Result<T> {
+    serde_json::from_value(serde_json::Value::String(s)).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn current_devices(conn: &Connection, account: AccountId) -> rusqlite::Result<Vec<DeviceId>> {
@@ -790,6 +822,67 @@ impl Store for SqliteStore {
             conn.prepare_cached("UPDATE accounts SET last_seen_ms = ?2 WHERE id = ?1")?
                 .execute(params![to_i64(account.0), to_i64(at_ms)])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn record_call(&self, e: CallLogEntry) -> Result<(), StoreError> {
+        self.write(move |conn, _| {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO calls (id, caller, caller_device, callee, answered_by, media,
+                 reason, started_ms, answered_ms, ended_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                to_i64(e.call.0),
+                to_i64(e.caller.0),
+                to_i64(e.caller_device.0),
+                to_i64(e.callee.0),
+                e.answered_by.map(|d| to_i64(d.0)),
+                enum_text(&e.media),
+                enum_text(&e.reason),
+                to_i64(e.started_at),
+                e.answered_at.map(to_i64),
+                to_i64(e.ended_at),
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn call_history(
+        &self,
+        account: AccountId,
+        before_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<CallLogEntry>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, caller, caller_device, callee, answered_by, media, reason,
+                        started_ms, answered_ms, ended_ms FROM (
+                   SELECT * FROM calls WHERE caller = ?1 AND started_ms < ?2
+                   UNION
+                   SELECT * FROM calls WHERE callee = ?1 AND started_ms < ?2)
+                 ORDER BY started_ms DESC, id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![to_i64(account.0), to_i64(before_ms), i64::from(limit)],
+                |r| {
+                    Ok(CallLogEntry {
+                        call: palaver_proto::CallId(to_u64(r.get(0)?)),
+                        caller: AccountId(to_u64(r.get(1)?)),
+                        caller_device: DeviceId(to_u64(r.get(2)?)),
+                        callee: AccountId(to_u64(r.get(3)?)),
+                        answered_by: r.get::<_, Option<i64>>(4)?.map(|d| DeviceId(to_u64(d))),
+                        media: text_enum(r.get::<_, String>(5)?, 5)?,
+                        reason: text_enum(r.get::<_, String>(6)?, 6)?,
+                        started_at: to_u64(r.get(7)?),
+                        answered_at: r.get::<_, Option<i64>>(8)?.map(to_u64),
+                        ended_at: to_u64(r.get(9)?),
+                    })
+                },
+            )?;
+            rows.collect()
         })
         .await
     }

@@ -2,7 +2,7 @@
 
 use crate::policy::{CodeDecision, DeviceMismatch, Phone};
 use async_trait::async_trait;
-use palaver_proto::frames::{EnvelopeKind, LastSeenPrivacy};
+use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, Seq};
 use std::sync::Arc;
 
@@ -193,6 +193,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records when the account was last online.
     async fn set_last_seen(&self, account: AccountId, at_ms: u64) -> Result<(), StoreError>;
+
+    /// Adds a finished call to the history of its caller and callee.
+    async fn record_call(&self, entry: CallLogEntry) -> Result<(), StoreError>;
+
+    /// Calls of `account` (made or received) that started before
+    /// `before_ms`, newest first.
+    async fn call_history(
+        &self,
+        account: AccountId,
+        before_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<CallLogEntry>, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

@@ -22,6 +22,13 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "set_privacy",
     "revoke_device",
     "ping",
+    "call_offer",
+    "call_accept",
+    "call_reject",
+    "call_hangup",
+    "call_sdp",
+    "call_ice",
+    "call_history",
 ];
 
 /// A client frame that could not be decoded.

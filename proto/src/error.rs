@@ -44,6 +44,17 @@ pub enum ErrorCode {
     MismatchedDevices,
     /// A field is well-formed but not acceptable (empty lists, duplicates, ...).
     InvalidArgument,
+    /// The call does not exist or this device is not part of it.
+    NotInCall,
+    /// This device is already in a call.
+    AlreadyInCall,
+    /// Another device answered first.
+    AlreadyAnswered,
+    /// The callee is calling you at the same time: answer that call.
+    Glare,
+    /// The call is not in a state that allows this (for example an ICE
+    /// candidate from a device that has not answered yet).
+    CallState,
     /// The server is shutting down; reconnect to another node or later.
     ShuttingDown,
     /// Something failed inside the server; the request can be retried.
@@ -73,6 +84,11 @@ impl ErrorCode {
             NotFound => "not_found",
             MismatchedDevices => "mismatched_devices",
             InvalidArgument => "invalid_argument",
+            NotInCall => "not_in_call",
+            AlreadyInCall => "already_in_call",
+            AlreadyAnswered => "already_answered",
+            Glare => "glare",
+            CallState => "call_state",
             ShuttingDown => "shutting_down",
             Internal => "internal",
         }

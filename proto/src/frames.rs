@@ -2,7 +2,7 @@
 //! message holding a JSON object whose `type` field names the frame.
 
 use crate::error::ErrorCode;
-use crate::ids::{AccountId, ClientMsgId, DeviceId, RequestId, Seq};
+use crate::ids::{AccountId, CallId, ClientMsgId, DeviceId, RequestId, Seq};
 use serde::{Deserialize, Serialize};
 
 /// Opaque payload bytes; base64 (standard alphabet, padded) in JSON.
@@ -30,6 +30,52 @@ mod payload_serde {
                 .map_err(|_| serde::de::Error::custom("payload is not valid base64"))
         }
     }
+}
+
+/// Audio only, or audio and video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Media {
+    Audio,
+    Video,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// A callee device declined.
+    Rejected,
+    /// The callee was already in a call.
+    Busy,
+    /// The caller hung up before anyone answered.
+    Cancelled,
+    /// Nobody answered within the ring timeout.
+    NoAnswer,
+    /// A party hung up an answered call.
+    HungUp,
+    /// A party's device dropped and did not come back in time.
+    ConnectionLost,
+    /// No device of the callee could ring.
+    Unavailable,
+}
+
+impl EndReason {
+    /// Whether the callee should see this call as missed.
+    pub fn is_missed(self) -> bool {
+        matches!(
+            self,
+            EndReason::Busy | EndReason::Cancelled | EndReason::NoAnswer | EndReason::Unavailable
+        )
+    }
+}
+
+/// Kind of a session description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SdpKind {
+    Offer,
+    Answer,
 }
 
 /// One envelope of a send: the payload for one recipient device.
@@ -121,6 +167,76 @@ pub enum ClientFrame {
     RevokeDevice { id: RequestId, device: DeviceId },
     /// Heartbeat; answered by `pong`.
     Ping { id: RequestId },
+    /// Call `to`: rings every connected device of that account.
+    CallOffer {
+        id: RequestId,
+        to: AccountId,
+        media: Media,
+        sdp: String,
+    },
+    /// Answer a ringing call on this device.
+    CallAccept {
+        id: RequestId,
+        call: CallId,
+        sdp: String,
+    },
+    /// Decline a ringing call (for every device of this account).
+    CallReject { id: RequestId, call: CallId },
+    /// Cancel a call you are making, or hang up an answered one.
+    CallHangup { id: RequestId, call: CallId },
+    /// A new session description for the other party (renegotiation,
+    /// ICE restart).
+    CallSdp {
+        id: RequestId,
+        call: CallId,
+        kind: SdpKind,
+        sdp: String,
+    },
+    /// A trickled ICE candidate for the other party (JSON of an
+    /// `RTCIceCandidateInit`, opaque to the server).
+    CallIce {
+        id: RequestId,
+        call: CallId,
+        candidate: String,
+    },
+    /// This account's call history, newest first.
+    CallHistory {
+        id: RequestId,
+        /// Only calls that started before this time (Unix ms).
+        #[serde(default)]
+        before: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+}
+
+/// A STUN or TURN server, as `RTCIceServer` wants it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// One call of the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallLogEntry {
+    pub call: CallId,
+    pub caller: AccountId,
+    pub caller_device: DeviceId,
+    pub callee: AccountId,
+    /// The callee device that answered.
+    pub answered_by: Option<DeviceId>,
+    pub media: Media,
+    pub reason: EndReason,
+    /// Unix milliseconds.
+    pub started_at: u64,
+    pub answered_at: Option<u64>,
+    pub ended_at: u64,
 }
 
 /// Presence of one account as this viewer may see it.
@@ -210,6 +326,56 @@ pub enum ServerFrame {
     },
     /// Presence of a followed account changed. Not acked.
     Presence(PresenceInfo),
+    /// A call was placed (reply to `call_offer`); what happens next arrives
+    /// as `call_*` pushes.
+    CallStarted {
+        id: RequestId,
+        call: CallId,
+        ice_servers: Vec<IceServer>,
+    },
+    /// A call rings on this device.
+    CallIncoming {
+        call: CallId,
+        from: AccountId,
+        from_device: DeviceId,
+        media: Media,
+        sdp: String,
+        ice_servers: Vec<IceServer>,
+    },
+    /// The callee's devices are ringing.
+    CallRinging { call: CallId },
+    /// The callee answered on `device`.
+    CallAccepted {
+        call: CallId,
+        device: DeviceId,
+        sdp: String,
+    },
+    /// Another device of this account answered: stop ringing.
+    CallAnsweredElsewhere { call: CallId },
+    /// The call is over.
+    CallEnded { call: CallId, reason: EndReason },
+    /// The other party's new session description.
+    CallSdp {
+        call: CallId,
+        from_device: DeviceId,
+        kind: SdpKind,
+        sdp: String,
+    },
+    /// The other party's ICE candidate.
+    CallIce {
+        call: CallId,
+        from_device: DeviceId,
+        candidate: String,
+    },
+    /// Someone called while you were in a call; they heard "busy".
+    CallWaiting { call: CallId, from: AccountId },
+    /// The other party's device dropped or came back.
+    CallPeer { call: CallId, connected: bool },
+    /// Call history (reply to `call_history`).
+    CallLog {
+        id: RequestId,
+        calls: Vec<CallLogEntry>,
+    },
     /// A request or frame failed.
     Error(ErrorFrame),
 }
@@ -265,7 +431,14 @@ impl ClientFrame {
             | PresenceSubscribe { id, .. }
             | SetPrivacy { id, .. }
             | RevokeDevice { id, .. }
-            | Ping { id } => Some(*id),
+            | Ping { id }
+            | CallOffer { id, .. }
+            | CallAccept { id, .. }
+            | CallReject { id, .. }
+            | CallHangup { id, .. }
+            | CallSdp { id, .. }
+            | CallIce { id, .. }
+            | CallHistory { id, .. } => Some(*id),
             Ack { .. } | Typing { .. } => None,
         }
     }

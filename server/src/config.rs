@@ -62,6 +62,7 @@ pub struct Config {
     pub signaling: SignalingSection,
     pub verifier: VerifierSection,
     pub admin: AdminSection,
+    pub calls: CallsSection,
 }
 
 impl Default for Config {
@@ -74,6 +75,7 @@ impl Default for Config {
             signaling: SignalingSection::default(),
             verifier: VerifierSection::default(),
             admin: AdminSection::default(),
+            calls: CallsSection::default(),
         }
     }
 }
@@ -209,8 +211,22 @@ impl Default for SignalingSection {
 }
 
 impl SignalingSection {
-    pub fn gateway_config(&self) -> palaver_signaling::GatewayConfig {
+    pub fn gateway_config(
+        &self,
+        calls: &CallsSection,
+        turn_secret: Option<&Secret>,
+    ) -> palaver_signaling::GatewayConfig {
         palaver_signaling::GatewayConfig {
+            calls: palaver_signaling::calls::CallConfig {
+                ring_timeout: calls.ring_timeout,
+                reconnect_grace: calls.reconnect_grace,
+            },
+            ice: palaver_signaling::calls::IceConfig {
+                stun_urls: calls.stun_urls.clone(),
+                turn_urls: calls.turn_urls.clone(),
+                turn_secret: turn_secret.map(|s| s.expose().to_owned()),
+                credential_ttl: calls.turn_credential_ttl,
+            },
             max_frame_bytes: self.max_frame_bytes,
             read_buffer_bytes: self.read_buffer_bytes,
             idle_timeout: self.idle_timeout,
@@ -224,6 +240,42 @@ impl SignalingSection {
             max_envelopes_per_send: self.max_envelopes_per_send,
             rate_limits: self.rate_limits.clone(),
             ..palaver_signaling::GatewayConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsSection {
+    /// How long a call rings before it ends unanswered.
+    #[serde(with = "humantime_serde")]
+    pub ring_timeout: Duration,
+    /// How long a party whose connection dropped may rejoin.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_grace: Duration,
+    /// STUN URLs handed to call participants.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs handed to call participants with fresh credentials.
+    pub turn_urls: Vec<String>,
+    /// Secret shared with the TURN server for time-limited credentials.
+    pub turn_secret: Option<Secret>,
+    pub turn_secret_file: Option<PathBuf>,
+    /// Lifetime of the TURN credentials issued for a call.
+    #[serde(with = "humantime_serde")]
+    pub turn_credential_ttl: Duration,
+}
+
+impl Default for CallsSection {
+    fn default() -> Self {
+        let d = palaver_signaling::GatewayConfig::default();
+        CallsSection {
+            ring_timeout: d.calls.ring_timeout,
+            reconnect_grace: d.calls.reconnect_grace,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_secret_file: None,
+            turn_credential_ttl: d.ice.credential_ttl,
         }
     }
 }
@@ -378,6 +430,7 @@ pub fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
 pub struct Secrets {
     pub admin_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
+    pub turn_secret: Option<Secret>,
 }
 
 fn one_of(
@@ -445,7 +498,43 @@ impl Config {
                 &self.verifier.webhook_secret,
                 &self.verifier.webhook_secret_file,
             )?,
+            turn_secret: one_of(
+                "calls.turn_secret",
+                &self.calls.turn_secret,
+                &self.calls.turn_secret_file,
+            )?,
         };
+        for (key, d) in [
+            ("calls.ring_timeout", self.calls.ring_timeout),
+            ("calls.reconnect_grace", self.calls.reconnect_grace),
+            ("calls.turn_credential_ttl", self.calls.turn_credential_ttl),
+        ] {
+            if d.is_zero() {
+                return Err(key_err(key, "must be longer than zero"));
+            }
+        }
+        for url in &self.calls.stun_urls {
+            if !url.starts_with("stun:") && !url.starts_with("stuns:") {
+                return Err(key_err(
+                    "calls.stun_urls",
+                    format!("{url:?} is not a stun: URL"),
+                ));
+            }
+        }
+        for url in &self.calls.turn_urls {
+            if !url.starts_with("turn:") && !url.starts_with("turns:") {
+                return Err(key_err(
+                    "calls.turn_urls",
+                    format!("{url:?} is not a turn: URL"),
+                ));
+            }
+        }
+        if !self.calls.turn_urls.is_empty() && secrets.turn_secret.is_none() {
+            return Err(key_err(
+                "calls.turn_secret",
+                "required when calls.turn_urls is set (or calls.turn_secret_file)",
+            ));
+        }
         if !self.admin.listen.ip().is_loopback() && secrets.admin_token.is_none() {
             return Err(key_err(
                 "admin.token",

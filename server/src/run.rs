@@ -117,7 +117,8 @@ async fn serve(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Res
     };
 
     let gw = Gateway::new(
-        cfg.signaling.gateway_config(),
+        cfg.signaling
+            .gateway_config(&cfg.calls, secrets.turn_secret.as_ref()),
         store.clone(),
         router,
         verifier.clone(),
@@ -161,6 +162,7 @@ async fn serve(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Res
         http_stop.clone(),
     ));
     let maintenance = tokio::spawn(gw.clone().run_maintenance());
+    let call_timers = tokio::spawn(gw.clone().run_call_timers());
 
     tracing::info!(%main_addr, %admin_addr, data_dir = %cfg.data_dir.display(), "palaver started");
     announce("main", main_addr);
@@ -178,6 +180,7 @@ async fn serve(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Res
     let _ = main_task.await;
     let _ = admin_task.await;
     let _ = maintenance.await;
+    let _ = call_timers.await;
     store.health().await.context("final flush of the store")?;
     tracing::info!("stopped");
     Ok(())

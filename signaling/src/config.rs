@@ -35,6 +35,8 @@ pub struct RateLimits {
     pub sends_per_device: Rate,
     /// `typing` per connection; excess indicators are dropped.
     pub typing_per_connection: Rate,
+    /// `call_offer` per device.
+    pub call_offers_per_device: Rate,
 }
 
 impl Default for RateLimits {
@@ -47,6 +49,7 @@ impl Default for RateLimits {
             lookups_per_device: Rate::new(100, 60.0),
             sends_per_device: Rate::new(1000, 30_000.0),
             typing_per_connection: Rate::new(10, 120.0),
+            call_offers_per_device: Rate::new(10, 20.0),
         }
     }
 }
@@ -81,6 +84,10 @@ pub struct GatewayConfig {
     /// Accounts one connection may follow for presence.
     pub max_presence_subscriptions: usize,
     pub rate_limits: RateLimits,
+    /// Call timers.
+    pub calls: crate::calls::CallConfig,
+    /// STUN/TURN servers handed to call participants.
+    pub ice: crate::calls::IceConfig,
 }
 
 impl Default for GatewayConfig {
@@ -100,6 +107,11 @@ impl Default for GatewayConfig {
             max_envelopes_per_send: 256,
             max_presence_subscriptions: 1024,
             rate_limits: RateLimits::default(),
+            calls: crate::calls::CallConfig::default(),
+            ice: crate::calls::IceConfig {
+                credential_ttl: Duration::from_secs(12 * 3600),
+                ..Default::default()
+            },
         }
     }
 }

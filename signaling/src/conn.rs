@@ -244,6 +244,7 @@ impl Conn {
                     typing,
                 }),
                 Push::Presence(info) => self.out.push(ServerFrame::Presence(info)),
+                Push::Frame(frame) => self.out.push((*frame).clone()),
             }
         }
         if self.mailbox.take_lagged() {
@@ -356,6 +357,11 @@ impl Conn {
         }
         let Some(me) = self.me else { return };
         self.gw.metrics.authenticated.dec();
+        // A replaced connection's device lives on in the newer connection.
+        if self.mailbox.close_reason() != CloseReason::Replaced {
+            let gw = self.gw.clone();
+            gw.calls.with(&gw, |c, now| c.disconnected(now, me.device));
+        }
         if let Transition::Changed = self
             .gw
             .router

@@ -1,5 +1,6 @@
 //! What each client frame does.
 
+use crate::calls::{CallError, Calls, Offer, Party};
 use crate::conn::{Conn, Identity};
 use crate::now_ms;
 use crate::router::Transition;
@@ -9,12 +10,16 @@ use palaver_messaging::policy::{
 };
 use palaver_messaging::{NewDevice, SendOutcome, SendRequest, StoreError, VerifyOutcome};
 use palaver_proto::codec::decode_client;
-use palaver_proto::frames::{ClientFrame, LastSeenPrivacy, OutEnvelope, PresenceInfo, ServerFrame};
-use palaver_proto::{AccountId, ClientMsgId, DeviceId, ErrorCode, RequestId, Seq};
+use palaver_proto::frames::{
+    ClientFrame, LastSeenPrivacy, Media, OutEnvelope, PresenceInfo, ServerFrame,
+};
+use palaver_proto::{AccountId, CallId, ClientMsgId, DeviceId, ErrorCode, RequestId, Seq};
 use std::time::{Duration, Instant};
 
 /// Most sequence numbers in one `ack`, and message ids in one `read`.
 const MAX_IDS_PER_FRAME: usize = 1024;
+/// Longest ICE candidate, in bytes.
+const MAX_CANDIDATE: usize = 2048;
 /// Longest device name, in bytes.
 const MAX_DEVICE_NAME: usize = 64;
 
@@ -141,6 +146,46 @@ impl Conn {
                 self.gw.store.set_privacy(me.account, last_seen).await?;
                 self.gw.router.set_privacy(me.account, last_seen);
                 self.reply(ServerFrame::Done { id });
+                Ok(())
+            }
+            F::CallOffer { id, to, media, sdp } => self.call_offer(id, to, media, sdp).await,
+            F::CallAccept { id, call, sdp } => {
+                self.call_op(id, |c, now, me| c.accept(now, me.device, call, sdp))
+            }
+            F::CallReject { id, call } => {
+                self.call_op(id, |c, now, me| c.reject(now, me.device, call))
+            }
+            F::CallHangup { id, call } => {
+                self.call_op(id, |c, now, me| c.hangup(now, me.device, call))
+            }
+            F::CallSdp {
+                id,
+                call,
+                kind,
+                sdp,
+            } => self.call_op(id, |c, _, me| c.relay_sdp(me.device, call, kind, sdp)),
+            F::CallIce {
+                id,
+                call,
+                candidate,
+            } => {
+                if candidate.len() > MAX_CANDIDATE {
+                    return Err(ReqError::new(
+                        ErrorCode::InvalidArgument,
+                        "ICE candidate too long",
+                    ));
+                }
+                self.call_op(id, |c, _, me| c.relay_ice(me.device, call, candidate))
+            }
+            F::CallHistory { id, before, limit } => {
+                let me = self.me()?;
+                let limit = limit.unwrap_or(50).clamp(1, 500);
+                let calls = self
+                    .gw
+                    .store
+                    .call_history(me.account, before.unwrap_or(u64::MAX), limit)
+                    .await?;
+                self.reply(ServerFrame::CallLog { id, calls });
                 Ok(())
             }
             F::RevokeDevice { id, device } => {
@@ -342,6 +387,10 @@ impl Conn {
             device,
         });
         self.start_delivery();
+        let gw = self.gw.clone();
+        if let Some(call) = gw.calls.with(&gw, |c, _| c.reconnected(device)) {
+            tracing::info!(call = call.0, "device back in its call");
+        }
         self.catch_up().await;
         Ok(())
     }
@@ -511,6 +560,69 @@ impl Conn {
         Ok(())
     }
 
+    async fn call_offer(
+        &mut self,
+        id: RequestId,
+        to: AccountId,
+        media: Media,
+        sdp: String,
+    ) -> Reply {
+        let me = self.me()?;
+        if let Err(wait) = self
+            .gw
+            .limits
+            .call_offers
+            .check(&me.device.0, Instant::now())
+        {
+            self.count_limited("call_offers_per_device");
+            return Err(ReqError::rate_limited(wait));
+        }
+        if self.gw.store.devices(to).await?.is_none() {
+            return Err(not_found());
+        }
+        let callee_devices = self.gw.router.connected_devices(to);
+        // Unguessable, and below 2^53 so JavaScript clients keep it exact.
+        let call = CallId(rand::random::<u64>() >> 11);
+        let caller = Party {
+            account: me.account,
+            device: me.device,
+        };
+        let offer = Offer {
+            call,
+            caller,
+            callee: to,
+            callee_devices: &callee_devices,
+            media,
+            sdp,
+        };
+        // Pushes about the call wait in the mailbox until this reply is out.
+        let ice_servers = self.gw.ice_servers(me.device);
+        let gw = self.gw.clone();
+        gw.calls
+            .with(&gw, |c, now| c.offer(now, offer))
+            .map_err(call_error)?;
+        self.reply(ServerFrame::CallStarted {
+            id,
+            call,
+            ice_servers,
+        });
+        Ok(())
+    }
+
+    fn call_op(
+        &mut self,
+        id: RequestId,
+        op: impl FnOnce(&mut Calls, Instant, Identity) -> Result<(), CallError>,
+    ) -> Reply {
+        let me = self.me()?;
+        let gw = self.gw.clone();
+        gw.calls
+            .with(&gw, |c, now| op(c, now, me))
+            .map_err(call_error)?;
+        self.reply(ServerFrame::Done { id });
+        Ok(())
+    }
+
     fn count_limited(&self, kind: &'static str) {
         self.gw
             .metrics
@@ -518,6 +630,18 @@ impl Conn {
             .get_or_create(&crate::metrics::KindLabel { kind })
             .inc();
     }
+}
+
+fn call_error(e: CallError) -> ReqError {
+    let code = match e {
+        CallError::NotInCall => ErrorCode::NotInCall,
+        CallError::AlreadyInCall => ErrorCode::AlreadyInCall,
+        CallError::AlreadyAnswered => ErrorCode::AlreadyAnswered,
+        CallError::Glare => ErrorCode::Glare,
+        CallError::SelfCall | CallError::DuplicateId => ErrorCode::InvalidArgument,
+        CallError::WrongState => ErrorCode::CallState,
+    };
+    ReqError::new(code, e.to_string())
 }
 
 fn not_found() -> ReqError {

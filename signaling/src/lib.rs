@@ -47,6 +47,7 @@ pub struct Gateway {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: tokio_util::task::TaskTracker,
+    pub(crate) calls: calls::CallHub,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -66,6 +67,7 @@ impl Gateway {
     ) -> Arc<Self> {
         Arc::new(Gateway {
             limits: ratelimit::Limits::new(&config.rate_limits),
+            calls: calls::CallHub::new(calls::Calls::new(config.calls)),
             store,
             router,
             verifier,
@@ -87,6 +89,19 @@ impl Gateway {
     /// True once `shutdown` has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// ICE servers (with fresh TURN credentials) for a device.
+    pub(crate) fn ice_servers(
+        &self,
+        device: palaver_proto::DeviceId,
+    ) -> Vec<palaver_proto::frames::IceServer> {
+        self.config.ice.servers_for(device, now_ms() / 1000)
+    }
+
+    /// Runs the call timers (ring timeout, reconnect grace) until shutdown.
+    pub async fn run_call_timers(self: Arc<Self>) {
+        calls::CallHub::run_timers(self).await;
     }
 
     /// Runs periodic maintenance (queue expiry, rate-limiter cleanup) until

@@ -140,6 +140,7 @@ pub struct Limits {
     pub auth_failures_per_ip: Limiter<IpAddr>,
     pub lookups: Limiter<u64>,
     pub sends: Limiter<u64>,
+    pub call_offers: Limiter<u64>,
     pub typing: Rate,
 }
 
@@ -152,6 +153,7 @@ impl Limits {
             auth_failures_per_ip: Limiter::new(cfg.auth_failures_per_ip),
             lookups: Limiter::new(cfg.lookups_per_device),
             sends: Limiter::new(cfg.sends_per_device),
+            call_offers: Limiter::new(cfg.call_offers_per_device),
             typing: cfg.typing_per_connection,
         }
     }
@@ -164,6 +166,7 @@ impl Limits {
         self.auth_failures_per_ip.cleanup(now);
         self.lookups.cleanup(now);
         self.sends.cleanup(now);
+        self.call_offers.cleanup(now);
     }
 }
 

@@ -26,6 +26,8 @@ pub enum Push {
         typing: bool,
     },
     Presence(PresenceInfo),
+    /// Any other frame (call signalling).
+    Frame(Arc<palaver_proto::frames::ServerFrame>),
 }
 
 /// Why a connection must close.
@@ -287,8 +289,30 @@ impl Router {
         }
     }
 
+    /// Hands `push` to the connection of `device`, if it is connected here.
+    pub fn deliver(&self, device: DeviceId, push: Push) {
+        let mailbox = self.shards[shard_of(device.0)]
+            .lock()
+            .devices
+            .get(&device)
+            .cloned();
+        if let Some(m) = mailbox {
+            m.push(push);
+        }
+    }
+
+    /// The devices of `account` connected to this node.
+    pub fn connected_devices(&self, account: AccountId) -> Vec<DeviceId> {
+        self.shards[shard_of(account.0)]
+            .lock()
+            .accounts
+            .get(&account)
+            .map(|a| a.devices.iter().map(|(d, _)| *d).collect())
+            .unwrap_or_default()
+    }
+
     /// Number of connected devices on this node.
-    pub fn connected_devices(&self) -> usize {
+    pub fn connected_device_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().devices.len()).sum()
     }
 }
@@ -362,7 +386,7 @@ mod tests {
         // The old connection leaving does not take the new one offline.
         assert_eq!(r.disconnect(acc, dev, &first), Transition::Unchanged);
         assert!(r.is_online(acc));
-        assert_eq!(r.connected_devices(), 1);
+        assert_eq!(r.connected_device_count(), 1);
         assert_eq!(r.disconnect(acc, dev, &second), Transition::Changed);
         assert!(!r.is_online(acc));
     }

@@ -126,6 +126,7 @@ fn show(event: &Event) {
             )
         }
         Event::Presence(p) => println!("  (presence {:?})", p),
+        Event::Call(f) => println!("  (call {f:?})"),
         Event::Error(e) => println!("  (server error {}: {})", e.code.as_str(), e.message),
     }
 }

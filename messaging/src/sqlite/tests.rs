@@ -383,3 +383,55 @@ async fn concurrent_sends_are_batched_and_ordered() {
     let fetched = store.fetch(bob.1, Seq(0), 500).await.unwrap();
     assert_eq!(fetched.len(), 200);
 }
+
+#[tokio::test]
+async fn call_history_is_kept_for_both_parties_newest_first() {
+    use palaver_proto::CallId;
+    use palaver_proto::frames::{CallLogEntry, EndReason, Media};
+    let f = fixture();
+    let entry = |call: u64, caller: u64, callee: u64, started: u64, reason| CallLogEntry {
+        call: CallId(call),
+        caller: AccountId(caller),
+        caller_device: DeviceId(caller * 10),
+        callee: AccountId(callee),
+        answered_by: None,
+        media: Media::Video,
+        reason,
+        started_at: started,
+        answered_at: None,
+        ended_at: started + 5,
+    };
+    f.store
+        .record_call(entry(1, 1, 2, 100, EndReason::NoAnswer))
+        .await
+        .unwrap();
+    f.store
+        .record_call(entry(2, 2, 1, 200, EndReason::HungUp))
+        .await
+        .unwrap();
+    f.store
+        .record_call(entry(3, 2, 3, 300, EndReason::Busy))
+        .await
+        .unwrap();
+    // Recording the same call twice keeps one entry.
+    f.store
+        .record_call(entry(3, 2, 3, 300, EndReason::Busy))
+        .await
+        .unwrap();
+    let a = f
+        .store
+        .call_history(AccountId(1), u64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(a.iter().map(|e| e.call.0).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(a[1].reason, EndReason::NoAnswer);
+    let b = f.store.call_history(AccountId(2), 300, 10).await.unwrap();
+    assert_eq!(b.iter().map(|e| e.call.0).collect::<Vec<_>>(), vec![2, 1]);
+    let b = f
+        .store
+        .call_history(AccountId(2), u64::MAX, 1)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0], entry(3, 2, 3, 300, EndReason::Busy));
+}

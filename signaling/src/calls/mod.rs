@@ -27,50 +27,17 @@
 //!   two devices of the call (the caller's device and, before an answer,
 //!   every ringing device); anyone else gets [`CallError::NotInCall`].
 
+mod hub;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use hub::CallHub;
+pub use hub::{IceConfig, turn_credentials};
+
+pub use palaver_proto::frames::{EndReason, Media, SdpKind};
 use palaver_proto::{AccountId, CallId, DeviceId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
-
-/// Audio only, or audio and video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Media {
-    Audio,
-    Video,
-}
-
-/// Why a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// A callee device declined.
-    Rejected,
-    /// The callee was already in a call.
-    Busy,
-    /// The caller hung up before anyone answered.
-    Cancelled,
-    /// Nobody answered within the ring timeout.
-    NoAnswer,
-    /// A party hung up an answered call.
-    HungUp,
-    /// A party's device dropped and did not come back in time.
-    ConnectionLost,
-    /// No device of the callee could ring.
-    Unavailable,
-}
-
-impl EndReason {
-    /// Whether the callee should see this call as missed.
-    pub fn is_missed(self) -> bool {
-        matches!(
-            self,
-            EndReason::Busy | EndReason::Cancelled | EndReason::NoAnswer | EndReason::Unavailable
-        )
-    }
-}
 
 /// One side of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,14 +81,6 @@ pub enum CallError {
     DuplicateId,
     #[error("not possible in the call's current state")]
     WrongState,
-}
-
-/// Kind of a session description.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SdpKind {
-    Offer,
-    Answer,
 }
 
 /// What a device is told.

@@ -1,0 +1,254 @@
+//! The driver of the call state machine: owns it behind a lock, turns its
+//! outputs into frames for connected devices and rows of call history, and
+//! wakes it when a timer is due.
+
+use super::{CallEvent, CallRecord, Calls, Output};
+use crate::Gateway;
+use crate::router::Push;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use palaver_proto::DeviceId;
+use palaver_proto::frames::{CallLogEntry, IceServer, ServerFrame};
+use parking_lot::Mutex;
+use sha1::Sha1;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The ICE servers handed to call participants.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct IceConfig {
+    /// `stun:` URLs, given as they are.
+    pub stun_urls: Vec<String>,
+    /// `turn:`/`turns:` URLs; they get time-limited credentials.
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN server (REST API credentials).
+    pub turn_secret: Option<String>,
+    /// Lifetime of the TURN credentials issued for a call.
+    pub credential_ttl: Duration,
+}
+
+impl std::fmt::Debug for IceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceConfig")
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_urls", &self.turn_urls)
+            .field(
+                "turn_secret",
+                &self.turn_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("credential_ttl", &self.credential_ttl)
+            .finish()
+    }
+}
+
+/// Time-limited TURN credentials (the "TURN REST API" scheme coturn and
+/// Palaver's TURN server accept): user `EXPIRY:DEVICE`, password
+/// base64(HMAC-SHA1(secret, user)).
+pub fn turn_credentials(secret: &str, device: DeviceId, expires_unix: u64) -> (String, String) {
+    let user = format!("{expires_unix}:{device}");
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(user.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    (user, password)
+}
+
+impl IceConfig {
+    /// The servers for one participant.
+    pub fn servers_for(&self, device: DeviceId, now_unix: u64) -> Vec<IceServer> {
+        let mut out = Vec::new();
+        if !self.stun_urls.is_empty() {
+            out.push(IceServer {
+                urls: self.stun_urls.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        if let (false, Some(secret)) = (self.turn_urls.is_empty(), &self.turn_secret) {
+            let (user, pass) =
+                turn_credentials(secret, device, now_unix + self.credential_ttl.as_secs());
+            out.push(IceServer {
+                urls: self.turn_urls.clone(),
+                username: Some(user),
+                credential: Some(pass),
+            });
+        }
+        out
+    }
+}
+
+/// Shared by every connection of a gateway.
+#[derive(Debug, Default)]
+pub(crate) struct CallHub {
+    core: Mutex<Calls>,
+    wake: Notify,
+}
+
+impl CallHub {
+    pub(crate) fn new(core: Calls) -> Self {
+        CallHub {
+            core: Mutex::new(core),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Runs `f` on the state machine, then carries out what it produced.
+    pub(crate) fn with<T>(&self, gw: &Gateway, f: impl FnOnce(&mut Calls, Instant) -> T) -> T {
+        let (result, outputs) = {
+            let mut core = self.core.lock();
+            let result = f(&mut core, Instant::now());
+            let outputs: Vec<Output> = std::iter::from_fn(|| core.poll_output()).collect();
+            (result, outputs)
+        };
+        self.wake.notify_one();
+        self.dispatch(gw, outputs);
+        result
+    }
+
+    /// Delivers the frames; when a call ended in this batch, its history
+    /// row is committed first, so a client that sees `call_ended` finds the
+    /// call in its history.
+    fn dispatch(&self, gw: &Gateway, outputs: Vec<Output>) {
+        let mut frames = Vec::new();
+        let mut records = Vec::new();
+        for out in outputs {
+            match out {
+                Output::Send { to, event } => frames.push((to, to_frame(gw, to, event))),
+                Output::Record(record) => records.push(log_entry(record, crate::now_ms())),
+            }
+        }
+        if records.is_empty() {
+            for (to, frame) in frames {
+                gw.router.deliver(to, Push::Frame(Arc::new(frame)));
+            }
+            return;
+        }
+        let store = gw.store.clone();
+        let router = gw.router.clone();
+        tokio::spawn(async move {
+            for entry in records {
+                if let Err(e) = store.record_call(entry).await {
+                    tracing::warn!(error = %e, "cannot record a call in the history");
+                }
+            }
+            for (to, frame) in frames {
+                router.deliver(to, Push::Frame(Arc::new(frame)));
+            }
+        });
+    }
+
+    /// Ends calls whose timers ran out, until shutdown.
+    pub(crate) async fn run_timers(gw: Arc<Gateway>) {
+        loop {
+            let next = gw.calls.core.lock().poll_timeout();
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = gw.shutdown.cancelled() => return,
+                _ = gw.calls.wake.notified() => continue,
+                _ = sleep => {}
+            }
+            gw.calls.with(&gw, |core, now| core.handle_timeout(now));
+        }
+    }
+}
+
+fn log_entry(r: CallRecord, ended_ms: u64) -> CallLogEntry {
+    let started = ended_ms.saturating_sub(r.total.as_millis() as u64);
+    CallLogEntry {
+        call: r.call,
+        caller: r.caller.account,
+        caller_device: r.caller.device,
+        callee: r.callee,
+        answered_by: r.answered_by,
+        media: r.media,
+        reason: r.reason,
+        started_at: started,
+        answered_at: r
+            .talk
+            .map(|t| ended_ms.saturating_sub(t.as_millis() as u64)),
+        ended_at: ended_ms,
+    }
+}
+
+fn to_frame(gw: &Gateway, to: DeviceId, event: CallEvent) -> ServerFrame {
+    match event {
+        CallEvent::Incoming {
+            call,
+            from,
+            media,
+            sdp,
+        } => ServerFrame::CallIncoming {
+            call,
+            from: from.account,
+            from_device: from.device,
+            media,
+            sdp,
+            ice_servers: gw.ice_servers(to),
+        },
+        CallEvent::Ringing { call } => ServerFrame::CallRinging { call },
+        CallEvent::Accepted { call, by, sdp } => ServerFrame::CallAccepted {
+            call,
+            device: by,
+            sdp,
+        },
+        CallEvent::AnsweredElsewhere { call } => ServerFrame::CallAnsweredElsewhere { call },
+        CallEvent::Ended { call, reason } => ServerFrame::CallEnded { call, reason },
+        CallEvent::Sdp {
+            call,
+            from,
+            kind,
+            sdp,
+        } => ServerFrame::CallSdp {
+            call,
+            from_device: from,
+            kind,
+            sdp,
+        },
+        CallEvent::Ice {
+            call,
+            from,
+            candidate,
+        } => ServerFrame::CallIce {
+            call,
+            from_device: from,
+            candidate,
+        },
+        CallEvent::Waiting { call, from } => ServerFrame::CallWaiting { call, from },
+        CallEvent::PeerConnection { call, connected } => ServerFrame::CallPeer { call, connected },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_credentials_follow_the_rest_scheme() {
+        // Reference value computed independently:
+        // printf '1700000000:42' | openssl dgst -sha1 -hmac secret -binary | base64
+        let (user, pass) = turn_credentials("secret", DeviceId(42), 1_700_000_000);
+        assert_eq!(user, "1700000000:42");
+        assert_eq!(pass, "ZzfPuPkrzUOsnm5YISnTiKDnXWo=");
+    }
+
+    #[test]
+    fn ice_servers_include_turn_only_with_a_secret() {
+        let mut ice = IceConfig {
+            stun_urls: vec!["stun:127.0.0.1:3478".into()],
+            turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+            turn_secret: None,
+            credential_ttl: Duration::from_secs(3600),
+        };
+        assert_eq!(ice.servers_for(DeviceId(1), 0).len(), 1);
+        ice.turn_secret = Some("s".into());
+        let servers = ice.servers_for(DeviceId(1), 100);
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].username.as_deref(), Some("3700:1"));
+        assert!(!format!("{ice:?}").contains("\"s\""));
+    }
+}
