@@ -35,3 +35,15 @@ ensure_nextest() {
   step "installing cargo-nextest"
   cargo install --locked cargo-nextest
 }
+
+# Headless Chromium (Debian's, never a downloaded one) and playwright-core
+# for the browser tests in tests/browser.
+ensure_browser_tools() {
+  command -v node >/dev/null || { echo "Node.js is required for the browser tests" >&2; exit 1; }
+  apt_install chromium
+  local dir=tests/browser
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    step "installing browser test drivers (npm ci in $dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

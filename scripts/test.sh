@@ -13,6 +13,7 @@ source scripts/lib.sh
 
 ensure_build_tools
 ensure_nextest
+ensure_browser_tools
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
