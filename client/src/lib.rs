@@ -495,6 +495,29 @@ impl Client {
         }
     }
 
+    /// Blocks (`true`) or unblocks an account.
+    pub async fn block(&mut self, account: AccountId, block: bool) -> Result<()> {
+        let id = self.id();
+        let frame = if block {
+            ClientFrame::Block { id, account }
+        } else {
+            ClientFrame::Unblock { id, account }
+        };
+        match self.call(frame).await? {
+            ServerFrame::Done { .. } => Ok(()),
+            f => Err(unexpected(f)),
+        }
+    }
+
+    /// The accounts this account blocks.
+    pub async fn blocked_list(&mut self) -> Result<Vec<AccountId>> {
+        let id = self.id();
+        match self.call(ClientFrame::BlockedList { id }).await? {
+            ServerFrame::BlockedList { accounts, .. } => Ok(accounts),
+            f => Err(unexpected(f)),
+        }
+    }
+
     /// Calls `to`; returns the call id and the ICE servers to use.
     pub async fn call_offer(
         &mut self,
@@ -608,6 +631,7 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | PresenceList { id, .. }
         | Pong { id }
         | CallStarted { id, .. }
+        | BlockedList { id, .. }
         | CallLog { id, .. } => Some(*id),
         Error(e) => e.id,
         Hello { .. }

@@ -116,6 +116,14 @@ CREATE TABLE calls (
 CREATE INDEX calls_by_caller ON calls(caller, started_ms);
 CREATE INDEX calls_by_callee ON calls(callee, started_ms);
 "#,
+    r#"
+CREATE TABLE blocks (
+    account INTEGER NOT NULL,
+    blocked INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (account, blocked)
+) WITHOUT ROWID;
+"#,
 ];
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
@@ -361,6 +369,15 @@ fn text_enum<T: serde::de::DeserializeOwned>(s: String, col: usize) -> rusqlite:
     })
 }
 
+/// Whether `a` blocks `b`, and whether `b` blocks `a`.
+fn blocks_between(conn: &Connection, a: AccountId, b: AccountId) -> rusqlite::Result<(bool, bool)> {
+    let mut stmt =
+        conn.prepare_cached("SELECT 1 FROM blocks WHERE account = ?1 AND blocked = ?2")?;
+    let ab = stmt.exists(params![to_i64(a.0), to_i64(b.0)])?;
+    let ba = stmt.exists(params![to_i64(b.0), to_i64(a.0)])?;
+    Ok((ab, ba))
+}
+
 fn current_devices(conn: &Connection, account: AccountId) -> rusqlite::Result<Vec<DeviceId>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM devices WHERE account_id = ?1 AND revoked_ms IS NULL ORDER BY id",
@@ -435,16 +452,27 @@ fn do_send(
         .into_iter()
         .filter(|d| *d != req.from_device)
         .collect();
+    let mut theirs = Vec::new();
     if req.to != req.from {
-        let theirs = current_devices(conn, req.to)?;
+        theirs = current_devices(conn, req.to)?;
         if theirs.is_empty() {
             return Ok(SendOutcome::UnknownRecipient);
         }
-        required.extend(theirs);
+        required.extend(theirs.iter().copied());
     }
     let given: Vec<DeviceId> = req.envelopes.iter().map(|(d, _)| *d).collect();
     if let Err(mismatch) = check_coverage(&required, &given) {
         return Ok(SendOutcome::Mismatch(mismatch));
+    }
+    let (i_block, they_block) = blocks_between(conn, req.from, req.to)?;
+    if i_block {
+        return Ok(SendOutcome::Blocked);
+    }
+    // Blocked by the recipient: accepted as usual (the sender must not be
+    // able to tell), but only the sender's own devices get a copy.
+    let mut req = req;
+    if they_block {
+        req.envelopes.retain(|(d, _)| !theirs.contains(d));
     }
     conn.prepare_cached("INSERT INTO sent (device_id, msg, ts) VALUES (?1, ?2, ?3)")?
         .execute(params![
@@ -761,6 +789,10 @@ impl Store for SqliteStore {
             if targets.is_empty() {
                 return Ok(false);
             }
+            let (a, b) = blocks_between(conn, from, to)?;
+            if a || b {
+                return Ok(true);
+            }
             for device in targets {
                 for msg in &msgs {
                     enqueue(
@@ -883,6 +915,46 @@ impl Store for SqliteStore {
                 },
             )?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn set_block(
+        &self,
+        account: AccountId,
+        other: AccountId,
+        blocked: bool,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn, _| {
+            if !account_exists(conn, other)? {
+                return Ok(false);
+            }
+            if blocked {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO blocks (account, blocked, created_ms) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![to_i64(account.0), to_i64(other.0), to_i64(now_ms)])?;
+            } else {
+                conn.prepare_cached("DELETE FROM blocks WHERE account = ?1 AND blocked = ?2")?
+                    .execute(params![to_i64(account.0), to_i64(other.0)])?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn blocks(&self, a: AccountId, b: AccountId) -> Result<(bool, bool), StoreError> {
+        self.read(move |conn| blocks_between(conn, a, b)).await
+    }
+
+    async fn blocked_accounts(&self, account: AccountId) -> Result<Vec<AccountId>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT blocked FROM blocks WHERE account = ?1 ORDER BY created_ms, blocked",
+            )?;
+            let rows = stmt.query_map([to_i64(account.0)], |r| r.get::<_, i64>(0))?;
+            rows.map(|r| r.map(|id| AccountId(to_u64(id)))).collect()
         })
         .await
     }

@@ -88,6 +88,8 @@ pub enum SendOutcome {
     Mismatch(DeviceMismatch),
     /// The recipient account does not exist; nothing stored.
     UnknownRecipient,
+    /// The sender blocks the recipient; nothing stored.
+    Blocked,
 }
 
 /// What a connection needs to know about a device when it authenticates.
@@ -147,7 +149,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Stores one envelope per recipient device, unless this device already
-    /// sent a message with this id.
+    /// sent a message with this id. When the recipient blocks the sender,
+    /// the send succeeds but only the sender's own devices get a copy.
     async fn send(&self, req: SendRequest) -> Result<SendOutcome, StoreError>;
 
     /// Up to `limit` envelopes of a device's queue after `after`, in order.
@@ -193,6 +196,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records when the account was last online.
     async fn set_last_seen(&self, account: AccountId, at_ms: u64) -> Result<(), StoreError>;
+
+    /// `account` blocks (or unblocks) `other`. False if `other` does not exist.
+    async fn set_block(
+        &self,
+        account: AccountId,
+        other: AccountId,
+        blocked: bool,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Whether `a` blocks `b`, and whether `b` blocks `a`.
+    async fn blocks(&self, a: AccountId, b: AccountId) -> Result<(bool, bool), StoreError>;
+
+    /// The accounts `account` blocks, oldest first.
+    async fn blocked_accounts(&self, account: AccountId) -> Result<Vec<AccountId>, StoreError>;
 
     /// Adds a finished call to the history of its caller and callee.
     async fn record_call(&self, entry: CallLogEntry) -> Result<(), StoreError>;

@@ -44,6 +44,8 @@ pub enum ErrorCode {
     MismatchedDevices,
     /// A field is well-formed but not acceptable (empty lists, duplicates, ...).
     InvalidArgument,
+    /// You block this account: unblock it first.
+    Blocked,
     /// The call does not exist or this device is not part of it.
     NotInCall,
     /// This device is already in a call.
@@ -84,6 +86,7 @@ impl ErrorCode {
             NotFound => "not_found",
             MismatchedDevices => "mismatched_devices",
             InvalidArgument => "invalid_argument",
+            Blocked => "blocked",
             NotInCall => "not_in_call",
             AlreadyInCall => "already_in_call",
             AlreadyAnswered => "already_answered",

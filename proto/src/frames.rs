@@ -167,6 +167,13 @@ pub enum ClientFrame {
     RevokeDevice { id: RequestId, device: DeviceId },
     /// Heartbeat; answered by `pong`.
     Ping { id: RequestId },
+    /// Stop receiving messages, calls, receipts, typing and presence from
+    /// an account.
+    Block { id: RequestId, account: AccountId },
+    /// Undo `block`.
+    Unblock { id: RequestId, account: AccountId },
+    /// The accounts this account blocks.
+    BlockedList { id: RequestId },
     /// Call `to`: rings every connected device of that account.
     CallOffer {
         id: RequestId,
@@ -371,6 +378,11 @@ pub enum ServerFrame {
     CallWaiting { call: CallId, from: AccountId },
     /// The other party's device dropped or came back.
     CallPeer { call: CallId, connected: bool },
+    /// The accounts this account blocks (reply to `blocked_list`).
+    BlockedList {
+        id: RequestId,
+        accounts: Vec<AccountId>,
+    },
     /// Call history (reply to `call_history`).
     CallLog {
         id: RequestId,
@@ -432,6 +444,9 @@ impl ClientFrame {
             | SetPrivacy { id, .. }
             | RevokeDevice { id, .. }
             | Ping { id }
+            | Block { id, .. }
+            | Unblock { id, .. }
+            | BlockedList { id }
             | CallOffer { id, .. }
             | CallAccept { id, .. }
             | CallReject { id, .. }

@@ -136,7 +136,10 @@ impl Conn {
             F::Typing { to, typing } => {
                 let me = self.me()?;
                 if self.typing.check(&self.gw.limits.typing, Instant::now()) {
-                    self.gw.router.typing(me.account, me.device, to, typing);
+                    let (a, b) = self.gw.store.blocks(me.account, to).await?;
+                    if !a && !b {
+                        self.gw.router.typing(me.account, me.device, to, typing);
+                    }
                 }
                 Ok(())
             }
@@ -146,6 +149,14 @@ impl Conn {
                 self.gw.store.set_privacy(me.account, last_seen).await?;
                 self.gw.router.set_privacy(me.account, last_seen);
                 self.reply(ServerFrame::Done { id });
+                Ok(())
+            }
+            F::Block { id, account } => self.set_block(id, account, true).await,
+            F::Unblock { id, account } => self.set_block(id, account, false).await,
+            F::BlockedList { id } => {
+                let me = self.me()?;
+                let accounts = self.gw.store.blocked_accounts(me.account).await?;
+                self.reply(ServerFrame::BlockedList { id, accounts });
                 Ok(())
             }
             F::CallOffer { id, to, media, sdp } => self.call_offer(id, to, media, sdp).await,
@@ -471,6 +482,7 @@ impl Conn {
                 Ok(())
             }
             SendOutcome::UnknownRecipient => Err(not_found()),
+            SendOutcome::Blocked => Err(blocked()),
             SendOutcome::Mismatch(m) if !m.duplicated.is_empty() => Err(ReqError::new(
                 ErrorCode::InvalidArgument,
                 "a device appears more than once in envelopes",
@@ -532,7 +544,7 @@ impl Conn {
     }
 
     async fn presence_subscribe(&mut self, id: RequestId, accounts: Vec<AccountId>) -> Reply {
-        self.me()?;
+        let me = self.me()?;
         let max = self.gw.config.max_presence_subscriptions;
         if accounts.len() + self.watching.len() > max {
             return Err(ReqError::new(
@@ -545,6 +557,15 @@ impl Conn {
             let Some(record) = self.gw.store.presence(account).await? else {
                 return Err(not_found());
             };
+            let (_, they_block) = self.gw.store.blocks(me.account, account).await?;
+            if they_block {
+                presence.push(PresenceInfo {
+                    account,
+                    online: None,
+                    last_seen: None,
+                });
+                continue;
+            }
             let visible = record.privacy == LastSeenPrivacy::Everyone;
             presence.push(PresenceInfo {
                 account,
@@ -552,7 +573,7 @@ impl Conn {
                 last_seen: record.last_seen_ms.filter(|_| visible),
             });
             if !self.watching.contains(&account) {
-                self.gw.router.watch(account, &self.mailbox);
+                self.gw.router.watch(account, me.account, &self.mailbox);
                 self.watching.push(account);
             }
         }
@@ -580,7 +601,16 @@ impl Conn {
         if self.gw.store.devices(to).await?.is_none() {
             return Err(not_found());
         }
-        let callee_devices = self.gw.router.connected_devices(to);
+        let (i_block, they_block) = self.gw.store.blocks(me.account, to).await?;
+        if i_block {
+            return Err(blocked());
+        }
+        // Blocked by the callee: no device rings, as if all were offline.
+        let callee_devices = if they_block {
+            Vec::new()
+        } else {
+            self.gw.router.connected_devices(to)
+        };
         // Unguessable, and below 2^53 so JavaScript clients keep it exact.
         let call = CallId(rand::random::<u64>() >> 11);
         let caller = Party {
@@ -623,6 +653,30 @@ impl Conn {
         Ok(())
     }
 
+    async fn set_block(&mut self, id: RequestId, account: AccountId, block: bool) -> Reply {
+        let me = self.me()?;
+        if account == me.account {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                "you cannot block yourself",
+            ));
+        }
+        if !self
+            .gw
+            .store
+            .set_block(me.account, account, block, now_ms())
+            .await?
+        {
+            return Err(not_found());
+        }
+        if block {
+            // Stop their live presence updates at once.
+            self.gw.router.unwatch_by(me.account, account);
+        }
+        self.reply(ServerFrame::Done { id });
+        Ok(())
+    }
+
     fn count_limited(&self, kind: &'static str) {
         self.gw
             .metrics
@@ -642,6 +696,13 @@ fn call_error(e: CallError) -> ReqError {
         CallError::WrongState => ErrorCode::CallState,
     };
     ReqError::new(code, e.to_string())
+}
+
+fn blocked() -> ReqError {
+    ReqError::new(
+        ErrorCode::Blocked,
+        "you block this account; unblock it first",
+    )
 }
 
 fn not_found() -> ReqError {

@@ -117,7 +117,8 @@ struct OnlineAccount {
 struct Shard {
     devices: HashMap<DeviceId, Arc<Mailbox>>,
     accounts: HashMap<AccountId, OnlineAccount>,
-    watchers: HashMap<AccountId, Vec<Arc<Mailbox>>>,
+    /// Followers of an account's presence: the follower's account and mailbox.
+    watchers: HashMap<AccountId, Vec<(AccountId, Arc<Mailbox>)>>,
 }
 
 /// Connected devices and presence followers of this node.
@@ -244,12 +245,23 @@ impl Router {
         }
     }
 
-    /// Follows the presence of `account` on `mailbox`.
-    pub fn watch(&self, account: AccountId, mailbox: &Arc<Mailbox>) {
+    /// Follows the presence of `account` on `mailbox`, a connection of `follower`.
+    pub fn watch(&self, account: AccountId, follower: AccountId, mailbox: &Arc<Mailbox>) {
         let mut shard = self.shards[shard_of(account.0)].lock();
         let list = shard.watchers.entry(account).or_default();
-        if !list.iter().any(|m| Arc::ptr_eq(m, mailbox)) {
-            list.push(mailbox.clone());
+        if !list.iter().any(|(_, m)| Arc::ptr_eq(m, mailbox)) {
+            list.push((follower, mailbox.clone()));
+        }
+    }
+
+    /// Stops every connection of `follower` from following `account`.
+    pub fn unwatch_by(&self, account: AccountId, follower: AccountId) {
+        let mut shard = self.shards[shard_of(account.0)].lock();
+        if let Some(list) = shard.watchers.get_mut(&account) {
+            list.retain(|(f, _)| *f != follower);
+            if list.is_empty() {
+                shard.watchers.remove(&account);
+            }
         }
     }
 
@@ -257,7 +269,7 @@ impl Router {
     pub fn unwatch(&self, account: AccountId, mailbox: &Arc<Mailbox>) {
         let mut shard = self.shards[shard_of(account.0)].lock();
         if let Some(list) = shard.watchers.get_mut(&account) {
-            list.retain(|m| !Arc::ptr_eq(m, mailbox));
+            list.retain(|(_, m)| !Arc::ptr_eq(m, mailbox));
             if list.is_empty() {
                 shard.watchers.remove(&account);
             }
@@ -283,7 +295,7 @@ impl Router {
                 online: Some(online),
                 last_seen,
             };
-            for m in list {
+            for (_, m) in list {
                 m.push(Push::Presence(info.clone()));
             }
         }
@@ -353,7 +365,7 @@ mod tests {
         let r = Router::default();
         let watcher = Arc::new(Mailbox::default());
         let (acc, dev) = (AccountId(7), DeviceId(70));
-        r.watch(acc, &watcher);
+        r.watch(acc, AccountId(8), &watcher);
         let m = Arc::new(Mailbox::default());
         assert_eq!(
             r.connect(acc, dev, &m, LastSeenPrivacy::Everyone),
@@ -366,6 +378,13 @@ mod tests {
         r.unwatch(acc, &watcher);
         r.announce(acc, false, Some(5), LastSeenPrivacy::Everyone);
         assert!(drained(&watcher).is_empty());
+        r.watch(acc, AccountId(8), &watcher);
+        r.unwatch_by(acc, AccountId(8));
+        r.announce(acc, true, None, LastSeenPrivacy::Everyone);
+        assert!(
+            drained(&watcher).is_empty(),
+            "a blocked follower stops following"
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ async fn run_call(server: &Server, media: &str, relay_only: bool) -> serde_json:
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    assert!(out.status.success() && result["ok"] == true, "call failed: {result:#}");
+    assert!(
+        out.status.success() && result["ok"] == true,
+        "call failed: {result:#}"
+    );
     result
 }
 

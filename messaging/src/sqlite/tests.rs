@@ -435,3 +435,56 @@ async fn call_history_is_kept_for_both_parties_newest_first() {
     assert_eq!(b.len(), 1);
     assert_eq!(b[0], entry(3, 2, 3, 300, EndReason::Busy));
 }
+
+#[tokio::test]
+async fn blocking_drops_messages_silently_or_refuses_them() {
+    let f = fixture();
+    let alice = link(&f.store, "+14155552671").await;
+    let alice2 = link(&f.store, "+14155552671").await;
+    let bob = link(&f.store, "+14155552672").await;
+    assert!(f.store.set_block(bob.0, alice.0, true, 1).await.unwrap());
+    assert!(
+        !f.store
+            .set_block(bob.0, AccountId(999), true, 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(f.store.blocks(alice.0, bob.0).await.unwrap(), (false, true));
+    assert_eq!(
+        f.store.blocked_accounts(bob.0).await.unwrap(),
+        vec![alice.0]
+    );
+
+    // Alice cannot tell: her send is accepted and her other device gets it.
+    let out = f
+        .store
+        .send(send_req(alice, bob.0, "m1", &[bob.1, alice2.1]))
+        .await
+        .unwrap();
+    assert_eq!(out, SendOutcome::Stored { ts: 100 });
+    assert!(f.store.fetch(bob.1, Seq(0), 10).await.unwrap().is_empty());
+    assert_eq!(f.store.fetch(alice2.1, Seq(0), 10).await.unwrap().len(), 1);
+    // Bob, who blocks Alice, is told.
+    let out = f
+        .store
+        .send(send_req(bob, alice.0, "m2", &[alice.1, alice2.1]))
+        .await
+        .unwrap();
+    assert_eq!(out, SendOutcome::Blocked);
+    assert!(
+        f.store
+            .read_receipts(alice.0, alice.1, bob.0, vec![msg("m1")], 1, 9)
+            .await
+            .unwrap()
+    );
+    assert!(f.store.fetch(bob.1, Seq(0), 10).await.unwrap().is_empty());
+
+    assert!(f.store.set_block(bob.0, alice.0, false, 2).await.unwrap());
+    let out = f
+        .store
+        .send(send_req(alice, bob.0, "m3", &[bob.1, alice2.1]))
+        .await
+        .unwrap();
+    assert_eq!(out, SendOutcome::Stored { ts: 100 });
+    assert_eq!(f.store.fetch(bob.1, Seq(0), 10).await.unwrap().len(), 1);
+}
