@@ -1348,3 +1348,6 @@ struct AllocPlan {
     lifetime: u32,
     refuse_additional: bool,
 }
+
+#[cfg(test)]
+mod tests;
