@@ -35,6 +35,7 @@ mod stats;
 
 pub use auth::rest_credentials;
 pub use config::{Cidr, Config, ConfigError, Secrets};
+pub use driver::{Error, StatsHandle, TurnServer};
 
 pub use engine::{
     BindRequest, ClientAddr, ClientSend, Engine, Output, PEER_HEADROOM, PeerSend, Transmit,
