@@ -4,7 +4,7 @@
 //! - `TURN_USER` / `TURN_PASSWORD` (a static user) and/or `TURN_SECRET` (REST),
 //! - `TURN_ALLOW` (comma-separated CIDRs, default `127.0.0.0/8,::1/128`),
 //! - `TURN_RFC5766_CHANNELS=1` to accept uclient's channel numbers above 0x4FFF,
-//! - `TURN_MAX_LIFETIME` (seconds, default 3600), `TURN_RELAY_IPV6` (e.g. `::1`),
+//! - `TURN_MAX_LIFETIME` (seconds, default 3600), `TURN_PORT_MIN` (default 49152), `TURN_RELAY_IPV6` (e.g. `::1`),
 //! - `RUST_LOG` for logs.
 //!
 //! `cargo run --release -p palaver-turn --example bench-server`; stop with Ctrl-C.
@@ -35,6 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Result<_, _>>()?,
         accept_rfc5766_channels: env("TURN_RFC5766_CHANNELS").is_some_and(|v| v == "1"),
         max_lifetime_secs: env("TURN_MAX_LIFETIME").map_or(Ok(3600), |v| v.parse())?,
+        relay_port_min: env("TURN_PORT_MIN").map_or(Ok(49152), |v| v.parse())?,
         relay_ipv6: env("TURN_RELAY_IPV6").map(|v| v.parse()).transpose()?,
         max_allocations_per_user: 1000,
         max_bandwidth_bytes_per_sec: 0,
