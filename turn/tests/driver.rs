@@ -1,5 +1,6 @@
 //! The tokio-facing driver end to end on 127.0.0.1: a STUN/TURN client
 //! written with stun-types over UDP and TCP, a UDP peer, and shutdown.
+#![allow(clippy::disallowed_methods)] // tests own the clock and the runtime
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

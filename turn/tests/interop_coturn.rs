@@ -7,6 +7,7 @@
 //! uclient 4.6.1 picks channel numbers in 0x4000-0x7FFF (RFC 5766); the
 //! channel-mode runs therefore enable `accept_rfc5766_channels`. The
 //! send-indication runs use the strict RFC 8656 default.
+#![allow(clippy::disallowed_methods)] // tests own the clock and the runtime
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;

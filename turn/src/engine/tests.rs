@@ -1,4 +1,5 @@
 //! Unit tests and virtual-time simulation of the engine.
+#![allow(clippy::disallowed_methods)] // tests own the clock
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
