@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use libfuzzer_sys::arbitrary::Arbitrary;
+use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use palaver_turn::{ClientAddr, Config, Engine, Output, PEER_HEADROOM, Secrets, Transport};
 use stun_types::attribute::{Nonce, Realm, Username};
