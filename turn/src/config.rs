@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -18,6 +19,9 @@ pub struct Config {
     /// TCP listen address for STUN/TURN clients (RFC 8656 over TCP), `None`
     /// to disable. Default `Some(127.0.0.1:3478)`.
     pub listen_tcp: Option<SocketAddr>,
+    /// TLS listener (`turns:`, RFC 8656 over TLS 1.2/1.3), `None` to disable.
+    /// Default `None`.
+    pub tls: Option<TlsConfig>,
     /// Realm sent in 401/438 answers and used in long-term keys. Default `palaver`.
     pub realm: String,
     /// SOFTWARE attribute value. Default `palaver-turn`.
@@ -50,7 +54,7 @@ pub struct Config {
     /// (loopback for tests, a lab network). CIDR strings such as
     /// `"127.0.0.0/8"` or `"::1/128"`. Default empty.
     pub peer_allow: Vec<Cidr>,
-    /// Accept channel numbers 0x5000-0x7FFE as RFC 5766 did (coturn's
+    /// Accept channel numbers 0x5000-0x7FFF as RFC 5766 did (coturn's
     /// `turnutils_uclient` picks them). RFC 8656 allows only 0x4000-0x4FFF and
     /// answers 400 outside it, which is the default (`false`).
     pub accept_rfc5766_channels: bool,
@@ -61,6 +65,7 @@ impl Default for Config {
         Config {
             listen_udp: SocketAddr::from(([127, 0, 0, 1], 3478)),
             listen_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 3478))),
+            tls: None,
             realm: "palaver".to_owned(),
             software: "palaver-turn".to_owned(),
             relay_ipv4: Some(Ipv4Addr::LOCALHOST),
@@ -76,6 +81,18 @@ impl Default for Config {
             accept_rfc5766_channels: false,
         }
     }
+}
+
+/// The TLS listener: address and PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Listen address, conventionally port 5349.
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
 }
 
 /// A configuration value that cannot work.

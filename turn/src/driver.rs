@@ -22,6 +22,7 @@ use crate::stats::Stats;
 const WAKER: Token = Token(0);
 const UDP: Token = Token(1);
 const TCP: Token = Token(2);
+const TLS: Token = Token(3);
 const CONN_BASE: usize = 16;
 const RELAY_BASE: usize = 1 << 30;
 /// Largest buffered output per TCP client before relayed data is dropped.
@@ -46,6 +47,14 @@ pub enum Error {
         addr: SocketAddr,
         /// The operating system's error.
         source: io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TURN TLS: cannot use {path}: {reason}")]
+    Tls {
+        /// The file (or the pair) that failed.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
     },
     /// The event loop failed.
     #[error("TURN event loop: {0}")]
@@ -79,7 +88,39 @@ pub struct TurnServer {
     secrets: Secrets,
     udp: std::net::UdpSocket,
     tcp: Option<std::net::TcpListener>,
+    tls: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     stats: StatsHandle,
+}
+
+fn load_tls(tls: &crate::config::TlsConfig) -> Result<Arc<rustls::ServerConfig>, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |path: &std::path::Path, reason: String| Error::Tls {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(&tls.cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| err(&tls.cert_path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err(&tls.cert_path, "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key_path)
+        .map_err(|e| err(&tls.key_path, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&tls.cert_path, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err(&tls.key_path, e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+fn tcp_listener(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| Error::Bind { what, addr, source })
 }
 
 fn udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
@@ -105,17 +146,12 @@ impl TurnServer {
             addr: config.listen_udp,
             source,
         })?;
-        let tcp = match config.listen_tcp {
-            Some(addr) => {
-                let l = std::net::TcpListener::bind(addr)
-                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|source| Error::Bind {
-                        what: "tcp",
-                        addr,
-                        source,
-                    })?;
-                Some(l)
-            }
+        let tcp = config
+            .listen_tcp
+            .map(|addr| tcp_listener("tcp", addr))
+            .transpose()?;
+        let tls = match &config.tls {
+            Some(tls) => Some((tcp_listener("tls", tls.listen)?, load_tls(tls)?)),
             None => None,
         };
         Ok(TurnServer {
@@ -123,6 +159,7 @@ impl TurnServer {
             secrets,
             udp,
             tcp,
+            tls,
             stats: StatsHandle::default(),
         })
     }
@@ -135,6 +172,11 @@ impl TurnServer {
     /// The bound TCP address, if TCP is enabled.
     pub fn local_tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound TLS address, if TLS is enabled.
+    pub fn local_tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The latest counters (refreshed about once a second while running).
@@ -188,6 +230,7 @@ struct Conn {
     client: ClientAddr,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    tls: Option<Box<rustls::ServerConnection>>,
 }
 
 struct Relay {
@@ -248,7 +291,7 @@ impl ClientSockets {
             Transport::Udp => {
                 let _ = self.udp.send_to(data, client.remote);
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 let Some(&i) = self.conn_by_remote.get(&client.remote) else {
                     return;
                 };
@@ -270,6 +313,22 @@ impl ClientSockets {
 }
 
 fn flush(conn: &mut Conn) -> io::Result<()> {
+    if let Some(tls) = conn.tls.as_mut() {
+        if !conn.wbuf.is_empty() {
+            tls.writer().write_all(&conn.wbuf)?;
+            conn.wbuf.clear();
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut conn.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(());
+    }
     while !conn.wbuf.is_empty() {
         match conn.stream.write(&conn.wbuf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -306,6 +365,7 @@ struct EventLoop {
     udp_local: SocketAddr,
     tcp: Option<TcpListener>,
     tcp_local: Option<SocketAddr>,
+    tls: Option<(TcpListener, SocketAddr, Arc<rustls::ServerConfig>)>,
     relays: Slab<Relay>,
     relay_by_addr: HashMap<SocketAddr, usize>,
     buf: Vec<u8>,
@@ -327,8 +387,18 @@ impl EventLoop {
             }
             None => None,
         };
+        let tls = match server.tls {
+            Some((l, cfg)) => {
+                let mut l = TcpListener::from_std(l);
+                poll.registry().register(&mut l, TLS, Interest::READABLE)?;
+                let local = l.local_addr()?;
+                Some((l, local, cfg))
+            }
+            None => None,
+        };
         Ok(EventLoop {
             poll,
+            tls,
             engine,
             clients: ClientSockets {
                 udp,
@@ -374,7 +444,8 @@ impl EventLoop {
                         return Ok(());
                     }
                     UDP => self.udp_readable(now),
-                    TCP => self.accept(),
+                    TCP => self.accept(false),
+                    TLS => self.accept(true),
                     Token(t) if t >= RELAY_BASE => self.relay_readable(now, t - RELAY_BASE),
                     Token(t) => self.conn_ready(now, t - CONN_BASE),
                 }
@@ -491,11 +562,12 @@ impl EventLoop {
         }
     }
 
-    fn accept(&mut self) {
-        let Some(listener) = self.tcp.as_ref() else {
-            return;
+    fn accept(&mut self, tls: bool) {
+        let (listener, local, tls_config) = match (tls, &self.tls, &self.tcp) {
+            (true, Some((l, local, cfg)), _) => (l, *local, Some(cfg)),
+            (false, _, Some(l)) => (l, self.tcp_local.unwrap_or(self.udp_local), None),
+            _ => return,
         };
-        let local = self.tcp_local.unwrap_or(self.udp_local);
         loop {
             let (stream, remote) = match listener.accept() {
                 Ok(x) => x,
@@ -507,8 +579,18 @@ impl EventLoop {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let tls = match tls_config.map(|c| rustls::ServerConnection::new(c.clone())) {
+                Some(Ok(conn)) => Some(Box::new(conn)),
+                Some(Err(_)) => continue,
+                None => None,
+            };
+            let transport = if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            };
             let client = ClientAddr {
-                transport: Transport::Tcp,
+                transport,
                 local,
                 remote,
             };
@@ -517,16 +599,18 @@ impl EventLoop {
                 client,
                 rbuf: Vec::new(),
                 wbuf: Vec::new(),
+                tls,
             };
             let i = self.clients.conns.insert(conn);
             let Some(conn) = self.clients.conns.get_mut(i) else {
                 return;
             };
             let interest = Interest::READABLE | Interest::WRITABLE;
+            let token = Token(CONN_BASE + i);
             if self
                 .poll
                 .registry()
-                .register(&mut conn.stream, Token(CONN_BASE + i), interest)
+                .register(&mut conn.stream, token, interest)
                 .is_err()
             {
                 self.clients.conns.remove(i);
@@ -551,7 +635,10 @@ impl EventLoop {
             let Some(conn) = self.clients.conns.get_mut(i) else {
                 return;
             };
-            state = read_available(&mut conn.stream, &mut rbuf);
+            state = match conn.tls.as_mut() {
+                Some(tls) => read_tls_available(&mut conn.stream, tls, &mut rbuf),
+                None => read_available(&mut conn.stream, &mut rbuf),
+            };
             let mut pos = 0;
             loop {
                 match frame_len(&rbuf[pos..]) {
@@ -570,11 +657,18 @@ impl EventLoop {
             }
             rbuf.drain(..pos);
         }
-        if state == ReadState::Closed {
-            self.close_conn(now, i);
-        } else if let Some(conn) = self.clients.conns.get_mut(i) {
+        let conn = self
+            .clients
+            .conns
+            .get_mut(i)
+            .filter(|_| state != ReadState::Closed);
+        if let Some(conn) = conn {
             conn.rbuf = rbuf;
+            if flush(conn).is_ok() {
+                return;
+            }
         }
+        self.close_conn(now, i);
     }
 
     fn close_conn(&mut self, now: Instant, i: usize) {
@@ -607,6 +701,40 @@ fn read_available(stream: &mut TcpStream, rbuf: &mut Vec<u8>) -> ReadState {
         match stream.read(&mut chunk) {
             Ok(0) => return ReadState::Closed,
             Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadState::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return ReadState::Closed,
+        }
+    }
+}
+
+/// Like [`read_available`], through a TLS session.
+fn read_tls_available(
+    stream: &mut TcpStream,
+    tls: &mut rustls::ServerConnection,
+    rbuf: &mut Vec<u8>,
+) -> ReadState {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if rbuf.len() > 2 * MAX_FRAME {
+            return ReadState::More;
+        }
+        match tls.read_tls(stream) {
+            Ok(0) => return ReadState::Closed,
+            Ok(_) => {
+                if tls.process_new_packets().is_err() {
+                    let _ = tls.write_tls(stream);
+                    return ReadState::Closed;
+                }
+                loop {
+                    match tls.reader().read(&mut chunk) {
+                        Ok(0) => return ReadState::Closed,
+                        Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => return ReadState::Closed,
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadState::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return ReadState::Closed,

@@ -52,6 +52,8 @@ pub enum Transport {
     Udp,
     /// TCP (STUN and ChannelData framed on a stream, RFC 8656 section 11.5).
     Tcp,
+    /// TLS over TCP, framed as TCP.
+    Tls,
 }
 
 /// The client side of an allocation's 5-tuple.
@@ -346,7 +348,7 @@ impl Engine {
     ) -> Result<Engine, ConfigError> {
         config.validate()?;
         let max_channel = if config.accept_rfc5766_channels {
-            0x7FFE
+            0x7FFF
         } else {
             0x4FFF
         };

@@ -34,7 +34,7 @@ mod ports;
 mod stats;
 
 pub use auth::rest_credentials;
-pub use config::{Cidr, Config, ConfigError, Secrets};
+pub use config::{Cidr, Config, ConfigError, Secrets, TlsConfig};
 pub use driver::{Error, StatsHandle, TurnServer};
 
 pub use engine::{

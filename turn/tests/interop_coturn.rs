@@ -2,7 +2,8 @@
 //! client) and `turnutils_peer` (UDP echo peer), Debian package `coturn`,
 //! against the in-process [`TurnServer`] on 127.0.0.1, over UDP and TCP, with
 //! ChannelData and Send/Data indications, at a voice-call load
-//! (10 clients x 50 packets/s x 160 bytes). Every packet must come back.
+//! (10 clients x 50 packets/s x 160 bytes), and over TLS (self-signed
+//! certificate made by rcgen). Every packet must come back.
 //!
 //! uclient 4.6.1 picks channel numbers in 0x4000-0x7FFF (RFC 5766); the
 //! channel-mode runs therefore enable `accept_rfc5766_channels`. The
@@ -42,6 +43,8 @@ fn free_udp_port() -> u16 {
 
 struct Server {
     port: u16,
+    tls_port: u16,
+    _certs: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), palaver_turn::Error>>,
     stats: palaver_turn::StatsHandle,
@@ -49,11 +52,22 @@ struct Server {
 
 /// A TurnServer on one port for UDP and TCP (uclient uses the same `-p` for both).
 async fn start_server(rfc5766_channels: bool) -> Server {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
     for _ in 0..20 {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+        let tls = palaver_turn::TlsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_path: cert_path.clone(),
+            key_path: key_path.clone(),
+        };
         let config = Config {
             listen_udp: addr,
             listen_tcp: Some(addr),
+            tls: Some(tls),
             peer_allow: vec!["127.0.0.0/8".parse().unwrap()],
             accept_rfc5766_channels: rfc5766_channels,
             max_allocations_per_user: 100,
@@ -67,12 +81,15 @@ async fn start_server(rfc5766_channels: bool) -> Server {
             continue;
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let tls_port = server.local_tls_addr().unwrap().port();
         let stats = server.stats_handle();
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;
         }));
         return Server {
             port: addr.port(),
+            tls_port,
+            _certs: certs,
             stop: Some(tx),
             task,
             stats,
@@ -181,7 +198,12 @@ async fn uclient(server: u16, peer: u16, extra: &[&str]) -> Outcome {
 async fn run(rfc5766_channels: bool, extra: &[&str]) {
     let mut server = start_server(rfc5766_channels).await;
     let (_peer, peer_port) = start_peer().await;
-    let out = uclient(server.port, peer_port, extra).await;
+    let port = if extra.contains(&"-S") {
+        server.tls_port
+    } else {
+        server.port
+    };
+    let out = uclient(port, peer_port, extra).await;
     let expected = u64::from(CLIENTS * MESSAGES);
     let tail: String = out
         .log
@@ -226,4 +248,13 @@ async fn uclient_tcp_send_indications() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_tcp_channels() {
     run(true, &["-t", "-u", "uclient", "-w", "uclient-pw"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tls_send_indications() {
+    run(
+        false,
+        &["-t", "-S", "-s", "-u", "uclient", "-w", "uclient-pw"],
+    )
+    .await;
 }

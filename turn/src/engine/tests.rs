@@ -600,12 +600,12 @@ fn rfc5766_channel_range_when_enabled() {
     h.allocate(&mut c);
     let peer: SocketAddr = "127.0.0.1:8001".parse().unwrap();
     assert_eq!(
-        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x7FFE, peer))),
+        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x7FFF, peer))),
         0
     );
     let other: SocketAddr = "127.0.0.1:8002".parse().unwrap();
     assert_eq!(
-        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x7FFF, other))),
+        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x8000, other))),
         400
     );
 }
