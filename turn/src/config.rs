@@ -32,6 +32,12 @@ pub struct Config {
     /// Local address that IPv6 relay sockets bind to (RFC 6156); `None`
     /// refuses IPv6 allocations (440). Default `None`.
     pub relay_ipv6: Option<Ipv6Addr>,
+    /// Public IPv4 address announced in XOR-RELAYED-ADDRESS when relay
+    /// sockets bind to a private address behind 1:1 NAT (cloud instances);
+    /// `None` announces `relay_ipv4`. Default `None`.
+    pub external_ipv4: Option<Ipv4Addr>,
+    /// Public IPv6 address announced instead of `relay_ipv6`. Default `None`.
+    pub external_ipv6: Option<Ipv6Addr>,
     /// Lowest relay port (inclusive). Default 49152.
     pub relay_port_min: u16,
     /// Highest relay port (inclusive). Default 65535.
@@ -58,6 +64,9 @@ pub struct Config {
     /// `turnutils_uclient` picks them). RFC 8656 allows only 0x4000-0x4FFF and
     /// answers 400 outside it, which is the default (`false`).
     pub accept_rfc5766_channels: bool,
+    /// Open TCP and TLS client connections in total; more are closed at once.
+    /// Default 10,000.
+    pub max_tcp_connections: usize,
 }
 
 impl Default for Config {
@@ -70,6 +79,8 @@ impl Default for Config {
             software: "palaver-turn".to_owned(),
             relay_ipv4: Some(Ipv4Addr::LOCALHOST),
             relay_ipv6: None,
+            external_ipv4: None,
+            external_ipv6: None,
             relay_port_min: 49152,
             relay_port_max: 65535,
             max_lifetime_secs: 3600,
@@ -79,6 +90,7 @@ impl Default for Config {
             max_bandwidth_bytes_per_sec: 625_000,
             peer_allow: Vec::new(),
             accept_rfc5766_channels: false,
+            max_tcp_connections: 10_000,
         }
     }
 }

@@ -370,6 +370,7 @@ struct EventLoop {
     relay_by_addr: HashMap<SocketAddr, usize>,
     buf: Vec<u8>,
     stats: StatsHandle,
+    max_tcp_connections: usize,
 }
 
 impl EventLoop {
@@ -411,6 +412,7 @@ impl EventLoop {
             relays: Slab::new(),
             relay_by_addr: HashMap::new(),
             buf: vec![0; PEER_HEADROOM + 65_536],
+            max_tcp_connections: server.config.max_tcp_connections,
             stats: server.stats,
         })
     }
@@ -578,6 +580,10 @@ impl EventLoop {
                     return;
                 }
             };
+            if self.clients.conn_by_remote.len() >= self.max_tcp_connections {
+                tracing::warn!("TCP connection limit reached, closing a new connection");
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let tls = match tls_config.map(|c| rustls::ServerConnection::new(c.clone())) {
                 Some(Ok(conn)) => Some(Box::new(conn)),

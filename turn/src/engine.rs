@@ -262,6 +262,8 @@ struct Settings {
     max_per_user: usize,
     rate: u64,
     max_channel: u16,
+    external_ipv4: Option<IpAddr>,
+    external_ipv6: Option<IpAddr>,
 }
 
 /// The sans-IO STUN/TURN server.
@@ -362,6 +364,8 @@ impl Engine {
             max_per_user: config.max_allocations_per_user,
             rate: config.max_bandwidth_bytes_per_sec,
             max_channel,
+            external_ipv4: config.external_ipv4.map(IpAddr::V4),
+            external_ipv6: config.external_ipv6.map(IpAddr::V6),
         };
         let rng_seed = u64::from_le_bytes(seed[..8].try_into().unwrap_or_default());
         Ok(Engine {
@@ -1026,6 +1030,11 @@ impl Engine {
             self.wake_at(expires);
         }
         let software = self.settings.software.clone();
+        let external = match Family::of(&addr) {
+            Family::V4 => self.settings.external_ipv4,
+            Family::V6 => self.settings.external_ipv6,
+        };
+        let announced = SocketAddr::new(external.unwrap_or(addr.ip()), addr.port());
         let Some(alloc) = self.allocs[idx].as_mut() else {
             return;
         };
@@ -1033,7 +1042,7 @@ impl Engine {
         alloc.relay = addr;
         let mtype = MessageType::from_class_method(MessageClass::Success, ALLOCATE);
         let mut w = Message::builder(mtype, alloc.txid, MessageWriteVec::new());
-        let _ = w.add_attribute(&XorRelayedAddress::new(addr, alloc.txid));
+        let _ = w.add_attribute(&XorRelayedAddress::new(announced, alloc.txid));
         let _ = w.add_attribute(&Lifetime::new(alloc.lifetime));
         let _ = w.add_attribute(&XorMappedAddress::new(alloc.client.remote, alloc.txid));
         if let Some(token) = token {

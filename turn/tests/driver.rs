@@ -293,3 +293,40 @@ fn config_from_toml_refuses_unknown_keys() {
     let err = toml::from_str::<Config>("peer_allow = [\"10.0.0.0/40\"]\n").unwrap_err();
     assert!(err.to_string().contains("CIDR"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_beyond_the_limit_are_closed() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        listen_udp: any,
+        listen_tcp: Some(any),
+        max_tcp_connections: 1,
+        ..Config::default()
+    };
+    let server = TurnServer::bind(config, Secrets::default()).await.unwrap();
+    let tcp = server.local_tcp_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    tokio::task::spawn_blocking(move || {
+        let binding = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
+        let first = TcpStream::connect(tcp).unwrap();
+        first.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut first = Tcp(first);
+        first.send(&binding);
+        assert_eq!(code(&first.recv()), 0, "first connection is served");
+        let mut second = TcpStream::connect(tcp).unwrap();
+        second.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let _ = second.write_all(&binding);
+        let mut buf = [0; 64];
+        let n = second.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "second connection is closed without an answer");
+        first.send(&binding);
+        assert_eq!(code(&first.recv()), 0, "first connection still served");
+    })
+    .await
+    .unwrap();
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

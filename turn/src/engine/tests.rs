@@ -1064,3 +1064,20 @@ proptest::proptest! {
         proptest::prop_assert!(h.e.handle_peer(h.now, relay, "8.8.8.8:1".parse().unwrap(), &mut buf, len).is_none());
     }
 }
+
+#[test]
+fn external_address_is_announced() {
+    let cfg = Config {
+        external_ipv4: Some("203.0.113.10".parse().unwrap()),
+        ..lab()
+    };
+    let mut h = H::new(cfg);
+    let mut c = Client::new(5000, "alice", "alice-pw");
+    let announced = h.allocate(&mut c);
+    assert_eq!(announced.ip(), IpAddr::from([203, 0, 113, 10]));
+    // peers reach the socket bound on the internal address with the same port
+    let peer: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+    assert_eq!(code(&h.req(&mut c, CREATE_PERMISSION, &peer_attr(peer))), 0);
+    let bound = SocketAddr::from(([127, 0, 0, 1], announced.port()));
+    assert!(h.peer_sends(bound, peer, b"x").is_some());
+}
