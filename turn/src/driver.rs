@@ -29,6 +29,8 @@ const RELAY_BASE: usize = 1 << 30;
 const MAX_TCP_BACKLOG: usize = 4 << 20;
 /// Largest STUN or ChannelData frame on TCP (header + 16-bit length, padded).
 const MAX_FRAME: usize = 4 + 65_535 + 3;
+/// Consecutive receive errors (ICMP reports) tolerated in one drain.
+const MAX_RECV_ERRORS: u32 = 64;
 const LISTEN_BUFFER: usize = 4 << 20;
 const RELAY_BUFFER: usize = 1 << 20;
 
@@ -282,7 +284,7 @@ impl<T> Slab<T> {
 struct ClientSockets {
     udp: UdpSocket,
     conns: Slab<Conn>,
-    conn_by_remote: HashMap<SocketAddr, usize>,
+    conn_by_client: HashMap<ClientAddr, usize>,
 }
 
 impl ClientSockets {
@@ -292,7 +294,7 @@ impl ClientSockets {
                 let _ = self.udp.send_to(data, client.remote);
             }
             Transport::Tcp | Transport::Tls => {
-                let Some(&i) = self.conn_by_remote.get(&client.remote) else {
+                let Some(&i) = self.conn_by_client.get(client) else {
                     return;
                 };
                 let Some(conn) = self.conns.get_mut(i) else {
@@ -404,7 +406,7 @@ impl EventLoop {
             clients: ClientSockets {
                 udp,
                 conns: Slab::new(),
-                conn_by_remote: HashMap::new(),
+                conn_by_client: HashMap::new(),
             },
             udp_local,
             tcp,
@@ -505,12 +507,17 @@ impl EventLoop {
     }
 
     fn udp_readable(&mut self, mut now: Instant) {
-        let mut count = 0u32;
+        let (mut count, mut errors) = (0u32, 0u32);
         loop {
             let (n, from) = match self.clients.udp.recv_from(&mut self.buf) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue, // ICMP errors surface here on Linux
+                // ICMP errors surface here on Linux; give up after a few in a row
+                Err(_) if errors < MAX_RECV_ERRORS => {
+                    errors += 1;
+                    continue;
+                }
+                Err(_) => return,
             };
             count += 1;
             if count.is_multiple_of(64) {
@@ -543,7 +550,7 @@ impl EventLoop {
     }
 
     fn relay_readable(&mut self, mut now: Instant, i: usize) {
-        let mut count = 0u32;
+        let (mut count, mut errors) = (0u32, 0u32);
         loop {
             let Some(relay) = self.relays.get_mut(i) else {
                 return;
@@ -552,7 +559,11 @@ impl EventLoop {
             let (n, peer) = match relay.sock.recv_from(&mut self.buf[PEER_HEADROOM..]) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue,
+                Err(_) if errors < MAX_RECV_ERRORS => {
+                    errors += 1;
+                    continue;
+                }
+                Err(_) => return,
             };
             count += 1;
             if count.is_multiple_of(64) {
@@ -580,7 +591,7 @@ impl EventLoop {
                     return;
                 }
             };
-            if self.clients.conn_by_remote.len() >= self.max_tcp_connections {
+            if self.clients.conn_by_client.len() >= self.max_tcp_connections {
                 tracing::warn!("TCP connection limit reached, closing a new connection");
                 continue;
             }
@@ -622,7 +633,7 @@ impl EventLoop {
                 self.clients.conns.remove(i);
                 continue;
             }
-            self.clients.conn_by_remote.insert(remote, i);
+            self.clients.conn_by_client.insert(client, i);
         }
     }
 
@@ -680,7 +691,7 @@ impl EventLoop {
     fn close_conn(&mut self, now: Instant, i: usize) {
         if let Some(mut conn) = self.clients.conns.remove(i) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.clients.conn_by_remote.remove(&conn.client.remote);
+            self.clients.conn_by_client.remove(&conn.client);
             self.engine.client_closed(now, conn.client);
             self.drain(now);
         }

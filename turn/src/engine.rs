@@ -668,10 +668,13 @@ impl Engine {
         let Some(&idx) = self.by_client.get(&client) else {
             return self.reply_error(client, msg, ErrorCode::ALLOCATION_MISMATCH, Some(&auth));
         };
-        let alloc_user_matches = self.allocs[idx]
+        let (bound, same_user) = self.allocs[idx]
             .as_ref()
-            .is_some_and(|a| a.username == auth.username && a.bound);
-        if !alloc_user_matches {
+            .map_or((false, false), |a| (a.bound, a.username == auth.username));
+        if !bound {
+            return self.reply_error(client, msg, ErrorCode::ALLOCATION_MISMATCH, Some(&auth));
+        }
+        if !same_user {
             self.stats.auth_wrong_user += 1;
             return self.reply_error(client, msg, ErrorCode::WRONG_CREDENTIALS, Some(&auth));
         }
