@@ -33,6 +33,14 @@ fn tool(name: &str) -> PathBuf {
         })
 }
 
+fn free_udp_port_on(host: &str) -> u16 {
+    UdpSocket::bind((host, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -68,7 +76,8 @@ async fn start_server(rfc5766_channels: bool) -> Server {
             listen_udp: addr,
             listen_tcp: Some(addr),
             tls: Some(tls),
-            peer_allow: vec!["127.0.0.0/8".parse().unwrap()],
+            relay_ipv6: Some("::1".parse().unwrap()),
+            peer_allow: vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()],
             accept_rfc5766_channels: rfc5766_channels,
             max_allocations_per_user: 100,
             ..Config::default()
@@ -99,21 +108,21 @@ async fn start_server(rfc5766_channels: bool) -> Server {
 }
 
 /// Starts turnutils_peer and waits until it echoes.
-async fn start_peer() -> (Child, u16) {
+async fn start_peer(host: &str) -> (Child, u16) {
     let bin = tool("turnutils_peer");
     for _ in 0..10 {
-        let port = free_udp_port();
+        let port = free_udp_port_on(host);
         let child = Command::new(&bin)
-            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-L", host, "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start turnutils_peer");
-        let probe = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let probe = tokio::net::UdpSocket::bind((host, 0)).await.unwrap();
         for _ in 0..50 {
             probe
-                .send_to(b"probe-probe-probe", ("127.0.0.1", port))
+                .send_to(b"probe-probe-probe", (host, port))
                 .await
                 .unwrap();
             let mut buf = [0; 64];
@@ -147,13 +156,13 @@ fn last_number_after(log: &str, key: &str) -> Option<u64> {
         })
 }
 
-async fn uclient(server: u16, peer: u16, extra: &[&str]) -> Outcome {
+async fn uclient(server: u16, peer_host: &str, peer: u16, extra: &[&str]) -> Outcome {
     let mut cmd = Command::new(tool("turnutils_uclient"));
     cmd.args([
         "-p",
         &server.to_string(),
         "-e",
-        "127.0.0.1",
+        peer_host,
         "-r",
         &peer.to_string(),
         "-c",
@@ -197,13 +206,18 @@ async fn uclient(server: u16, peer: u16, extra: &[&str]) -> Outcome {
 
 async fn run(rfc5766_channels: bool, extra: &[&str]) {
     let mut server = start_server(rfc5766_channels).await;
-    let (_peer, peer_port) = start_peer().await;
+    let peer_host = if extra.contains(&"-x") {
+        "::1"
+    } else {
+        "127.0.0.1"
+    };
+    let (_peer, peer_port) = start_peer(peer_host).await;
     let port = if extra.contains(&"-S") {
         server.tls_port
     } else {
         server.port
     };
-    let out = uclient(port, peer_port, extra).await;
+    let out = uclient(port, peer_host, peer_port, extra).await;
     let expected = u64::from(CLIENTS * MESSAGES);
     let tail: String = out
         .log
@@ -257,4 +271,10 @@ async fn uclient_tls_send_indications() {
         &["-t", "-S", "-s", "-u", "uclient", "-w", "uclient-pw"],
     )
     .await;
+}
+
+/// RFC 6156: an IPv6 relay (uclient -x) to an IPv6 peer on ::1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_udp_ipv6_relay_channels() {
+    run(true, &["-x", "-u", "uclient", "-w", "uclient-pw"]).await;
 }
