@@ -38,6 +38,9 @@ const DEFAULT_LIFETIME: u32 = 600;
 const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 /// Channel binding lifetime (RFC 8656 section 12).
 const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// How long an expired channel's number and peer stay reserved to each other
+/// (RFC 8656 section 12).
+const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
 /// How long a RESERVATION-TOKEN holds the odd port (RFC 8656 section 7.2: about 30 s).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// Relay ports tried before Allocate is answered 508.
@@ -224,9 +227,17 @@ impl Allocation {
         }
     }
 
-    fn next_deadline(&self) -> Instant {
+    /// The next instant something of this allocation changes (all after `now`
+    /// once expired entries are pruned).
+    fn next_deadline(&self, now: Instant) -> Instant {
         let perms = self.perms.iter().map(|p| p.1);
-        let chans = self.channels.iter().map(|c| c.expires);
+        let chans = self.channels.iter().map(|c| {
+            if c.expires > now {
+                c.expires
+            } else {
+                c.expires + CHANNEL_QUARANTINE
+            }
+        });
         perms.chain(chans).fold(self.expires, Instant::min)
     }
 }
@@ -287,6 +298,8 @@ pub struct Engine {
     out: VecDeque<Output>,
     scratch: Vec<u8>,
     next_timeout: Option<Instant>,
+    /// The latest `now` seen by a control-plane input (for [`Engine::stats`]).
+    last_now: Instant,
     stats: Stats,
 }
 
@@ -388,6 +401,7 @@ impl Engine {
             out: VecDeque::new(),
             scratch: vec![0; MAX_PAYLOAD + 64],
             next_timeout: None,
+            last_now: now,
             stats: Stats::default(),
         })
     }
@@ -397,7 +411,15 @@ impl Engine {
         let mut s = self.stats.clone();
         s.allocations = self.by_client.len() as u64;
         s.permissions = self.iter_allocs().map(|a| a.perms.len() as u64).sum();
-        s.channels = self.iter_allocs().map(|a| a.channels.len() as u64).sum();
+        s.channels = self
+            .iter_allocs()
+            .map(|a| {
+                a.channels
+                    .iter()
+                    .filter(|c| c.expires > self.last_now)
+                    .count() as u64
+            })
+            .sum();
         s
     }
 
@@ -648,6 +670,7 @@ impl Engine {
     }
 
     fn handle_request(&mut self, now: Instant, client: ClientAddr, msg: &Message<'_>) {
+        self.last_now = self.last_now.max(now);
         if msg.has_method(BINDING) {
             return self.handle_binding(client, msg);
         }
@@ -1316,6 +1339,7 @@ impl Engine {
 
     /// Expires allocations, permissions, channels and reservations due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         if self.next_timeout.is_some_and(|t| t > now) {
             return;
         }
@@ -1329,8 +1353,11 @@ impl Engine {
                 continue;
             }
             alloc.perms.retain(|p| p.1 > now);
-            alloc.channels.retain(|c| c.expires > now);
-            let deadline = alloc.next_deadline();
+            // expired channels stay as tombstones for the quarantine period
+            alloc
+                .channels
+                .retain(|c| c.expires + CHANNEL_QUARANTINE > now);
+            let deadline = alloc.next_deadline(now);
             next = Some(next.map_or(deadline, |n| n.min(deadline)));
         }
         let expired: Vec<u64> = self

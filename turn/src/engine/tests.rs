@@ -1081,3 +1081,54 @@ fn external_address_is_announced() {
     let bound = SocketAddr::from(([127, 0, 0, 1], announced.port()));
     assert!(h.peer_sends(bound, peer, b"x").is_some());
 }
+
+#[test]
+fn expired_channel_is_quarantined_for_five_minutes() {
+    let mut h = H::new(Config {
+        max_lifetime_secs: 3600,
+        ..lab()
+    });
+    let mut c = Client::new(5000, "alice", "alice-pw");
+    h.allocate(&mut c);
+    let long = |w: &mut MessageWriteVec| {
+        w.add_attribute(&Lifetime::new(3600)).unwrap();
+    };
+    assert_eq!(code(&h.req(&mut c, REFRESH, &long)), 0);
+    let p1: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+    let p2: SocketAddr = "127.0.0.1:9002".parse().unwrap();
+    assert_eq!(
+        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x4000, p1))),
+        0
+    );
+    assert_eq!(h.e.stats().channels, 1);
+    h.advance(Duration::from_secs(601));
+    assert_eq!(h.e.stats().channels, 0, "expired");
+    c.nonce = None;
+    // within 5 minutes: the number to another peer, the peer to another number: 400
+    assert_eq!(
+        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x4000, p2))),
+        400
+    );
+    assert_eq!(
+        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x4001, p1))),
+        400
+    );
+    h.advance(Duration::from_secs(300));
+    c.nonce = None;
+    // after the quarantine both are free
+    assert_eq!(
+        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x4000, p2))),
+        0
+    );
+    assert_eq!(
+        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x4001, p1))),
+        0
+    );
+    // the same pair may be bound again while quarantined
+    h.advance(Duration::from_secs(601));
+    c.nonce = None;
+    assert_eq!(
+        code(&h.req(&mut c, CHANNEL_BIND, &channel_attrs(0x4000, p2))),
+        0
+    );
+}
