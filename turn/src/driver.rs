@@ -15,10 +15,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-mod batch;
-
-use batch::{BATCH, RxBatch, TxBatch};
-
 use crate::config::{Config, ConfigError, Secrets};
 use crate::engine::{ClientAddr, Engine, Output, PEER_HEADROOM, Transport};
 use crate::stats::Stats;
@@ -287,8 +283,6 @@ impl<T> Slab<T> {
 /// Where client-bound bytes go: the UDP listener or a TCP connection.
 struct ClientSockets {
     udp: UdpSocket,
-    /// Datagrams for UDP clients, sent once per event-loop turn.
-    udp_tx: TxBatch,
     conns: Slab<Conn>,
     conn_by_client: HashMap<ClientAddr, usize>,
 }
@@ -296,7 +290,9 @@ struct ClientSockets {
 impl ClientSockets {
     fn send(&mut self, client: &ClientAddr, data: &[u8]) {
         match client.transport {
-            Transport::Udp => self.udp_tx.push(&self.udp, client.remote, data),
+            Transport::Udp => {
+                let _ = self.udp.send_to(data, client.remote);
+            }
             Transport::Tcp | Transport::Tls => {
                 let Some(&i) = self.conn_by_client.get(client) else {
                     return;
@@ -409,7 +405,6 @@ impl EventLoop {
             engine,
             clients: ClientSockets {
                 udp,
-                udp_tx: TxBatch::new(),
                 conns: Slab::new(),
                 conn_by_client: HashMap::new(),
             },
@@ -431,8 +426,6 @@ impl EventLoop {
 
     fn run(mut self) -> Result<(), Error> {
         let mut events = Events::with_capacity(256);
-        // not Send (raw mmsghdr pointers): made on the event-loop thread
-        let mut rx = RxBatch::new();
         let mut next_publish = Self::clock();
         loop {
             let now = Self::clock();
@@ -454,12 +447,10 @@ impl EventLoop {
                         self.stats.set(self.engine.stats());
                         return Ok(());
                     }
-                    UDP => self.udp_readable(now, &mut rx),
+                    UDP => self.udp_readable(now),
                     TCP => self.accept(false),
                     TLS => self.accept(true),
-                    Token(t) if t >= RELAY_BASE => {
-                        self.relay_readable(now, t - RELAY_BASE, &mut rx)
-                    }
+                    Token(t) if t >= RELAY_BASE => self.relay_readable(now, t - RELAY_BASE),
                     Token(t) => self.conn_ready(now, t - CONN_BASE),
                 }
             }
@@ -468,7 +459,6 @@ impl EventLoop {
                 self.engine.handle_timeout(now);
                 self.drain(now);
             }
-            self.clients.udp_tx.flush(&self.clients.udp);
             if now >= next_publish {
                 self.stats.set(self.engine.stats());
                 next_publish = now + Duration::from_secs(1);
@@ -516,11 +506,12 @@ impl EventLoop {
         Ok(bound)
     }
 
-    fn udp_readable(&mut self, mut now: Instant, rx: &mut RxBatch) {
-        let mut errors = 0u32;
+    fn udp_readable(&mut self, mut now: Instant) {
+        let (mut count, mut errors) = (0u32, 0u32);
         loop {
-            let n = match rx.recv(&self.clients.udp, self.udp_local.is_ipv6()) {
-                Ok(n) => n,
+            let (n, from) = match self.clients.udp.recv_from(&mut self.buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // ICMP errors surface here on Linux; give up after a few in a row
                 Err(_) if errors < MAX_RECV_ERRORS => {
                     errors += 1;
@@ -528,31 +519,16 @@ impl EventLoop {
                 }
                 Err(_) => return,
             };
-            for i in 0..n {
-                let (len, Some(from)) = rx.meta(i) else {
-                    continue;
-                };
-                let client = ClientAddr {
-                    transport: Transport::Udp,
-                    local: self.udp_local,
-                    remote: from,
-                };
-                let data = rx.payload(i, len);
-                if let Some(p) = self.engine.handle_client(now, client, data) {
-                    let relay = self
-                        .relay_by_addr
-                        .get(&p.relay)
-                        .and_then(|&r| self.relays.get_mut(r));
-                    if let Some(r) = relay {
-                        let _ = r.sock.send_to(p.data, p.peer);
-                    }
-                }
-                self.drain(now);
+            count += 1;
+            if count.is_multiple_of(64) {
+                now = Self::clock();
             }
-            if n < BATCH {
-                return;
-            }
-            now = Self::clock();
+            let client = ClientAddr {
+                transport: Transport::Udp,
+                local: self.udp_local,
+                remote: from,
+            };
+            self.client_message(now, client, 0, n);
         }
     }
 
@@ -573,34 +549,29 @@ impl EventLoop {
         self.drain(now);
     }
 
-    fn relay_readable(&mut self, mut now: Instant, i: usize, rx: &mut RxBatch) {
-        let mut errors = 0u32;
+    fn relay_readable(&mut self, mut now: Instant, i: usize) {
+        let (mut count, mut errors) = (0u32, 0u32);
         loop {
             let Some(relay) = self.relays.get_mut(i) else {
                 return;
             };
             let addr = relay.addr;
-            let n = match rx.recv(&relay.sock, addr.is_ipv6()) {
-                Ok(n) => n,
+            let (n, peer) = match relay.sock.recv_from(&mut self.buf[PEER_HEADROOM..]) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) if errors < MAX_RECV_ERRORS => {
                     errors += 1;
                     continue;
                 }
                 Err(_) => return,
             };
-            for k in 0..n {
-                let (len, Some(peer)) = rx.meta(k) else {
-                    continue;
-                };
-                let slot = rx.slot_mut(k);
-                if let Some(out) = self.engine.handle_peer(now, addr, peer, slot, len) {
-                    self.clients.send(&out.client, out.data);
-                }
+            count += 1;
+            if count.is_multiple_of(64) {
+                now = Self::clock();
             }
-            if n < BATCH {
-                return;
+            if let Some(out) = self.engine.handle_peer(now, addr, peer, &mut self.buf, n) {
+                self.clients.send(&out.client, out.data);
             }
-            now = Self::clock();
         }
     }
 
