@@ -19,6 +19,7 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     pub verifier: Option<Arc<dyn Verifier>>,
     pub token: Option<Secret>,
+    pub turn: Option<palaver_turn::StatsHandle>,
 }
 
 pub fn routes(state: AdminState) -> Router {
@@ -53,6 +54,9 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     if prometheus_client::encoding::text::encode_registry(&mut text, &state.registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    if let Some(turn) = &state.turn {
+        text.push_str(&openmetrics_counters(&turn.get().to_prometheus()));
+    }
     text.push_str(&process_metrics());
     text.push_str("# EOF\n");
     (
@@ -63,6 +67,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// OpenMetrics names a counter family without its `_total` suffix (the
+/// samples keep it); Prometheus text format does not. Convert the TYPE lines.
+fn openmetrics_counters(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_suffix("_total counter") {
+            Some(name) if l.starts_with("# TYPE ") => format!("{name} counter\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect()
 }
 
 /// Resident memory and open file descriptors of this process.

@@ -36,15 +36,17 @@ pub struct Cli {
 pub enum Command {
     /// Run every role in one process (the single-machine deployment).
     ///
-    /// Today that is the signaling gateway with the messaging core; the
-    /// other roles join as they are implemented (see README).
+    /// Today that is the signaling gateway with the messaging core and the
+    /// STUN/TURN server; the other roles join as they are implemented (see
+    /// README).
     Serve(ServeArgs),
     /// Run only the signaling gateway and messaging core.
     Signaling(ServeArgs),
     /// Run only the SFU for group calls (not implemented yet).
     Sfu,
-    /// Run only the STUN/TURN server (not implemented yet).
-    Turn,
+    /// Run only the STUN/TURN server (config section `turn`; needs
+    /// `calls.turn_secret`, the secret shared with signaling).
+    Turn(ServeArgs),
     /// Run only the media store (not implemented yet).
     Media,
     /// Run only transcoder workers (not implemented yet).

@@ -63,6 +63,23 @@ pub struct Config {
     pub verifier: VerifierSection,
     pub admin: AdminSection,
     pub calls: CallsSection,
+    /// The STUN/TURN server (`palaver turn`, and inside `palaver serve`).
+    pub turn: palaver_turn::Config,
+    /// Which roles `palaver serve` runs.
+    pub serve: ServeSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSection {
+    /// Run the STUN/TURN server inside `palaver serve`.
+    pub turn: bool,
+}
+
+impl Default for ServeSection {
+    fn default() -> Self {
+        ServeSection { turn: true }
+    }
 }
 
 impl Default for Config {
@@ -76,6 +93,8 @@ impl Default for Config {
             verifier: VerifierSection::default(),
             admin: AdminSection::default(),
             calls: CallsSection::default(),
+            turn: palaver_turn::Config::default(),
+            serve: ServeSection::default(),
         }
     }
 }
@@ -529,6 +548,9 @@ impl Config {
                 ));
             }
         }
+        self.turn
+            .validate()
+            .map_err(|e| key_err("turn", e.to_string()))?;
         if !self.calls.turn_urls.is_empty() && secrets.turn_secret.is_none() {
             return Err(key_err(
                 "calls.turn_secret",

@@ -16,14 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) | Command::Signaling(args) => serve(cli.config, args).await,
+        Command::Serve(args) => serve(cli.config, args, Role::Serve).await,
+        Command::Signaling(args) => serve(cli.config, args, Role::Signaling).await,
+        Command::Turn(args) => serve(cli.config, args, Role::Turn).await,
         Command::CheckConfig(args) => {
             let cfg = load(cli.config, &args)?;
             print_config(&cfg);
             Ok(())
         }
         Command::Sfu => not_yet("sfu"),
-        Command::Turn => not_yet("turn"),
         Command::Media => not_yet("media"),
         Command::Transcoder => not_yet("transcoder"),
     }
@@ -69,13 +70,106 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data_dir {}", dir.display()))
 }
 
-async fn serve(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+/// What one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Everything implemented, in one process.
+    Serve,
+    /// The WebSocket gateway and messaging core.
+    Signaling,
+    /// The STUN/TURN server.
+    Turn,
+}
+
+/// A random secret for TURN credentials when `palaver serve` runs both
+/// sides and none is configured: they only need to agree with each other.
+fn ephemeral_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+async fn serve(
+    path: Option<std::path::PathBuf>,
+    args: ServeArgs,
+    role: Role,
+) -> anyhow::Result<()> {
     let cfg = load(path, &args)?;
     let secrets = cfg.validate()?;
     crate::telemetry::init(&cfg.log)?;
-    prepare_data_dir(&cfg.data_dir)?;
+
+    let http_stop = CancellationToken::new();
+    let mut background = Vec::new();
+    let run_turn = role == Role::Turn || (role == Role::Serve && cfg.serve.turn);
+    let turn_secret = match (&secrets.turn_secret, role) {
+        (Some(s), _) => Some(s.expose().to_owned()),
+        (None, Role::Serve) if run_turn => Some(ephemeral_secret()),
+        (None, Role::Turn) => anyhow::bail!(
+            "config key `calls.turn_secret`: required by `palaver turn` (shared with signaling)"
+        ),
+        (None, _) => None,
+    };
+    let mut turn_stats = None;
+    let mut local_turn = None;
+    if run_turn {
+        let server = palaver_turn::TurnServer::bind(
+            cfg.turn.clone(),
+            palaver_turn::Secrets {
+                rest_secret: turn_secret.clone(),
+                static_users: Vec::new(),
+            },
+        )
+        .await
+        .context("cannot start the TURN server (config section `turn`)")?;
+        announce("turn udp", server.local_udp_addr());
+        if let Some(tcp) = server.local_tcp_addr() {
+            announce("turn tcp", tcp);
+        }
+        local_turn = Some((server.local_udp_addr(), server.local_tcp_addr()));
+        turn_stats = Some(server.stats_handle());
+        let stop = http_stop.clone().cancelled_owned();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = server.run(stop).await {
+                tracing::error!(error = %e, "the TURN server stopped");
+            }
+        }));
+    }
 
     let mut registry = Registry::default();
+    let admin_opts = HttpOptions {
+        header_timeout: cfg.server.header_timeout,
+        max_connections: 256,
+        shutdown_timeout: cfg.server.shutdown_timeout,
+    };
+    if role == Role::Turn {
+        let admin_listener = TcpListener::bind(cfg.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
+        announce("admin", admin_listener.local_addr()?);
+        let admin_app = admin::routes(AdminState {
+            registry: Arc::new(registry),
+            verifier: None,
+            token: secrets.admin_token.clone(),
+            turn: turn_stats,
+        });
+        background.push(tokio::spawn(http::serve(
+            admin_listener,
+            admin_app,
+            admin_opts,
+            http_stop.clone(),
+        )));
+        tracing::info!("palaver turn started");
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        http_stop.cancel();
+        for task in background {
+            let _ = task.await;
+        }
+        tracing::info!("stopped");
+        return Ok(());
+    }
+
+    prepare_data_dir(&cfg.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     metrics.register(&mut registry);
 
@@ -116,9 +210,18 @@ async fn serve(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Res
         }
     };
 
+    let mut gateway_config = cfg.signaling.gateway_config(&cfg.calls, None);
+    gateway_config.ice.turn_secret = turn_secret;
+    if let (true, Some((udp, tcp))) = (cfg.calls.turn_urls.is_empty(), local_turn) {
+        // The embedded TURN server, as clients on this machine reach it. Set
+        // calls.stun_urls and calls.turn_urls to public names in production.
+        gateway_config.ice.stun_urls = vec![format!("stun:{udp}")];
+        gateway_config.ice.turn_urls = std::iter::once(format!("turn:{udp}?transport=udp"))
+            .chain(tcp.map(|t| format!("turn:{t}?transport=tcp")))
+            .collect();
+    }
     let gw = Gateway::new(
-        cfg.signaling
-            .gateway_config(&cfg.calls, secrets.turn_secret.as_ref()),
+        gateway_config,
         store.clone(),
         router,
         verifier.clone(),
@@ -145,6 +248,7 @@ async fn serve(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Res
         registry: Arc::new(registry),
         verifier: dev_codes.then(|| verifier.clone()),
         token: secrets.admin_token.clone(),
+        turn: turn_stats,
     });
     let main_task = tokio::spawn(http::serve(
         main_listener,
@@ -181,6 +285,9 @@ async fn serve(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Res
     let _ = admin_task.await;
     let _ = maintenance.await;
     let _ = call_timers.await;
+    for task in background {
+        let _ = task.await;
+    }
     store.health().await.context("final flush of the store")?;
     tracing::info!("stopped");
     Ok(())

@@ -84,6 +84,8 @@ try {
   });
   const sa = side(a, a0); const sb = side(b, b0);
   await caller.evaluate(() => window.hangup());
+  // History is committed before call_ended is pushed.
+  const endReason = await callee.evaluate(() => window.waitEnded());
   const history = await callee.evaluate(() => window.callHistory());
   const relayOk = !spec.relayOnly || (sa.relay && sb.relay);
   const fpsOk = media !== 'video' || (sa.fps >= minFps && sb.fps >= minFps);
@@ -92,6 +94,7 @@ try {
     ok: relayOk && fpsOk && audioOk && errors.length === 0,
     caller: sa, callee: sb, errors,
     setupMs: { offerToFirstMedia: firstFrame - t0, acceptToFirstMedia: firstFrame - tAccept },
+    endReason,
     history,
   };
 } catch (e) {

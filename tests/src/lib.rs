@@ -71,6 +71,9 @@ impl Server {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
+            // Tests run in parallel: the embedded TURN server takes free ports.
+            .env("PALAVER__TURN__LISTEN_UDP", "\"127.0.0.1:0\"")
+            .env("PALAVER__TURN__LISTEN_TCP", "\"127.0.0.1:0\"")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -78,3 +78,27 @@ async fn two_chromium_pages_call_each_other_with_video() {
     assert_eq!(reason, EndReason::HungUp);
     assert!(history[0]["answered_at"].is_u64());
 }
+
+#[tokio::test]
+async fn a_relay_only_call_goes_through_the_embedded_turn_server() {
+    // Chromium's relay candidates are on 127.0.0.1 here, and the peer policy
+    // refuses loopback peers by default: allow them in this test only.
+    let server = Server::start_with("[turn]\npeer_allow = [\"127.0.0.0/8\"]\n");
+    let r = run_call(&server, "video", true).await;
+    for side in ["caller", "callee"] {
+        assert_eq!(
+            r[side]["relay"], true,
+            "{side} did not use a relay pair: {r:#}"
+        );
+        assert_eq!(r[side]["localType"], "relay");
+        let fps = r[side]["fps"].as_f64().unwrap();
+        assert!(fps >= 15.0, "{side} decoded {fps} fps through TURN");
+    }
+    let m = server.metrics().await;
+    let relayed = m
+        .lines()
+        .find(|l| l.starts_with("palaver_turn_relayed_packets_total{direction=\"to_peer\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .expect("TURN metrics on the admin listener");
+    assert!(relayed > 100, "the TURN server relayed {relayed} packets");
+}

@@ -125,7 +125,7 @@ fn config_errors_name_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("signaling.max_devices"), "{err}");
 
-    let out = Command::new(palaver_bin()).arg("turn").output().unwrap();
+    let out = Command::new(palaver_bin()).arg("sfu").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented"));
 
