@@ -41,9 +41,22 @@ ensure_nextest() {
 ensure_browser_tools() {
   command -v node >/dev/null || { echo "Node.js is required for the browser tests" >&2; exit 1; }
   apt_install chromium
-  local dir=tests/browser
-  if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    step "installing browser test drivers (npm ci in $dir)"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  local dir
+  for dir in tests/browser turn/tests/browser; do
+    if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      step "installing browser test drivers (npm ci in $dir)"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
+}
+
+# coturn's turnutils_uclient and turnutils_peer drive the TURN interop tests.
+# The package's own server is not wanted: it would hold port 3478.
+ensure_turn_tools() {
+  if ! command -v turnutils_uclient >/dev/null; then
+    apt_install coturn
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+      as_root systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
   fi
 }

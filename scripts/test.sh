@@ -14,6 +14,7 @@ source scripts/lib.sh
 ensure_build_tools
 ensure_nextest
 ensure_browser_tools
+ensure_turn_tools
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
