@@ -41,6 +41,8 @@ ensure_nextest() {
 ensure_browser_tools() {
   command -v node >/dev/null || { echo "Node.js is required for the browser tests" >&2; exit 1; }
   apt_install chromium
+  # interop/webrtc-peer encodes its VP8 and Opus test media with the ffmpeg CLI.
+  apt_install ffmpeg
   local dir
   for dir in tests/browser turn/tests/browser; do
     if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
