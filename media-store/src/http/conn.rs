@@ -14,6 +14,8 @@ pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Longest request target.
 pub(crate) const MAX_TARGET: usize = 2048;
 const MAX_HEADERS: usize = 48;
+/// Longest time spent discarding a client's unread data before closing.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// A parsed request head. Header names are lowercase.
 #[derive(Debug)]
@@ -200,6 +202,21 @@ impl Conn {
         match timeout(send, self.stream.write_all(bytes)).await {
             Ok(r) => r,
             Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Closes after a final response without resetting the connection:
+    /// shuts down the write side, then reads and discards what the client
+    /// still sends (an unread request body) for a few seconds, so it gets
+    /// to read the response instead of a TCP reset.
+    pub(crate) async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(Ok(n)) = timeout_at(deadline, self.stream.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
         }
     }
 

@@ -199,7 +199,9 @@ async fn connection(stream: TcpStream, ctx: &Ctx, slot: &Slot, stop: &Cancellati
             Err(HeadError::Closed) => return,
             Err(HeadError::Reject(status)) => {
                 let r = Reply::error(status, reply::reason(status)).closing();
-                let _ = r.send(&mut conn, false).await;
+                if r.send(&mut conn, false).await.is_ok() {
+                    conn.linger().await;
+                }
                 return;
             }
         };
@@ -218,7 +220,11 @@ async fn connection(stream: TcpStream, ctx: &Ctx, slot: &Slot, stop: &Cancellati
             reply = reply.header("Connection", "keep-alive");
         }
         let close = reply.close;
-        if reply.send(&mut conn, is_head).await.is_err() || close {
+        if reply.send(&mut conn, is_head).await.is_err() {
+            return;
+        }
+        if close {
+            conn.linger().await;
             return;
         }
     }
