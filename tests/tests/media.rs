@@ -739,3 +739,39 @@ async fn slow_and_idle_clients_and_the_connection_cap() {
         read_until_closed(c).await;
     }
 }
+
+#[tokio::test]
+async fn expired_objects_are_removed() {
+    let s = Server::start_with("[media]\nmaintenance_interval = \"200ms\"\n");
+    let (_a, alice) = s.device(&phone()).await;
+    let body = data(5000, 9);
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let url = format!("{}/v1/media/sealed/{}", s.media_url, sha_hex(&body));
+    let r = request(
+        &url,
+        "PUT",
+        &[
+            ("Authorization", &auth(&alice)),
+            ("Palaver-Expires", &soon.to_string()),
+        ],
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let link = json(&r)["url"].as_str().unwrap().to_owned();
+    assert_eq!(get(&link, &[]).await.status, 200);
+    let id = sha_hex(&body);
+    let blob = s.data_dir.join("media/blobs/s").join(&id[..2]).join(&id);
+    assert!(blob.exists());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while get(&link, &[]).await.status != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "not expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!blob.exists(), "the blob is deleted from the store");
+}

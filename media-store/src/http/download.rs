@@ -23,13 +23,13 @@ struct Access {
     download_name: Option<String>,
 }
 
-async fn access(ctx: &Ctx, head: &Head, id: &ObjectId) -> Result<Access, Reply> {
-    if head.query.is_some() {
+async fn access(ctx: &Ctx, head: &Head, id: &ObjectId, cap: Option<&str>) -> Result<Access, Reply> {
+    if let Some(q) = cap.or(head.query.as_deref()) {
         let now = unix_now();
         let g = ctx
             .media
             .caps
-            .verify(id, head.query.as_deref().map(str::as_bytes), now)
+            .verify(id, Some(q.as_bytes()), now)
             .map_err(|e| Reply::error(403, &e.to_string()))?;
         return Ok(Access {
             cache_control: format!("public, max-age={}, immutable", (g.expires - now).min(YEAR)),
@@ -64,12 +64,34 @@ async fn entry(ctx: &Ctx, id: ObjectId) -> Result<Arc<Entry>, Reply> {
 }
 
 pub(super) async fn get(ctx: &Ctx, head: &Head, id: &str) -> Result<Reply, Reply> {
+    get_with(ctx, head, id, None).await
+}
+
+/// `GET|HEAD /v1/cap/{exp}/{sig}/{id}[/{name}]`: the capability in the
+/// path, for clients and caches that drop query strings; `name` is
+/// cosmetic (a file name for the URL) and not signed.
+pub(super) async fn get_path(
+    ctx: &Ctx,
+    head: &Head,
+    exp: &str,
+    sig: &str,
+    id: &str,
+) -> Result<Reply, Reply> {
+    if head.query.is_some() {
+        no_body(head)?;
+        return Ok(Reply::error(400, "no query on capability paths"));
+    }
+    let cap = format!("exp={exp}&sig={sig}");
+    get_with(ctx, head, id, Some(&cap)).await
+}
+
+async fn get_with(ctx: &Ctx, head: &Head, id: &str, cap: Option<&str>) -> Result<Reply, Reply> {
     no_body(head)?;
     let id = match parse_id(id) {
         Ok(id) => id,
         Err(r) => return Ok(r),
     };
-    let a = match access(ctx, head, &id).await {
+    let a = match access(ctx, head, &id, cap).await {
         Ok(a) => a,
         Err(r) => return Ok(r),
     };
@@ -215,13 +237,16 @@ pub(super) async fn link(ctx: &Ctx, head: &Head, id: &str) -> Result<Reply, Repl
         .media
         .link(&id, name)
         .ok_or_else(|| Reply::error(400, "bad download name"))?;
-    Ok(Reply::json(
-        200,
-        &serde_json::json!({
-            "url": format!("{}/v1/media/{id}?{q}", ctx.cfg.public_url),
-            "expires": exp,
-        }),
-    ))
+    let mut j = serde_json::json!({
+        "url": format!("{}/v1/media/{id}?{q}", ctx.cfg.public_url),
+        "expires": exp,
+    });
+    if name.is_none()
+        && let Some(sig) = q.split('&').find_map(|kv| kv.strip_prefix("sig="))
+    {
+        j["path_url"] = format!("{}/v1/cap/{exp}/{sig}/{id}", ctx.cfg.public_url).into();
+    }
+    Ok(Reply::json(200, &j))
 }
 
 /// `DELETE /v1/media/{id}`: drops the caller's reference.

@@ -5,6 +5,7 @@
 //!
 //! Routes (see docs/media.md for the full protocol):
 //! - `GET|HEAD /v1/media/{id}`: download (capability query or owner auth)
+//! - `GET|HEAD /v1/cap/{exp}/{sig}/{id}[/{name}]`: capability in the path
 //! - `PUT /v1/media/sealed/{sha256}`, `POST /v1/media`: one-request upload
 //! - `POST /v1/media/{id}/link`, `DELETE /v1/media/{id}`, `GET /v1/media/usage`
 //! - `OPTIONS|POST /v1/uploads`, `HEAD|PATCH|DELETE /v1/uploads/{uid}`: tus 1.0
@@ -253,6 +254,9 @@ async fn dispatch(ctx: &Ctx, conn: &mut Conn, head: &Head) -> Result<Reply, Repl
         ("GET", ["", "v1", "media", "usage"]) => upload::usage(ctx, head).await,
         ("POST", ["", "v1", "media", id, "link"]) => download::link(ctx, head, id).await,
         ("GET" | "HEAD", ["", "v1", "media", id]) => download::get(ctx, head, id).await,
+        ("GET" | "HEAD", ["", "v1", "cap", exp, sig, id] | ["", "v1", "cap", exp, sig, id, _]) => {
+            download::get_path(ctx, head, exp, sig, id).await
+        }
         ("DELETE", ["", "v1", "media", id]) => download::delete(ctx, head, id).await,
         _ => {
             no_body(head)?;
