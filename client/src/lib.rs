@@ -7,6 +7,7 @@
 //! encrypt them yet (end-to-end encryption arrives with the key directory).
 
 mod dev;
+pub mod media;
 
 pub use dev::dev_code;
 pub use palaver_proto as proto;

@@ -47,8 +47,9 @@ pub enum Command {
     /// Run only the STUN/TURN server (config section `turn`; needs
     /// `calls.turn_secret`, the secret shared with signaling).
     Turn(ServeArgs),
-    /// Run only the media store (not implemented yet).
-    Media,
+    /// Run only the media store: uploads and downloads of attachments on
+    /// media.listen (it reads device credentials from the same database).
+    Media(ServeArgs),
     /// Run only transcoder workers (not implemented yet).
     Transcoder,
     /// Check the configuration (file, environment, flags) and print it
@@ -72,4 +73,8 @@ pub struct ServeArgs {
     /// [config: admin.listen, default 127.0.0.1:9090].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// Media listener address: attachment uploads and downloads
+    /// [config: media.listen, default 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR")]
+    pub media_listen: Option<SocketAddr>,
 }

@@ -63,6 +63,7 @@ pub struct Config {
     pub verifier: VerifierSection,
     pub admin: AdminSection,
     pub calls: CallsSection,
+    pub media: MediaSection,
     /// The STUN/TURN server (`palaver turn`, and inside `palaver serve`).
     pub turn: palaver_turn::Config,
     /// Which roles `palaver serve` runs.
@@ -95,6 +96,7 @@ impl Default for Config {
             calls: CallsSection::default(),
             turn: palaver_turn::Config::default(),
             serve: ServeSection::default(),
+            media: MediaSection::default(),
         }
     }
 }
@@ -352,6 +354,77 @@ impl Default for AdminSection {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Run the media store inside `palaver serve`.
+    pub enabled: bool,
+    /// Media listener: uploads and downloads (docs/media.md).
+    pub listen: SocketAddr,
+    /// Blobs, metadata and staging; default `<data_dir>/media`.
+    pub dir: Option<PathBuf>,
+    /// Base of the capability URLs handed out; default `http://<listen>`.
+    pub public_url: Option<String>,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    pub max_single_upload_bytes: u64,
+    pub max_sealed_bytes: u64,
+    pub max_processed_bytes: u64,
+    pub quota_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub upload_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub link_ttl: Duration,
+    pub max_ranges: usize,
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    /// HMAC key of capability URLs (at least 32 characters). Default: a
+    /// random key generated once in `<dir>/capability.key`.
+    pub capability_secret: Option<Secret>,
+    pub capability_secret_file: Option<PathBuf>,
+    /// Master keys, lines `KID:HEX64`, the first active. Default: one
+    /// random key generated once in `<dir>/master.keys`.
+    pub master_keys: Option<Secret>,
+    pub master_keys_file: Option<PathBuf>,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        let l = palaver_media_store::Limits::default();
+        let h = palaver_media_store::HttpConfig::default();
+        MediaSection {
+            enabled: true,
+            listen: "127.0.0.1:8081".parse().expect("valid default"),
+            dir: None,
+            public_url: None,
+            max_connections: h.max_connections,
+            header_timeout: h.header_timeout,
+            idle_timeout: h.idle_timeout,
+            send_timeout: h.send_timeout,
+            body_timeout: h.body_timeout,
+            max_single_upload_bytes: l.max_single_upload,
+            max_sealed_bytes: l.max_sealed,
+            max_processed_bytes: l.max_processed,
+            quota_bytes: l.quota,
+            upload_ttl: l.upload_ttl,
+            link_ttl: l.link_ttl,
+            max_ranges: l.max_ranges,
+            maintenance_interval: Duration::from_secs(60),
+            capability_secret: None,
+            capability_secret_file: None,
+            master_keys: None,
+            master_keys_file: None,
+        }
+    }
+}
+
 /// Reads the config file (if any), applies environment overrides, and
 /// deserializes it, naming the offending key on error.
 pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
@@ -450,6 +523,8 @@ pub struct Secrets {
     pub admin_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
     pub turn_secret: Option<Secret>,
+    pub media_capability_secret: Option<Secret>,
+    pub media_master_keys: Option<Secret>,
 }
 
 fn one_of(
@@ -522,6 +597,16 @@ impl Config {
                 &self.calls.turn_secret,
                 &self.calls.turn_secret_file,
             )?,
+            media_capability_secret: one_of(
+                "media.capability_secret",
+                &self.media.capability_secret,
+                &self.media.capability_secret_file,
+            )?,
+            media_master_keys: one_of(
+                "media.master_keys",
+                &self.media.master_keys,
+                &self.media.master_keys_file,
+            )?,
         };
         for (key, d) in [
             ("calls.ring_timeout", self.calls.ring_timeout),
@@ -557,6 +642,7 @@ impl Config {
                 "required when calls.turn_urls is set (or calls.turn_secret_file)",
             ));
         }
+        self.validate_media(&secrets)?;
         if !self.admin.listen.ip().is_loopback() && secrets.admin_token.is_none() {
             return Err(key_err(
                 "admin.token",
@@ -583,6 +669,59 @@ impl Config {
             }
         }
         Ok(secrets)
+    }
+
+    fn validate_media(&self, secrets: &Secrets) -> Result<(), ConfigError> {
+        let m = &self.media;
+        for (key, d) in [
+            ("media.header_timeout", m.header_timeout),
+            ("media.idle_timeout", m.idle_timeout),
+            ("media.send_timeout", m.send_timeout),
+            ("media.body_timeout", m.body_timeout),
+            ("media.upload_ttl", m.upload_ttl),
+            ("media.link_ttl", m.link_ttl),
+            ("media.maintenance_interval", m.maintenance_interval),
+        ] {
+            if d.is_zero() {
+                return Err(key_err(key, "must be longer than zero"));
+            }
+        }
+        if m.max_connections == 0 {
+            return Err(key_err("media.max_connections", "must be at least 1"));
+        }
+        if !(1..=1000).contains(&m.max_ranges) {
+            return Err(key_err("media.max_ranges", "must be 1 to 1000"));
+        }
+        if m.enabled && m.listen == self.server.listen && m.listen.port() != 0 {
+            return Err(key_err("media.listen", "must differ from server.listen"));
+        }
+        if let Some(u) = &m.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(key_err("media.public_url", "must be an http(s) URL"));
+        }
+        if let Some(s) = &secrets.media_capability_secret
+            && s.expose().len() < 32
+        {
+            return Err(key_err(
+                "media.capability_secret",
+                "must be at least 32 characters",
+            ));
+        }
+        if let Some(k) = &secrets.media_master_keys
+            && let Err(e) = palaver_media_store::MasterKeys::parse(k.expose())
+        {
+            return Err(key_err("media.master_keys", e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The media folder.
+    pub fn media_dir(&self) -> PathBuf {
+        self.media
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("media"))
     }
 
     /// The SQLite file.

@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod config;
 mod http;
+mod media;
 mod run;
 mod telemetry;
 mod webhook;

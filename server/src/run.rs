@@ -25,7 +25,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sfu => not_yet("sfu"),
-        Command::Media => not_yet("media"),
+        Command::Media(args) => media_only(cli.config, args).await,
         Command::Transcoder => not_yet("transcoder"),
     }
 }
@@ -46,6 +46,9 @@ fn load(path: Option<std::path::PathBuf>, args: &ServeArgs) -> anyhow::Result<Co
     if let Some(l) = args.admin_listen {
         cfg.admin.listen = l;
     }
+    if let Some(l) = args.media_listen {
+        cfg.media.listen = l;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -61,7 +64,7 @@ fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("palaver: {what} listening on {addr}");
 }
 
-fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -250,6 +253,11 @@ async fn serve(
         token: secrets.admin_token.clone(),
         turn: turn_stats,
     });
+    let media = if cfg.media.enabled {
+        Some(crate::media::start(&cfg, &secrets, store.clone(), http_stop.clone()).await?)
+    } else {
+        None
+    };
     let main_task = tokio::spawn(http::serve(
         main_listener,
         main_app,
@@ -269,6 +277,11 @@ async fn serve(
     let call_timers = tokio::spawn(gw.clone().run_call_timers());
 
     tracing::info!(%main_addr, %admin_addr, data_dir = %cfg.data_dir.display(), "palaver started");
+    // Media first: scripts and tests read the lines until main and admin.
+    if let Some(m) = &media {
+        tracing::info!(media_addr = %m.addr, "media store started");
+        announce("media", m.addr);
+    }
     announce("main", main_addr);
     announce("admin", admin_addr);
 
@@ -288,8 +301,48 @@ async fn serve(
     for task in background {
         let _ = task.await;
     }
+    if let Some(m) = media {
+        stop_media(m, cfg.server.shutdown_timeout).await;
+    }
     store.health().await.context("final flush of the store")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stop_media(m: crate::media::Running, grace: std::time::Duration) {
+    let _ = m.maintenance.await;
+    if tokio::time::timeout(grace, m.server).await.is_err() {
+        tracing::warn!("media connections still open at the shutdown timeout");
+    }
+}
+
+/// A notifier for processes that do not route messages (`palaver media`).
+struct NoNotifier;
+
+impl Notifier for NoNotifier {
+    fn envelopes(&self, _: &[Arc<palaver_messaging::store::StoredEnvelope>]) {}
+    fn device_revoked(&self, _: palaver_proto::DeviceId) {}
+}
+
+/// `palaver media`: only the media store, authenticating devices against
+/// the database under data_dir.
+async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = load(path, &args)?;
+    let secrets = cfg.validate()?;
+    crate::telemetry::init(&cfg.log)?;
+    prepare_data_dir(&cfg.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(SqliteConfig::new(cfg.sqlite_path()), Arc::new(NoNotifier))
+            .with_context(|| format!("cannot open the database {}", cfg.sqlite_path().display()))?,
+    );
+    let stop = CancellationToken::new();
+    let media = crate::media::start(&cfg, &secrets, store.clone(), stop.clone()).await?;
+    tracing::info!(media_addr = %media.addr, "palaver media started");
+    announce("media", media.addr);
+    wait_for_signal().await?;
+    stop.cancel();
+    stop_media(media, cfg.server.shutdown_timeout).await;
+    store.health().await.context("final flush of the store")?;
     Ok(())
 }
 

@@ -39,6 +39,8 @@ pub struct Server {
     pub config: Option<PathBuf>,
     pub ws_url: String,
     pub admin_url: String,
+    /// The media listener, `http://127.0.0.1:PORT` (empty if disabled).
+    pub media_url: String,
     pub stderr_log: PathBuf,
 }
 
@@ -70,6 +72,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--media-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             // Tests run in parallel: the embedded TURN server takes free ports.
             .env("PALAVER__TURN__LISTEN_UDP", "\"127.0.0.1:0\"")
@@ -80,7 +83,7 @@ impl Server {
             .expect("start palaver");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut main, mut admin) = (None, None);
+        let (mut main, mut admin, mut media) = (None, None, None);
         while main.is_none() || admin.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
@@ -91,6 +94,8 @@ impl Server {
                 main = Some(addr);
             } else if line.starts_with("palaver: admin listening on") {
                 admin = Some(addr);
+            } else if line.starts_with("palaver: media listening on") {
+                media = Some(addr);
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -102,6 +107,7 @@ impl Server {
             config: Some(cfg.to_owned()),
             ws_url: format!("ws://{}/v1/ws", main.unwrap()),
             admin_url: format!("http://{}", admin.unwrap()),
+            media_url: media.map(|m| format!("http://{m}")).unwrap_or_default(),
             stderr_log,
         }
     }
@@ -145,6 +151,7 @@ impl Server {
         self.child = next.child.take();
         self.ws_url = std::mem::take(&mut next.ws_url);
         self.admin_url = std::mem::take(&mut next.admin_url);
+        self.media_url = std::mem::take(&mut next.media_url);
         self.stderr_log = std::mem::take(&mut next.stderr_log);
     }
 

@@ -1,0 +1,290 @@
+//! One HTTP/1.1 connection: reading request heads and bodies with
+//! timeouts, writing responses (with `sendfile` for file bodies).
+
+use std::io;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::service::BodySource;
+
+/// Largest request head (request line and headers).
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Longest request target.
+pub(crate) const MAX_TARGET: usize = 2048;
+const MAX_HEADERS: usize = 48;
+/// Longest time spent discarding a client's unread data before closing.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// A parsed request head. Header names are lowercase.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub http10: bool,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Head {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub(crate) fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .any(|(_, v)| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            })
+    }
+
+    /// Whether the client wants the connection kept open.
+    pub(crate) fn keep_alive(&self) -> bool {
+        if self.http10 {
+            self.has_token("connection", "keep-alive")
+        } else {
+            !self.has_token("connection", "close")
+        }
+    }
+
+    pub(crate) fn expects_continue(&self) -> bool {
+        !self.http10 && self.has_token("expect", "100-continue")
+    }
+}
+
+/// Why no request head could be read.
+#[derive(Debug)]
+pub(crate) enum HeadError {
+    /// The peer closed or went idle: close silently.
+    Closed,
+    /// Answer with this status and close.
+    Reject(u16),
+}
+
+/// Timeouts of a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub header: Duration,
+    pub idle: Duration,
+    pub send: Duration,
+    pub body: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    pub t: Timeouts,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, t: Timeouts) -> Conn {
+        Conn {
+            stream,
+            buf: vec![0; 4096],
+            start: 0,
+            end: 0,
+            t,
+        }
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let n = (self.buf.len() * 2).min(MAX_HEAD + 1024);
+                self.buf.resize(n, 0);
+            }
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Waits up to the idle timeout for a request to start.
+    pub(crate) async fn wait_for_request(&mut self) -> bool {
+        if self.buffered() > 0 {
+            return true;
+        }
+        matches!(timeout(self.t.idle, self.fill()).await, Ok(Ok(n)) if n > 0)
+    }
+
+    /// Reads a complete request head within the header timeout.
+    pub(crate) async fn read_head(&mut self) -> Result<Head, HeadError> {
+        let deadline = Instant::now() + self.t.header;
+        loop {
+            if let Some(head) = self.try_parse()? {
+                return Ok(head);
+            }
+            if self.buffered() >= MAX_HEAD {
+                return Err(HeadError::Reject(431));
+            }
+            match timeout_at(deadline, self.fill()).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Err(HeadError::Closed),
+                Err(_) if self.buffered() == 0 => return Err(HeadError::Closed),
+                Err(_) => return Err(HeadError::Reject(408)),
+            }
+        }
+    }
+
+    fn try_parse(&mut self) -> Result<Option<Head>, HeadError> {
+        // Tolerate empty lines before a request (RFC 9112 2.2).
+        while self.buffered() > 0 && matches!(self.buf[self.start], b'\r' | b'\n') {
+            self.start += 1;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let n = match req.parse(&self.buf[self.start..self.end]) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::Reject(431)),
+            Err(_) => return Err(HeadError::Reject(400)),
+        };
+        let target = req.path.unwrap_or("");
+        if target.len() > MAX_TARGET {
+            return Err(HeadError::Reject(414));
+        }
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        let head = Head {
+            method: req.method.unwrap_or("").to_owned(),
+            path,
+            query,
+            http10: req.version == Some(0),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                .collect(),
+        };
+        self.start += n;
+        Ok(Some(head))
+    }
+
+    /// A reader for a body of `len` bytes.
+    pub(crate) fn body(&mut self, len: u64) -> Body<'_> {
+        Body {
+            conn: self,
+            remaining: len,
+        }
+    }
+
+    /// Writes all of `bytes` with the send timeout on each step.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let send = self.t.send;
+        match timeout(send, self.stream.write_all(bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Closes after a final response without resetting the connection:
+    /// shuts down the write side, then reads and discards what the client
+    /// still sends (an unread request body) for a few seconds, so it gets
+    /// to read the response instead of a TCP reset.
+    pub(crate) async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(Ok(n)) = timeout_at(deadline, self.stream.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset` with `sendfile(2)`.
+    pub(crate) async fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        mut offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let end = offset + len;
+        let stream = &self.stream;
+        while offset < end {
+            let want = (end - offset).min(1 << 30) as usize;
+            let r = stream.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(stream, file, Some(&mut offset), want).map_err(io::Error::from)
+            });
+            match r {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match timeout(self.t.send, stream.writable()).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A request body of known length; reads time out after the body timeout.
+#[derive(Debug)]
+pub(crate) struct Body<'a> {
+    conn: &'a mut Conn,
+    pub remaining: u64,
+}
+
+impl Body<'_> {
+    async fn read_some(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || out.is_empty() {
+            return Ok(0);
+        }
+        let max = (out.len() as u64).min(self.remaining) as usize;
+        let c = &mut *self.conn;
+        if c.buffered() > 0 {
+            let n = max.min(c.buffered());
+            out[..n].copy_from_slice(&c.buf[c.start..c.start + n]);
+            c.start += n;
+            self.remaining -= n as u64;
+            return Ok(n);
+        }
+        let n = match timeout(c.t.body, c.stream.read(&mut out[..max])).await {
+            Ok(r) => r?,
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        };
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+impl BodySource for Body<'_> {
+    fn read<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> impl std::future::Future<Output = io::Result<usize>> + Send + 'a {
+        self.read_some(buf)
+    }
+}

@@ -1,0 +1,320 @@
+//! The media HTTP/1.1 server: a lean accept loop and connection handler
+//! (no generic framework on the download path), with header, idle, body
+//! and send timeouts, and a connection cap that makes room for a new
+//! client by closing the longest-idle keep-alive connection.
+//!
+//! Routes (see docs/media.md for the full protocol):
+//! - `GET|HEAD /v1/media/{id}`: download (capability query or owner auth)
+//! - `GET|HEAD /v1/cap/{exp}/{sig}/{id}[/{name}]`: capability in the path
+//! - `PUT /v1/media/sealed/{sha256}`, `POST /v1/media`: one-request upload
+//! - `POST /v1/media/{id}/link`, `DELETE /v1/media/{id}`, `GET /v1/media/usage`
+//! - `OPTIONS|POST /v1/uploads`, `HEAD|PATCH|DELETE /v1/uploads/{uid}`: tus 1.0
+//! - `GET /healthz`
+
+mod conn;
+mod download;
+mod reply;
+mod upload;
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Media;
+use conn::{Conn, Head, HeadError, Timeouts};
+use reply::Reply;
+
+/// Checks device credentials (the messaging store, in the server).
+#[async_trait]
+pub trait DeviceAuth: Send + Sync + std::fmt::Debug + 'static {
+    /// The account of `device` if `credential` is its current credential.
+    async fn authenticate(&self, device: u64, credential: &str) -> Option<u64>;
+}
+
+/// HTTP settings of the media listener.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Base of the URLs handed out, e.g. `https://media.example`.
+    pub public_url: String,
+    pub max_connections: usize,
+    /// Time to send a complete request head once it has started.
+    pub header_timeout: Duration,
+    /// Keep-alive connections idle this long are closed.
+    pub idle_timeout: Duration,
+    /// A response write that makes no progress this long closes the connection.
+    pub send_timeout: Duration,
+    /// A request body read that makes no progress this long ends the request.
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            public_url: "http://127.0.0.1:8081".into(),
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connection counters for metrics.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub open: AtomicU64,
+    pub accepted: AtomicU64,
+    pub evicted_idle: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+pub(crate) struct Ctx {
+    pub media: Arc<Media>,
+    pub auth: Arc<dyn DeviceAuth>,
+    pub cfg: HttpConfig,
+}
+
+struct Slot {
+    idle: AtomicBool,
+    close: CancellationToken,
+}
+
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    open: HashMap<u64, Arc<Slot>>,
+}
+
+/// Serves until `shutdown`, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    media: Arc<Media>,
+    auth: Arc<dyn DeviceAuth>,
+    cfg: HttpConfig,
+    stats: Arc<HttpStats>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Mutex::new(Slots::default()));
+    let ctx = Arc::new(Ctx { media, auth, cfg });
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "media accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some((id, slot)) = admit(&slots, ctx.cfg.max_connections, &stats) else {
+            refuse(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let (ctx, slots, stats, stop) =
+            (ctx.clone(), slots.clone(), stats.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            connection(stream, &ctx, &slot, &stop).await;
+            slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .open
+                .remove(&id);
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// Takes a connection slot; at the cap, closes an idle keep-alive
+/// connection to make room. `None` if every connection is busy.
+fn admit(slots: &Mutex<Slots>, max: usize, stats: &HttpStats) -> Option<(u64, Arc<Slot>)> {
+    let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+    let live = s.open.values().filter(|x| !x.close.is_cancelled()).count();
+    if live >= max {
+        let victim = s
+            .open
+            .values()
+            .find(|x| x.idle.load(Ordering::Relaxed) && !x.close.is_cancelled());
+        match victim {
+            Some(v) => {
+                v.close.cancel();
+                stats.evicted_idle.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        }
+    }
+    s.next += 1;
+    let id = s.next;
+    let slot = Arc::new(Slot {
+        idle: AtomicBool::new(true),
+        close: CancellationToken::new(),
+    });
+    s.open.insert(id, slot.clone());
+    Some((id, slot))
+}
+
+/// Every connection busy: a best-effort 503 without waiting, then close.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+}
+
+async fn connection(stream: TcpStream, ctx: &Ctx, slot: &Slot, stop: &CancellationToken) {
+    let t = Timeouts {
+        header: ctx.cfg.header_timeout,
+        idle: ctx.cfg.idle_timeout,
+        send: ctx.cfg.send_timeout,
+        body: ctx.cfg.body_timeout,
+    };
+    let mut conn = Conn::new(stream, t);
+    loop {
+        slot.idle.store(true, Ordering::Relaxed);
+        let started = tokio::select! {
+            s = conn.wait_for_request() => s,
+            _ = slot.close.cancelled() => false,
+            _ = stop.cancelled() => false,
+        };
+        if !started {
+            return;
+        }
+        slot.idle.store(false, Ordering::Relaxed);
+        let head = match conn.read_head().await {
+            Ok(h) => h,
+            Err(HeadError::Closed) => return,
+            Err(HeadError::Reject(status)) => {
+                let r = Reply::error(status, reply::reason(status)).closing();
+                if r.send(&mut conn, false).await.is_ok() {
+                    conn.linger().await;
+                }
+                return;
+            }
+        };
+        let keep = head.keep_alive() && !stop.is_cancelled();
+        let is_head = head.method == "HEAD";
+        let mut reply = match dispatch(ctx, &mut conn, &head).await {
+            Ok(r) => r,
+            Err(r) => r.closing(),
+        };
+        if !keep {
+            reply.close = true;
+        }
+        if reply.close && head.http10 {
+            // HTTP/1.0 clients close by default; nothing more to say.
+        } else if !reply.close && head.http10 {
+            reply = reply.header("Connection", "keep-alive");
+        }
+        let close = reply.close;
+        if reply.send(&mut conn, is_head).await.is_err() {
+            return;
+        }
+        if close {
+            conn.linger().await;
+            return;
+        }
+    }
+}
+
+/// Routes a request. `Err` replies close the connection (the request body,
+/// if any, was not read).
+async fn dispatch(ctx: &Ctx, conn: &mut Conn, head: &Head) -> Result<Reply, Reply> {
+    if head.header("transfer-encoding").is_some() {
+        return Err(Reply::error(
+            411,
+            "chunked bodies are not accepted: send Content-Length",
+        ));
+    }
+    let segs: Vec<&str> = head.path.split('/').collect();
+    let m = head.method.as_str();
+    match (m, segs.as_slice()) {
+        ("GET" | "HEAD", ["", "healthz"]) => Ok(Reply::error(200, "ok")),
+        (_, ["", "v1", "uploads"]) | (_, ["", "v1", "uploads", _]) => {
+            upload::tus(ctx, conn, head, segs.get(3).copied()).await
+        }
+        ("PUT", ["", "v1", "media", "sealed", sha]) => {
+            upload::put_sealed(ctx, conn, head, sha).await
+        }
+        ("POST", ["", "v1", "media"]) => upload::post_processed(ctx, conn, head).await,
+        ("GET", ["", "v1", "media", "usage"]) => upload::usage(ctx, head).await,
+        ("POST", ["", "v1", "media", id, "link"]) => download::link(ctx, head, id).await,
+        ("GET" | "HEAD", ["", "v1", "media", id]) => download::get(ctx, head, id).await,
+        ("GET" | "HEAD", ["", "v1", "cap", exp, sig, id] | ["", "v1", "cap", exp, sig, id, _]) => {
+            download::get_path(ctx, head, exp, sig, id).await
+        }
+        ("DELETE", ["", "v1", "media", id]) => download::delete(ctx, head, id).await,
+        _ => {
+            no_body(head)?;
+            Ok(Reply::error(404, "not found"))
+        }
+    }
+}
+
+/// Requests that must not carry a body: one with Content-Length > 0 makes
+/// the reply close the connection (the body is not read).
+fn no_body(head: &Head) -> Result<(), Reply> {
+    match content_length(head) {
+        Ok(None | Some(0)) => Ok(()),
+        _ => Err(Reply::error(400, "unexpected request body")),
+    }
+}
+
+/// Content-Length, refusing duplicates that disagree and non-digits.
+pub(crate) fn content_length(head: &Head) -> Result<Option<u64>, Reply> {
+    let mut found: Option<u64> = None;
+    for (n, v) in &head.headers {
+        if n != "content-length" {
+            continue;
+        }
+        let s = std::str::from_utf8(v).map_err(|_| Reply::error(400, "bad Content-Length"))?;
+        if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Reply::error(400, "bad Content-Length"));
+        }
+        let v: u64 = s
+            .parse()
+            .map_err(|_| Reply::error(400, "bad Content-Length"))?;
+        if found.is_some_and(|f| f != v) {
+            return Err(Reply::error(400, "conflicting Content-Length"));
+        }
+        found = Some(v);
+    }
+    Ok(found)
+}
+
+/// Authenticates `Authorization: Bearer DEVICE:CREDENTIAL`; the account id.
+pub(crate) async fn authenticate(ctx: &Ctx, head: &Head) -> Result<u64, Reply> {
+    let unauthorized =
+        || Reply::error(401, "device credentials required").header("WWW-Authenticate", "Bearer");
+    let value = head.header_str("authorization").ok_or_else(unauthorized)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(unauthorized)?;
+    let (device, credential) = token.trim().split_once(':').ok_or_else(unauthorized)?;
+    let device: u64 = device.parse().map_err(|_| unauthorized())?;
+    ctx.auth
+        .authenticate(device, credential)
+        .await
+        .ok_or_else(unauthorized)
+}
+
+/// Logs a storage failure and answers 500 without details.
+pub(crate) fn internal(e: impl std::fmt::Display) -> Reply {
+    tracing::warn!(error = %e, "media request failed");
+    Reply::error(500, "internal error")
+}

@@ -1,0 +1,156 @@
+//! The media role: builds the media service from the configuration, binds
+//! its listener and runs its maintenance (expiry, stale uploads, orphan
+//! blobs, master-key rotation).
+
+use crate::config::{Config, Secrets};
+use anyhow::Context;
+use async_trait::async_trait;
+use palaver_media_store::{
+    CapabilityKey, DeviceAuth, HttpConfig, HttpStats, Limits, LocalStore, MasterKeys, Media,
+};
+use palaver_messaging::Store;
+use palaver_messaging::policy::{hash_credential, hashes_equal};
+use palaver_proto::DeviceId;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Device credentials checked against the messaging store.
+struct StoreAuth(Arc<dyn Store>);
+
+impl std::fmt::Debug for StoreAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreAuth")
+    }
+}
+
+#[async_trait]
+impl DeviceAuth for StoreAuth {
+    async fn authenticate(&self, device: u64, credential: &str) -> Option<u64> {
+        let rec = self.0.device(DeviceId(device)).await.ok()??;
+        (!rec.revoked && hashes_equal(&rec.credential_hash, &hash_credential(credential)))
+            .then_some(rec.account.0)
+    }
+}
+
+/// Reads a generated secret, creating it (mode 0600) on first start.
+fn generated(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            f.write_all(make().as_bytes())?;
+            f.sync_all()?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A running media role.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub server: JoinHandle<()>,
+    pub maintenance: JoinHandle<()>,
+}
+
+/// Starts the media listener and its maintenance task.
+pub async fn start(
+    cfg: &Config,
+    secrets: &Secrets,
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+) -> anyhow::Result<Running> {
+    let m = &cfg.media;
+    let dir = cfg.media_dir();
+    crate::run::prepare_data_dir(&dir)?;
+    let cap_secret = match &secrets.media_capability_secret {
+        Some(s) => s.expose().to_owned(),
+        None => generated(&dir.join("capability.key"), || {
+            hex::encode(rand::random::<[u8; 32]>())
+        })?,
+    };
+    let keys_text = match &secrets.media_master_keys {
+        Some(s) => s.expose().to_owned(),
+        None => generated(&dir.join("master.keys"), || MasterKeys::generate_text("k1"))?,
+    };
+    let keys = MasterKeys::parse(&keys_text).context("media.master_keys")?;
+    let blobs = Arc::new(
+        LocalStore::open(&dir.join("blobs"))
+            .with_context(|| format!("cannot open the media folder {}", dir.display()))?,
+    );
+    let limits = Limits {
+        max_single_upload: m.max_single_upload_bytes,
+        max_sealed: m.max_sealed_bytes,
+        max_processed: m.max_processed_bytes,
+        quota: m.quota_bytes,
+        upload_ttl: m.upload_ttl,
+        link_ttl: m.link_ttl,
+        max_ranges: m.max_ranges,
+    };
+    let media = Arc::new(
+        Media::open(
+            &dir,
+            blobs,
+            keys,
+            CapabilityKey::new(cap_secret.trim().as_bytes()),
+            limits,
+        )
+        .context("cannot open the media store")?,
+    );
+    match media.collect_orphans().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "removed orphan media blobs"),
+        Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
+    }
+    let listener = TcpListener::bind(m.listen)
+        .await
+        .with_context(|| format!("cannot listen on media.listen = {}", m.listen))?;
+    let addr = listener.local_addr()?;
+    let http = HttpConfig {
+        public_url: m
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"))
+            .trim_end_matches('/')
+            .to_owned(),
+        max_connections: m.max_connections,
+        header_timeout: m.header_timeout,
+        idle_timeout: m.idle_timeout,
+        send_timeout: m.send_timeout,
+        body_timeout: m.body_timeout,
+    };
+    let server = tokio::spawn(palaver_media_store::http::serve(
+        listener,
+        media.clone(),
+        Arc::new(StoreAuth(store)),
+        http,
+        Arc::new(HttpStats::default()),
+        stop.clone(),
+    ));
+    let every = m.maintenance_interval;
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => media.maintain().await,
+            }
+        }
+    });
+    Ok(Running {
+        addr,
+        server,
+        maintenance,
+    })
+}
