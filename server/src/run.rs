@@ -240,7 +240,6 @@ async fn serve(
     let main_addr = main_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let http_stop = CancellationToken::new();
     let opts = HttpOptions {
         header_timeout: cfg.server.header_timeout,
         max_connections: cfg.server.max_connections,

@@ -150,7 +150,7 @@ async fn a_call_rings_every_device_and_the_first_answer_wins() {
 
 #[tokio::test]
 async fn unanswered_calls_time_out_into_missed_calls() {
-    let server = Server::start_with("[calls]\nring_timeout = \"300ms\"\n");
+    let server = Server::start_with("[serve]\nturn = false\n[calls]\nring_timeout = \"300ms\"\n");
     let (mut alice, _) = server.device(&phone()).await;
     let (mut bob, b) = server.device(&phone()).await;
     let (call, ice) = alice
