@@ -64,6 +64,28 @@ fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("palaver: {what} listening on {addr}");
 }
 
+/// Raises the soft limit on open files to the hard limit: every connection
+/// is a file descriptor. Warns when `server.max_connections` cannot be
+/// reached (raise the hard limit, e.g. systemd `LimitNOFILE=`).
+fn raise_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    if (max_connections as u64).saturating_add(1000) > current {
+        tracing::warn!(
+            open_files = current,
+            max_connections,
+            "the open-file limit caps connections below server.max_connections"
+        );
+    }
+}
+
 pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -173,6 +195,7 @@ async fn serve(
     }
 
     prepare_data_dir(&cfg.data_dir)?;
+    raise_file_limit(cfg.server.max_connections);
     let metrics = Arc::new(Metrics::default());
     metrics.register(&mut registry);
 
