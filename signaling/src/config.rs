@@ -94,7 +94,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             max_frame_bytes: 256 * 1024,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 512,
             idle_timeout: Duration::from_secs(120),
             auth_timeout: Duration::from_secs(20),
             max_devices: 5,
