@@ -34,7 +34,8 @@ target=${CARGO_TARGET_DIR:-$root/target}
 data=${DATA_DIR:-/tmp/palaver-bench-$mode}
 config=$root/bench/signaling-bench.toml
 server_bin=$target/release/palaver
-admin=127.0.0.1:19090
+main=127.0.0.1:28480 # must match signaling-bench.toml
+admin=127.0.0.1:29490
 mkdir -p "$data"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
@@ -63,16 +64,22 @@ set_sysctl() { # key value: raise a kernel limit, remembering the old value
 
 start_server() {
     local log=$data/server.log
+    # Another process on our ports would answer the health check instead.
+    if ss -Hltn "( sport = :${main##*:} or sport = :${admin##*:} )" | grep -q .; then
+        echo "port ${main##*:} or ${admin##*:} is already in use; stop that process" \
+            "or change the ports in $config" >&2
+        exit 1
+    fi
     "$server_bin" --config "$config" serve --data-dir "$data" >"$log" 2>&1 &
     server_pid=$!
     for _ in $(seq 1 100); do
-        if curl -fs "http://$admin/healthz" >/dev/null 2>&1; then
-            echo "server pid $server_pid started (log $log)" >&2
-            return 0
-        fi
         if ! kill -0 "$server_pid" 2>/dev/null; then
             cat "$log" >&2
             exit 1
+        fi
+        if grep -q "admin listening" "$log" && curl -fs "http://$admin/healthz" >/dev/null 2>&1; then
+            echo "server pid $server_pid started (log $log)" >&2
+            return 0
         fi
         sleep 0.1
     done
@@ -122,6 +129,6 @@ else
     echo "durability: $PALAVER__STORAGE__DURABILITY" >&2
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     start_server
-    "$target/release/msg-throughput" --cache "$data/throughput-creds.txt" \
+    "$target/release/msg-throughput" --cache "$data/throughput-creds.txt" --server-pid "$server_pid" \
         --label "$PALAVER__STORAGE__DURABILITY" "$@"
 fi

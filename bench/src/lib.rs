@@ -483,6 +483,35 @@ pub fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// CPU time (user + system) in seconds of a whole process, and of its
+/// threads named `thread` (for example `sqlite-writer`), from /proc. Clock
+/// ticks are assumed to be 100 per second (the Linux default).
+pub fn cpu_seconds(pid: &str, thread: &str) -> Option<(f64, f64)> {
+    fn ticks(stat: &str) -> Option<u64> {
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+    let total = ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut named = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let dir = entry.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == thread {
+            named += std::fs::read_to_string(dir.join("stat"))
+                .ok()
+                .and_then(|s| ticks(&s))
+                .unwrap_or(0);
+        }
+    }
+    Some((total as f64 / 100.0, named as f64 / 100.0))
+}
+
 /// Percentile (0..=100) of sorted samples.
 pub fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 #[command(about = "Holds many authenticated idle connections and measures server memory")]
 struct Args {
     /// Main listener of the server (loopback only).
-    #[arg(long, default_value = "127.0.0.1:18080")]
+    #[arg(long, default_value = "127.0.0.1:28480")]
     server: SocketAddr,
     /// Admin listener of the server (development code look-up).
-    #[arg(long, default_value = "127.0.0.1:19090")]
+    #[arg(long, default_value = "127.0.0.1:29490")]
     admin: SocketAddr,
     /// PID of the server, to read its VmRSS from /proc.
     #[arg(long)]
@@ -57,9 +57,11 @@ struct Args {
     /// Connections being opened at the same time.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
-    /// Connections per source address 127.B.x.y (below the ephemeral port
-    /// range size).
-    #[arg(long, default_value_t = 50_000)]
+    /// Connections per source address 127.B.x.y. Keep it well below half
+    /// the ephemeral port range (28k ports by default): `bind` to port 0
+    /// looks for free even ports first, and slows down sharply once they
+    /// run out.
+    #[arg(long, default_value_t = 10_000)]
     per_source: usize,
     /// Second octet of the source addresses: 127.B.x.y. Change it between
     /// runs so that client ports still in TIME_WAIT do not collide.
@@ -76,7 +78,9 @@ struct Args {
     min_free_gib: f64,
     /// Descriptors left for the server's own files when the open-files
     /// limit caps the connection count.
-    #[arg(long, default_value_t = 200)]
+    /// (The server opens a SQLite reader per concurrent read, so leave
+    /// room for `--concurrency` of them.)
+    #[arg(long, default_value_t = 1000)]
     fd_reserve: u64,
     /// Give up after this many failed connections.
     #[arg(long, default_value_t = 2000)]

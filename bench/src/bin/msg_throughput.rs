@@ -35,10 +35,10 @@ use tokio_tungstenite::tungstenite::Message;
 #[command(about = "Measures 1:1 message throughput and end-to-end latency")]
 struct Args {
     /// Main listener of the server (loopback only).
-    #[arg(long, default_value = "127.0.0.1:18080")]
+    #[arg(long, default_value = "127.0.0.1:28480")]
     server: SocketAddr,
     /// Admin listener of the server (development code look-up).
-    #[arg(long, default_value = "127.0.0.1:19090")]
+    #[arg(long, default_value = "127.0.0.1:29490")]
     admin: SocketAddr,
     /// Sender/receiver pairs (2 connections each).
     #[arg(long, default_value_t = 200)]
@@ -71,6 +71,11 @@ struct Args {
     cache: PathBuf,
     #[arg(long, default_value_t = 64)]
     register_concurrency: usize,
+    /// PID of the server: report its CPU time per message (all threads, and
+    /// the SQLite writer thread), which depends less on what else runs on
+    /// the machine than the rates do.
+    #[arg(long)]
+    server_pid: Option<String>,
     /// A label printed in the result row (e.g. the durability setting).
     #[arg(long, default_value = "")]
     label: String,
@@ -189,7 +194,8 @@ impl Peer {
                 fed = true;
             }
         } else {
-            let due = ((now - self.clock.start) as f64 * rate / 1e6) as u64;
+            // Message k is due at start + k / rate.
+            let due = ((now - self.clock.start) as f64 * rate / 1e6) as u64 + 1;
             while self.k < due {
                 if self.outstanding.len() >= self.max_outstanding {
                     self.stats.behind += 1;
@@ -201,6 +207,14 @@ impl Peer {
             }
         }
         Ok(fed)
+    }
+
+    /// Unix µs at which the next open-loop message is scheduled.
+    fn next_due_us(&self) -> u64 {
+        match &self.target {
+            Some(t) if t.rate > 0.0 => self.clock.start + (self.k as f64 * 1e6 / t.rate) as u64,
+            _ => self.clock.stop,
+        }
     }
 
     fn handle(&mut self, msg: Message) -> anyhow::Result<()> {
@@ -294,8 +308,6 @@ impl Peer {
 
     async fn run_inner(&mut self) -> anyhow::Result<()> {
         let open_loop = self.target.as_ref().is_some_and(|t| t.rate > 0.0);
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let stop_at = tokio::time::Instant::now()
             + Duration::from_micros(self.clock.stop.saturating_sub(now_us()));
         loop {
@@ -306,7 +318,12 @@ impl Peer {
             if self.send_due(now).await? {
                 self.ws.flush().await?;
             }
-            let sending = open_loop && now < self.clock.end;
+            let sending =
+                open_loop && now < self.clock.end && self.outstanding.len() < self.max_outstanding;
+            // Open loop: wake up when the next message is due (not on a
+            // fixed tick, which would cost the generator CPU).
+            let next_due = self.next_due_us().saturating_sub(now_us());
+            let next_due = tokio::time::Instant::now() + Duration::from_micros(next_due);
             tokio::select! {
                 m = self.ws.next() => {
                     let Some(m) = m else { bail!("connection closed") };
@@ -320,7 +337,7 @@ impl Peer {
                         }
                     }
                 }
-                _ = tick.tick(), if sending => {}
+                _ = tokio::time::sleep_until(next_due), if sending => {}
                 _ = tokio::time::sleep_until(stop_at) => return Ok(()),
             }
             if !self.acks.is_empty() {
@@ -407,6 +424,17 @@ async fn main() -> anyhow::Result<()> {
             peer.run().await
         });
     }
+    // Server CPU time over the measurement window.
+    let cpu = args.server_pid.clone().map(|pid| {
+        tokio::spawn(async move {
+            let at = |t: u64| Duration::from_micros(t.saturating_sub(now_us()));
+            tokio::time::sleep(at(clock.warm)).await;
+            let a = palaver_bench::cpu_seconds(&pid, "sqlite-writer");
+            tokio::time::sleep(at(clock.end)).await;
+            let b = palaver_bench::cpu_seconds(&pid, "sqlite-writer");
+            a.zip(b).map(|(a, b)| (b.0 - a.0, b.1 - a.1))
+        })
+    });
     let mut total = Stats::default();
     while let Some(r) = tasks.join_next().await {
         total.merge(r.context("peer task")?);
@@ -439,11 +467,34 @@ async fn main() -> anyhow::Result<()> {
         total.errors,
         total.behind,
     );
+    let mut cpu_note = String::new();
+    if let Some(task) = cpu
+        && let Ok(Some((all, writer))) = task.await
+    {
+        let n = total.accepted.max(1) as f64;
+        cpu_note = format!("{:.0} | {:.0}", all * 1e6 / n, writer * 1e6 / n);
+        println!(
+            "server CPU in the window: {:.0}% of one core ({:.0} us per message), \
+             sqlite-writer thread {:.0}% ({:.0} us per message)",
+            all * 100.0 / secs,
+            all * 1e6 / n,
+            writer * 100.0 / secs,
+            writer * 1e6 / n
+        );
+    }
+    if total.delivered < total.accepted {
+        // Latency percentiles cover delivered messages only.
+        println!(
+            "warning: {} messages accepted in the window were not delivered before the end \
+             (raise --drain-secs); the latency percentiles leave them out",
+            total.accepted - total.delivered
+        );
+    }
     if let Some(e) = &total.first_error {
         println!("first error: {e}");
     }
     println!(
-        "ROW | {} | {} | {mode} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+        "ROW | {} | {} | {mode} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {cpu_note} |",
         args.label,
         args.pairs,
         total.accepted as f64 / secs,
