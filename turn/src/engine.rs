@@ -37,6 +37,8 @@ const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
 /// How long a RESERVATION-TOKEN holds the odd port (RFC 8656 section 7.2: about 30 s).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// Shortest time between two expiry sweeps.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Relay ports tried before Allocate is answered 508.
 const BIND_ATTEMPTS: u8 = 8;
 /// Largest relayed payload (fits a DATA attribute and a UDP datagram).
@@ -547,7 +549,9 @@ impl Engine {
         for r in self.reservations.values() {
             next = Some(next.map_or(r.expires, |n| n.min(r.expires)));
         }
-        self.next_timeout = next;
+        // Sweeps cost one pass over the allocations: at most one a second.
+        // Expiry stays exact on the data path, which checks deadlines itself.
+        self.next_timeout = next.map(|n| n.max(now + SWEEP_INTERVAL));
     }
 }
 

@@ -1132,3 +1132,28 @@ fn expired_channel_is_quarantined_for_five_minutes() {
         0
     );
 }
+
+#[test]
+fn expiry_sweeps_run_at_most_once_a_second() {
+    let mut h = H::new(lab());
+    let mut c = Client::new(5000, "alice", "alice-pw");
+    h.allocate(&mut c);
+    for i in 1..=50u8 {
+        let peer = SocketAddr::from(([127, 0, 0, i], 9000));
+        assert_eq!(code(&h.req(&mut c, CREATE_PERMISSION, &peer_attr(peer))), 0);
+        h.now += Duration::from_millis(10);
+    }
+    h.advance(Duration::from_secs(299));
+    assert_eq!(h.e.stats().permissions, 50);
+    let end = h.now + Duration::from_secs(3);
+    let mut sweeps = 0;
+    while let Some(t) = h.e.poll_timeout().filter(|t| *t <= end) {
+        h.now = h.now.max(t);
+        h.e.handle_timeout(h.now);
+        sweeps += 1;
+    }
+    assert!(sweeps <= 4, "{sweeps} sweeps for 50 staggered expiries");
+    h.now = end;
+    h.e.handle_timeout(h.now);
+    assert_eq!(h.e.stats().permissions, 0);
+}
