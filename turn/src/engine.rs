@@ -286,6 +286,11 @@ impl Engine {
         self.allocs.iter().flatten()
     }
 
+    /// Whether `client` has an allocation (pending or bound).
+    pub fn has_allocation(&self, client: &ClientAddr) -> bool {
+        self.by_client.contains_key(client)
+    }
+
     /// Next output for the driver; call until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()

@@ -330,3 +330,43 @@ async fn tcp_connections_beyond_the_limit_are_closed() {
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connections_without_allocation_are_closed() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        listen_udp: any,
+        listen_tcp: Some(any),
+        tcp_idle_timeout_secs: 1,
+        ..Config::default()
+    };
+    let secrets = Secrets {
+        rest_secret: None,
+        static_users: vec![("alice".into(), "alice-pw".into())],
+    };
+    let server = TurnServer::bind(config, secrets).await.unwrap();
+    let tcp = server.local_tcp_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    tokio::task::spawn_blocking(move || {
+        let with_allocation = TcpStream::connect(tcp).unwrap();
+        with_allocation.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut a = Client::new(Tcp(with_allocation));
+        a.allocate();
+        let mut idle = TcpStream::connect(tcp).unwrap();
+        idle.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut buf = [0; 16];
+        // the server closes the quiet connection (EOF) well before the 5 s safety net
+        assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+        // the connection with an allocation is quiet as long, and still served
+        let binding = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
+        a.wire.send(&binding);
+        assert_eq!(code(&a.wire.recv()), 0);
+    })
+    .await
+    .unwrap();
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
