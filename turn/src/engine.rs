@@ -429,7 +429,8 @@ impl Engine {
                 data: &buf[..PEER_HEADROOM + len],
             });
         }
-        let txid = TransactionId::from(u128::from(self.rng.next()) << 64 | 0x5a5a);
+        let txid =
+            TransactionId::from(u128::from(self.rng.next()) << 32 ^ u128::from(self.rng.next()));
         let mtype = MessageType::from_class_method(MessageClass::Indication, DATA);
         let mut w = Message::builder(mtype, txid, MessageWriteMutSlice::new(&mut self.scratch));
         w.add_attribute(&XorPeerAddress::new(peer, txid)).ok()?;
