@@ -6,8 +6,9 @@
 //!   time it must be woken. It owns the allocations, permissions, channels,
 //!   authentication (long-term and TURN REST credentials, stateless nonces),
 //!   the peer policy ([`policy`]), quotas and the relay port pool.
-//! - [`TurnServer`], the driver: it owns the UDP and TCP sockets and the relay
-//!   sockets, and feeds the engine from one event loop.
+//! - [`TurnServer`], the driver: it owns the UDP, TCP and TLS listeners and
+//!   the relay sockets, and feeds the engine from one event loop on its own
+//!   thread (see `docs/turn.md` for why it is an epoll loop, not tokio tasks).
 //!
 //! # Poll order
 //! After every input the driver drains the engine before the next input:
