@@ -288,6 +288,20 @@ fn config_from_toml_refuses_unknown_keys() {
         toml::from_str("realm = \"example.org\"\npeer_allow = [\"10.0.0.0/8\"]\n").unwrap();
     assert_eq!(cfg.realm, "example.org");
     assert_eq!(cfg.listen_udp, Config::default().listen_udp);
+    // the example in docs/turn.md
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/turn.md")).unwrap();
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let cfg: Config = toml::from_str(example).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.external_ipv4, Some("203.0.113.20".parse().unwrap()));
+    assert_eq!(cfg.tls.unwrap().listen.port(), 5349);
     let err = toml::from_str::<Config>("relam = \"typo\"\n").unwrap_err();
     assert!(err.to_string().contains("relam"), "{err}");
     let err = toml::from_str::<Config>("peer_allow = [\"10.0.0.0/40\"]\n").unwrap_err();
