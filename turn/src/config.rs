@@ -67,6 +67,9 @@ pub struct Config {
     /// Open TCP and TLS client connections in total; more are closed at once.
     /// Default 10,000.
     pub max_tcp_connections: usize,
+    /// A TCP or TLS connection without an allocation that sends nothing for
+    /// this many seconds is closed (at least 1). Default 60.
+    pub tcp_idle_timeout_secs: u32,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             peer_allow: Vec::new(),
             accept_rfc5766_channels: false,
             max_tcp_connections: 10_000,
+            tcp_idle_timeout_secs: 60,
         }
     }
 }
@@ -147,6 +151,9 @@ impl Config {
         }
         if self.max_lifetime_secs == 0 {
             return Err(ConfigError::Zero("max_lifetime_secs"));
+        }
+        if self.tcp_idle_timeout_secs == 0 {
+            return Err(ConfigError::Zero("tcp_idle_timeout_secs"));
         }
         if self.nonce_lifetime_secs == 0 {
             return Err(ConfigError::Zero("nonce_lifetime_secs"));

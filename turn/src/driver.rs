@@ -233,6 +233,8 @@ struct Conn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     tls: Option<Box<rustls::ServerConnection>>,
+    /// When the connection last received bytes.
+    last_rx: Instant,
 }
 
 struct Relay {
@@ -373,6 +375,7 @@ struct EventLoop {
     buf: Vec<u8>,
     stats: StatsHandle,
     max_tcp_connections: usize,
+    tcp_idle_timeout: Duration,
 }
 
 impl EventLoop {
@@ -415,6 +418,7 @@ impl EventLoop {
             relay_by_addr: HashMap::new(),
             buf: vec![0; PEER_HEADROOM + 65_536],
             max_tcp_connections: server.config.max_tcp_connections,
+            tcp_idle_timeout: Duration::from_secs(u64::from(server.config.tcp_idle_timeout_secs)),
             stats: server.stats,
         })
     }
@@ -448,8 +452,8 @@ impl EventLoop {
                         return Ok(());
                     }
                     UDP => self.udp_readable(now),
-                    TCP => self.accept(false),
-                    TLS => self.accept(true),
+                    TCP => self.accept(now, false),
+                    TLS => self.accept(now, true),
                     Token(t) if t >= RELAY_BASE => self.relay_readable(now, t - RELAY_BASE),
                     Token(t) => self.conn_ready(now, t - CONN_BASE),
                 }
@@ -461,6 +465,7 @@ impl EventLoop {
             }
             if now >= next_publish {
                 self.stats.set(self.engine.stats());
+                self.close_idle_conns(now);
                 next_publish = now + Duration::from_secs(1);
             }
         }
@@ -575,7 +580,7 @@ impl EventLoop {
         }
     }
 
-    fn accept(&mut self, tls: bool) {
+    fn accept(&mut self, now: Instant, tls: bool) {
         let (listener, local, tls_config) = match (tls, &self.tls, &self.tcp) {
             (true, Some((l, local, cfg)), _) => (l, *local, Some(cfg)),
             (false, _, Some(l)) => (l, self.tcp_local.unwrap_or(self.udp_local), None),
@@ -617,6 +622,7 @@ impl EventLoop {
                 rbuf: Vec::new(),
                 wbuf: Vec::new(),
                 tls,
+                last_rx: now,
             };
             let i = self.clients.conns.insert(conn);
             let Some(conn) = self.clients.conns.get_mut(i) else {
@@ -642,6 +648,7 @@ impl EventLoop {
             return;
         };
         let client = conn.client;
+        conn.last_rx = now;
         let mut rbuf = std::mem::take(&mut conn.rbuf);
         let mut state = if flush(conn).is_ok() {
             ReadState::More
@@ -686,6 +693,22 @@ impl EventLoop {
             }
         }
         self.close_conn(now, i);
+    }
+
+    /// Closes TCP/TLS connections without an allocation that have been quiet
+    /// for `tcp_idle_timeout`.
+    fn close_idle_conns(&mut self, now: Instant) {
+        let idle: Vec<usize> = (0..self.clients.conns.items.len())
+            .filter(|&i| {
+                self.clients.conns.items[i].as_ref().is_some_and(|c| {
+                    now.saturating_duration_since(c.last_rx) >= self.tcp_idle_timeout
+                        && !self.engine.has_allocation(&c.client)
+                })
+            })
+            .collect();
+        for i in idle {
+            self.close_conn(now, i);
+        }
     }
 
     fn close_conn(&mut self, now: Instant, i: usize) {

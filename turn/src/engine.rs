@@ -37,6 +37,8 @@ const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
 /// How long a RESERVATION-TOKEN holds the odd port (RFC 8656 section 7.2: about 30 s).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// Shortest time between two expiry sweeps.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Relay ports tried before Allocate is answered 508.
 const BIND_ATTEMPTS: u8 = 8;
 /// Largest relayed payload (fits a DATA attribute and a UDP datagram).
@@ -284,6 +286,11 @@ impl Engine {
         self.allocs.iter().flatten()
     }
 
+    /// Whether `client` has an allocation (pending or bound).
+    pub fn has_allocation(&self, client: &ClientAddr) -> bool {
+        self.by_client.contains_key(client)
+    }
+
     /// Next output for the driver; call until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -422,7 +429,8 @@ impl Engine {
                 data: &buf[..PEER_HEADROOM + len],
             });
         }
-        let txid = TransactionId::from(u128::from(self.rng.next()) << 64 | 0x5a5a);
+        let txid =
+            TransactionId::from(u128::from(self.rng.next()) << 32 ^ u128::from(self.rng.next()));
         let mtype = MessageType::from_class_method(MessageClass::Indication, DATA);
         let mut w = Message::builder(mtype, txid, MessageWriteMutSlice::new(&mut self.scratch));
         w.add_attribute(&XorPeerAddress::new(peer, txid)).ok()?;
@@ -547,7 +555,9 @@ impl Engine {
         for r in self.reservations.values() {
             next = Some(next.map_or(r.expires, |n| n.min(r.expires)));
         }
-        self.next_timeout = next;
+        // Sweeps cost one pass over the allocations: at most one a second.
+        // Expiry stays exact on the data path, which checks deadlines itself.
+        self.next_timeout = next.map(|n| n.max(now + SWEEP_INTERVAL));
     }
 }
 

@@ -6,8 +6,9 @@
 //!   time it must be woken. It owns the allocations, permissions, channels,
 //!   authentication (long-term and TURN REST credentials, stateless nonces),
 //!   the peer policy ([`policy`]), quotas and the relay port pool.
-//! - [`TurnServer`], the driver: it owns the UDP and TCP sockets and the relay
-//!   sockets, and feeds the engine from one event loop.
+//! - [`TurnServer`], the driver: it owns the UDP, TCP and TLS listeners and
+//!   the relay sockets, and feeds the engine from one event loop on its own
+//!   thread (see `docs/turn.md` for why it is an epoll loop, not tokio tasks).
 //!
 //! # Poll order
 //! After every input the driver drains the engine before the next input:
@@ -24,6 +25,25 @@
 //!    is one more input, or a relay socket to close);
 //! 4. read [`Engine::poll_timeout`] and call [`Engine::handle_timeout`] no later
 //!    than that instant.
+//!
+//! # Running the server
+//! ```no_run
+//! use palaver_turn::{Config, Secrets, TurnServer, rest_credentials};
+//!
+//! # async fn start() -> Result<(), palaver_turn::Error> {
+//! let secrets = Secrets { rest_secret: Some("shared with signaling".into()), static_users: vec![] };
+//! let server = TurnServer::bind(Config::default(), secrets).await?;
+//! let stats = server.stats_handle();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let running = server.run(async {
+//!     let _ = stopped.await;
+//! });
+//! // signaling hands each call fresh credentials:
+//! let (username, password) = rest_credentials("shared with signaling", "user-42", 1_900_000_000);
+//! # let _ = (username, password, stats, stop);
+//! running.await
+//! # }
+//! ```
 
 mod auth;
 pub mod config;

@@ -120,3 +120,28 @@ impl Stats {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text() {
+        let s = Stats {
+            allocations: 3,
+            packets_to_peer: 7,
+            auth_stale_nonce: 2,
+            ..Stats::default()
+        };
+        let text = s.to_prometheus();
+        assert!(
+            text.contains("# TYPE palaver_turn_allocations gauge\npalaver_turn_allocations 3\n")
+        );
+        assert!(text.contains("palaver_turn_relayed_packets_total{direction=\"to_peer\"} 7\n"));
+        assert!(text.contains("palaver_turn_auth_failures_total{reason=\"stale_nonce\"} 2\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
+    }
+}

@@ -288,6 +288,20 @@ fn config_from_toml_refuses_unknown_keys() {
         toml::from_str("realm = \"example.org\"\npeer_allow = [\"10.0.0.0/8\"]\n").unwrap();
     assert_eq!(cfg.realm, "example.org");
     assert_eq!(cfg.listen_udp, Config::default().listen_udp);
+    // the example in docs/turn.md
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/turn.md")).unwrap();
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let cfg: Config = toml::from_str(example).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.external_ipv4, Some("203.0.113.20".parse().unwrap()));
+    assert_eq!(cfg.tls.unwrap().listen.port(), 5349);
     let err = toml::from_str::<Config>("relam = \"typo\"\n").unwrap_err();
     assert!(err.to_string().contains("relam"), "{err}");
     let err = toml::from_str::<Config>("peer_allow = [\"10.0.0.0/40\"]\n").unwrap_err();
@@ -324,6 +338,46 @@ async fn tcp_connections_beyond_the_limit_are_closed() {
         assert_eq!(n, 0, "second connection is closed without an answer");
         first.send(&binding);
         assert_eq!(code(&first.recv()), 0, "first connection still served");
+    })
+    .await
+    .unwrap();
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connections_without_allocation_are_closed() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        listen_udp: any,
+        listen_tcp: Some(any),
+        tcp_idle_timeout_secs: 1,
+        ..Config::default()
+    };
+    let secrets = Secrets {
+        rest_secret: None,
+        static_users: vec![("alice".into(), "alice-pw".into())],
+    };
+    let server = TurnServer::bind(config, secrets).await.unwrap();
+    let tcp = server.local_tcp_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    tokio::task::spawn_blocking(move || {
+        let with_allocation = TcpStream::connect(tcp).unwrap();
+        with_allocation.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut a = Client::new(Tcp(with_allocation));
+        a.allocate();
+        let mut idle = TcpStream::connect(tcp).unwrap();
+        idle.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut buf = [0; 16];
+        // the server closes the quiet connection (EOF) well before the 5 s safety net
+        assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+        // the connection with an allocation is quiet as long, and still served
+        let binding = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
+        a.wire.send(&binding);
+        assert_eq!(code(&a.wire.recv()), 0);
     })
     .await
     .unwrap();

@@ -293,10 +293,11 @@ impl Engine {
         if transport.protocol() != RequestedTransport::UDP {
             return Err(ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL);
         }
-        let even = msg.attribute::<EvenPort>().ok();
-        let token = msg.attribute::<ReservationToken>().ok();
-        let requested = msg.attribute::<RequestedAddressFamily>().ok();
-        let additional = msg.attribute::<AdditionalAddressFamily>().ok();
+        let even = optional::<EvenPort>(msg)?;
+        let token = optional::<ReservationToken>(msg)?;
+        let requested = optional::<RequestedAddressFamily>(msg)?;
+        let additional = optional::<AdditionalAddressFamily>(msg)?;
+        let lifetime = optional::<Lifetime>(msg)?.map(|l| l.seconds());
         if token.is_some() && (even.is_some() || requested.is_some()) {
             return Err(ErrorCode::BAD_REQUEST);
         }
@@ -325,8 +326,8 @@ impl Engine {
             even: even.is_some(),
             reserve_next: even.is_some_and(|e| e.requested()),
             token: token.map(|t| t.token()),
-            lifetime: self.clamp_lifetime(msg.attribute::<Lifetime>().ok().map(|l| l.seconds())),
-            refuse_additional: additional.is_some() && self.settings.relay_ipv6.is_none(),
+            lifetime: self.clamp_lifetime(lifetime),
+            refuse_additional: additional.is_some(), // dual allocation is not implemented
         };
         Ok(plan)
     }
@@ -587,7 +588,10 @@ impl Engine {
         idx: usize,
         auth: &Auth,
     ) {
-        let requested = msg.attribute::<Lifetime>().ok().map(|l| l.seconds());
+        let requested = match optional::<Lifetime>(msg) {
+            Ok(l) => l.map(|l| l.seconds()),
+            Err(code) => return self.reply_error(client, msg, code, Some(auth)),
+        };
         if let Ok(family) = msg.attribute::<RequestedAddressFamily>() {
             let matches = self.allocs[idx].as_ref().is_some_and(|a| {
                 (a.family == Family::V4) == (family.family() == AddressFamily::IPV4)
@@ -731,5 +735,18 @@ impl Engine {
         }
         alloc.permit(peer.ip(), now);
         Ok(())
+    }
+}
+
+/// An attribute that may be absent: `Ok(None)` when it is, 400 when it is
+/// present but malformed.
+fn optional<'a, A>(msg: &'a Message<'_>) -> Result<Option<A>, u16>
+where
+    A: stun_types::attribute::AttributeFromRaw<'a> + stun_types::attribute::AttributeStaticType,
+{
+    match msg.attribute::<A>() {
+        Ok(a) => Ok(Some(a)),
+        Err(stun_types::message::StunParseError::MissingAttribute(_)) => Ok(None),
+        Err(_) => Err(ErrorCode::BAD_REQUEST),
     }
 }

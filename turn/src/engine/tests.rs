@@ -1132,3 +1132,96 @@ fn expired_channel_is_quarantined_for_five_minutes() {
         0
     );
 }
+
+#[test]
+fn expiry_sweeps_run_at_most_once_a_second() {
+    let mut h = H::new(lab());
+    let mut c = Client::new(5000, "alice", "alice-pw");
+    h.allocate(&mut c);
+    for i in 1..=50u8 {
+        let peer = SocketAddr::from(([127, 0, 0, i], 9000));
+        assert_eq!(code(&h.req(&mut c, CREATE_PERMISSION, &peer_attr(peer))), 0);
+        h.now += Duration::from_millis(10);
+    }
+    h.advance(Duration::from_secs(299));
+    assert_eq!(h.e.stats().permissions, 50);
+    let end = h.now + Duration::from_secs(3);
+    let mut sweeps = 0;
+    while let Some(t) = h.e.poll_timeout().filter(|t| *t <= end) {
+        h.now = h.now.max(t);
+        h.e.handle_timeout(h.now);
+        sweeps += 1;
+    }
+    assert!(sweeps <= 4, "{sweeps} sweeps for 50 staggered expiries");
+    h.now = end;
+    h.e.handle_timeout(h.now);
+    assert_eq!(h.e.stats().permissions, 0);
+}
+
+#[test]
+fn additional_address_family_is_refused_for_ipv6() {
+    use turn_types::attribute::{AdditionalAddressFamily, AddressErrorCode};
+    let mut h = H::default();
+    let mut c = Client::new(5000, "alice", "alice-pw");
+    let v4 = |w: &mut MessageWriteVec| {
+        udp(w);
+        // the builder refuses IPv4 here, so write the attribute raw
+        let raw =
+            stun_types::attribute::RawAttribute::new(AdditionalAddressFamily::TYPE, &[1, 0, 0, 0]);
+        w.add_attribute(&raw).unwrap();
+    };
+    assert_eq!(code(&h.req(&mut c, ALLOCATE, &v4)), 400);
+    let both = |w: &mut MessageWriteVec| {
+        udp(w);
+        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV4))
+            .unwrap();
+        w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    };
+    assert_eq!(code(&h.req(&mut c, ALLOCATE, &both)), 400);
+    let dual = |w: &mut MessageWriteVec| {
+        udp(w);
+        w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    };
+    let resp = h.req(&mut c, ALLOCATE, &dual);
+    assert_eq!(code(&resp), 0);
+    let msg = Message::from_bytes(&resp).unwrap();
+    let relay = msg
+        .attribute::<XorRelayedAddress>()
+        .unwrap()
+        .addr(msg.transaction_id());
+    assert!(relay.is_ipv4());
+    let err = msg.attribute::<AddressErrorCode>().unwrap();
+    assert_eq!(
+        (err.family(), err.error().code()),
+        (AddressFamily::IPV6, 440)
+    );
+}
+
+#[test]
+fn malformed_optional_attributes_get_400() {
+    let mut h = H::default();
+    let mut c = Client::new(5000, "alice", "alice-pw");
+    for (t, value) in [
+        (Lifetime::TYPE, &[0u8, 1][..]),
+        (EvenPort::TYPE, &[0, 0]),
+        (ReservationToken::TYPE, &[1, 2, 3]),
+    ] {
+        let attrs = move |w: &mut MessageWriteVec| {
+            udp(w);
+            w.add_attribute(&stun_types::attribute::RawAttribute::new(t, value))
+                .unwrap();
+        };
+        assert_eq!(code(&h.req(&mut c, ALLOCATE, &attrs)), 400, "{t}");
+    }
+    h.allocate(&mut c);
+    let bad_lifetime = |w: &mut MessageWriteVec| {
+        w.add_attribute(&stun_types::attribute::RawAttribute::new(
+            Lifetime::TYPE,
+            &[9],
+        ))
+        .unwrap();
+    };
+    assert_eq!(code(&h.req(&mut c, REFRESH, &bad_lifetime)), 400);
+}
