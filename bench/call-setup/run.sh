@@ -19,10 +19,15 @@ trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "
 cat > "$work/palaver.toml" <<'TOML'
 [log]
 level = "warn"
+[signaling.rate_limits.call_offers_per_device]
+burst = 1000
+per_minute = 60000.0
 [turn]
 listen_udp = "127.0.0.1:0"
 listen_tcp = "127.0.0.1:0"
 peer_allow = ["127.0.0.0/8"]
+# The no-server runs reuse one device's TURN credentials for both pages.
+max_allocations_per_user = 1000
 TOML
 "$bin/palaver" --config "$work/palaver.toml" serve --data-dir "$work/data" \
   --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/out" 2> "$work/err" &
