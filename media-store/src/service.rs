@@ -2,6 +2,8 @@
 //! object look-up for downloads, deletion, expiry and garbage collection.
 //! HTTP lives in [`crate::http`]; this module knows nothing about it.
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -170,12 +172,35 @@ pub struct Entry {
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub uploads_completed: std::sync::atomic::AtomicU64,
-    pub uploads_failed: std::sync::atomic::AtomicU64,
-    pub objects_deleted: std::sync::atomic::AtomicU64,
+    pub uploads_completed: Counter,
+    pub uploads_failed: Counter,
+    pub objects_deleted: Counter,
 }
 
-const CACHE_MAX: usize = 4096;
+impl Stats {
+    /// Registers the counters under `palaver_media_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("palaver_media");
+        r.register(
+            "uploads_completed",
+            "Uploads checked and stored",
+            self.uploads_completed.clone(),
+        );
+        r.register(
+            "uploads_failed",
+            "Complete uploads refused by their checks",
+            self.uploads_failed.clone(),
+        );
+        r.register(
+            "objects_deleted",
+            "Blobs deleted (last reference deleted or expired)",
+            self.objects_deleted.clone(),
+        );
+    }
+}
+
+/// Most cached objects (each holds an open file descriptor).
+const CACHE_MAX: usize = 512;
 
 /// The media service.
 #[derive(Debug)]
@@ -386,15 +411,11 @@ impl Media {
         };
         match self.finish(&up).await {
             Ok(id) => {
-                self.stats
-                    .uploads_completed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.uploads_completed.inc();
                 Ok((new_offset, Some(id)))
             }
             Err(e) => {
-                self.stats
-                    .uploads_failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.uploads_failed.inc();
                 // A complete upload that fails its checks is discarded.
                 let _ = self.meta.delete_upload(uid).await;
                 let _ = tokio::fs::remove_file(self.staged(uid)).await;
@@ -519,9 +540,7 @@ impl Media {
                 .remove(id);
             self.blobs.delete(&id.blob_path()).await?;
         }
-        self.stats
-            .objects_deleted
-            .fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.objects_deleted.inc_by(gone.len() as u64);
         Ok(gone.len())
     }
 
