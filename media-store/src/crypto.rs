@@ -45,9 +45,10 @@ pub enum KeyError {
     Unknown(String),
 }
 
-/// A per-object data key.
-#[derive(Clone)]
-pub struct DataKey(Aes256Gcm);
+/// A per-object data key. Segments use ring's AES-256-GCM (assembly with
+/// AES-NI/VAES and CLMUL), several times faster than the portable crate
+/// that wraps the small data keys.
+pub struct DataKey(ring::aead::LessSafeKey);
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,16 +85,22 @@ impl DataKey {
     }
 
     fn from_raw(raw: &[u8; 32]) -> DataKey {
-        DataKey(Aes256Gcm::new(raw.into()))
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, raw)
+            .expect("32 bytes is an AES-256 key");
+        DataKey(ring::aead::LessSafeKey::new(key))
     }
 
     /// Encrypts one segment in place and appends its tag.
     pub fn seal(&self, id: &ObjectId, index: u64, last: bool, buf: &mut Vec<u8>) {
         let tag = self
             .0
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce(index)), &aad(id, last), buf)
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce(index)),
+                ring::aead::Aad::from(aad(id, last)),
+                buf,
+            )
             .expect("segment sizes are far below the GCM limit");
-        buf.extend_from_slice(&tag);
+        buf.extend_from_slice(tag.as_ref());
     }
 
     /// Checks and decrypts one stored segment (ciphertext + tag) in place,
@@ -106,11 +113,15 @@ impl DataKey {
         buf: &mut Vec<u8>,
     ) -> Result<(), AuthError> {
         let n = buf.len().checked_sub(TAG as usize).ok_or(AuthError)?;
-        let tag = Tag::clone_from_slice(&buf[n..]);
-        buf.truncate(n);
         self.0
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce(index)), &aad(id, last), buf, &tag)
-            .map_err(|_| AuthError)
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce(index)),
+                ring::aead::Aad::from(aad(id, last)),
+                buf,
+            )
+            .map_err(|_| AuthError)?;
+        buf.truncate(n);
+        Ok(())
     }
 }
 
