@@ -57,39 +57,31 @@ for _ in $(seq 100); do grep -q "media listening" "$tmp/palaver.out" 2>/dev/null
 
 "$bin/palaver-cli" --server "ws://127.0.0.1:$pport/v1/ws" --state "$tmp/cli.json" \
   register --phone +4915112345678 --admin "http://127.0.0.1:$aport" >/dev/null
-auth=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["registration"]; print(f"Bearer {r[\"device\"]}:{r[\"credential\"]}")' "$tmp/cli.json")
+auth=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["registration"]; print("Bearer %s:%s" % (r["device"], r["credential"]))' "$tmp/cli.json")
 media="http://127.0.0.1:$mport"
 
-# Uploads each file as KIND (sealed|processed) and prints "NAME PATH_URL".
+# Uploads each file as KIND (sealed|processed) with tus and prints "NAME PATH_URL".
 upload() {
-  local kind=$1 f name id
+  local kind=$1 f id
   for f in "$tmp"/files/*.bin; do
-    name=$(basename "$f")
-    if [ "$kind" = sealed ]; then
-      id=$(curl -sf -X PUT -H "Authorization: $auth" --data-binary "@$f" \
-        "$media/v1/media/sealed/$(sha256sum "$f" | cut -d' ' -f1)" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-    else
-      id=$(python3 - "$f" "$media" "$auth" <<'EOF'
-import base64, hashlib, json, sys, urllib.request
-path, media, auth = sys.argv[1:]
+    id=$(python3 - "$f" "$media" "$auth" "$kind" <<'EOF'
+import base64, hashlib, sys, urllib.request
+path, media, auth, kind = sys.argv[1:]
 data = open(path, "rb").read()
-size = len(data)
-def req(method, url, headers, body=None):
-    r = urllib.request.Request(url, data=body, method=method, headers=headers)
-    return urllib.request.urlopen(r)
-meta = "kind " + base64.b64encode(b"processed").decode() + ",content-type " + base64.b64encode(b"application/octet-stream").decode()
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+meta = "kind %s,content-type %s,sha256 %s" % (b64(kind), b64("application/octet-stream"), b64(hashlib.sha256(data).hexdigest()))
 h = {"Authorization": auth, "Tus-Resumable": "1.0.0"}
-loc = req("POST", media + "/v1/uploads", {**h, "Upload-Length": str(size), "Upload-Metadata": meta}).headers["Location"]
+def req(method, url, headers, body=None):
+    return urllib.request.urlopen(urllib.request.Request(url, data=body, method=method, headers=headers))
+loc = req("POST", media + "/v1/uploads", {**h, "Upload-Length": str(len(data)), "Upload-Metadata": meta}).headers["Location"]
 off = 0
-while off < size:
-    chunk = data[off:off + 8 * 1024 * 1024]
-    r = req("PATCH", media + loc, {**h, "Upload-Offset": str(off), "Content-Type": "application/offset+octet-stream"}, chunk)
+while off < len(data):
+    r = req("PATCH", media + loc, {**h, "Upload-Offset": str(off), "Content-Type": "application/offset+octet-stream"}, data[off:off + (8 << 20)])
     off = int(r.headers["Upload-Offset"])
 print(r.headers["Palaver-Media-Id"])
 EOF
 )
-    fi
-    echo "$name $(curl -sf -X POST -H "Authorization: $auth" "$media/v1/media/$id/link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["path_url"])')"
+    echo "$(basename "$f") $(curl -sf -X POST -H "Authorization: $auth" "$media/v1/media/$id/link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["path_url"])')"
   done
 }
 upload sealed >"$tmp/sealed.urls"

@@ -37,9 +37,10 @@ pub struct Granted {
     pub download_name: Option<String>,
 }
 
-/// The key that signs capability URLs (at least 32 bytes).
+/// The key that signs capability URLs (at least 32 bytes). Holds the HMAC
+/// state with the key already absorbed, cloned for each signature.
 #[derive(Clone)]
-pub struct CapabilityKey(Vec<u8>);
+pub struct CapabilityKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for CapabilityKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,11 +69,11 @@ pub fn check_name(name: &str) -> Result<(), BadName> {
 
 impl CapabilityKey {
     pub fn new(secret: &[u8]) -> CapabilityKey {
-        CapabilityKey(secret.to_vec())
+        CapabilityKey(Hmac::<Sha256>::new_from_slice(secret).expect("any key length"))
     }
 
     fn mac(&self, id: &ObjectId, expires: u64, name: Option<&str>) -> Hmac<Sha256> {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        let mut m = self.0.clone();
         m.update(b"palaver-media-cap-v1\0");
         m.update(id.to_string().as_bytes());
         m.update(b"\0");

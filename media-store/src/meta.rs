@@ -65,6 +65,8 @@ pub struct Upload {
     pub updated: u64,
     /// Set once the upload has become an object.
     pub result: Option<ObjectId>,
+    /// Processed uploads: the staging key, wrapped.
+    pub staging_key: Option<WrappedKey>,
 }
 
 /// The metadata database.
@@ -102,7 +104,9 @@ CREATE TABLE IF NOT EXISTS uploads (
     content_type TEXT NOT NULL,
     expires INTEGER,
     updated INTEGER NOT NULL,
-    result TEXT
+    result TEXT,
+    skid TEXT,
+    skey BLOB
 );
 ";
 
@@ -131,6 +135,8 @@ fn row_to_upload(r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
     let kind: String = r.get(2)?;
     let sha: Option<String> = r.get(5)?;
     let result: Option<String> = r.get(9)?;
+    let skid: Option<String> = r.get(10)?;
+    let skey: Option<Vec<u8>> = r.get(11)?;
     Ok(Upload {
         uid: UploadId::parse(uid.as_bytes()).unwrap_or(UploadId([0; 16])),
         owner: r.get(1)?,
@@ -149,11 +155,12 @@ fn row_to_upload(r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
         expires: r.get(7)?,
         updated: r.get(8)?,
         result: result.map(parse_id).transpose()?,
+        staging_key: skid.zip(skey).map(|(kid, bytes)| WrappedKey { kid, bytes }),
     })
 }
 
 const UPLOAD_COLS: &str =
-    "uid, owner, kind, length, offset, sha256, content_type, expires, updated, result";
+    "uid, owner, kind, length, offset, sha256, content_type, expires, updated, result, skid, skey";
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
@@ -238,7 +245,7 @@ impl Meta {
                 return Ok(false);
             }
             tx.execute(
-                &format!("INSERT INTO uploads ({UPLOAD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL)"),
+                &format!("INSERT INTO uploads ({UPLOAD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, ?11)"),
                 params![
                     u.uid.to_string(),
                     u.owner,
@@ -248,7 +255,9 @@ impl Meta {
                     u.sha256.map(hex::encode),
                     u.content_type,
                     u.expires,
-                    u.updated
+                    u.updated,
+                    u.staging_key.as_ref().map(|w| w.kid.clone()),
+                    u.staging_key.as_ref().map(|w| w.bytes.clone())
                 ],
             )?;
             tx.commit()?;

@@ -2,6 +2,8 @@
 //! object look-up for downloads, deletion, expiry and garbage collection.
 //! HTTP lives in [`crate::http`]; this module knows nothing about it.
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -13,7 +15,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use crate::blob::{Blob, BlobError, BlobStore};
 use crate::capability::CapabilityKey;
 use crate::conditional::unix_now;
-use crate::crypto::{self, DataKey, MasterKeys};
+use crate::crypto::{self, DataKey, MasterKeys, StagingKey};
 use crate::id::{ObjectId, UploadId};
 use crate::meta::{Kind, Meta, MetaError, ObjectInfo, Owner, Upload};
 
@@ -170,12 +172,35 @@ pub struct Entry {
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub uploads_completed: std::sync::atomic::AtomicU64,
-    pub uploads_failed: std::sync::atomic::AtomicU64,
-    pub objects_deleted: std::sync::atomic::AtomicU64,
+    pub uploads_completed: Counter,
+    pub uploads_failed: Counter,
+    pub objects_deleted: Counter,
 }
 
-const CACHE_MAX: usize = 4096;
+impl Stats {
+    /// Registers the counters under `palaver_media_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("palaver_media");
+        r.register(
+            "uploads_completed",
+            "Uploads checked and stored",
+            self.uploads_completed.clone(),
+        );
+        r.register(
+            "uploads_failed",
+            "Complete uploads refused by their checks",
+            self.uploads_failed.clone(),
+        );
+        r.register(
+            "objects_deleted",
+            "Blobs deleted (last reference deleted or expired)",
+            self.objects_deleted.clone(),
+        );
+    }
+}
+
+/// Most cached objects (each holds an open file descriptor).
+const CACHE_MAX: usize = 512;
 
 /// The media service.
 #[derive(Debug)]
@@ -270,8 +295,13 @@ impl Media {
         if n.kind == Kind::Sealed && n.sha256.is_none() {
             return Err(UploadError::ChecksumRequired);
         }
+        let uid = UploadId::new();
+        let staging_key = (n.kind == Kind::Processed).then(|| {
+            let (_, raw) = StagingKey::random();
+            self.keys.wrap(&ObjectId::Processed(uid.0), &raw)
+        });
         let up = Upload {
-            uid: UploadId::new(),
+            uid,
             owner,
             kind: n.kind,
             length: n.length,
@@ -281,6 +311,7 @@ impl Media {
             expires: n.expires,
             updated: unix_now(),
             result: None,
+            staging_key,
         };
         tokio::fs::File::create(self.staged(up.uid)).await?;
         if !self
@@ -310,6 +341,18 @@ impl Media {
         self.meta.delete_upload(up.uid).await?;
         let _ = tokio::fs::remove_file(self.staged(uid)).await;
         Ok(())
+    }
+
+    fn staging_key(&self, up: &Upload) -> Result<Option<StagingKey>, UploadError> {
+        up.staging_key
+            .as_ref()
+            .map(|w| {
+                self.keys
+                    .unwrap_raw(&ObjectId::Processed(up.uid.0), w)
+                    .map(StagingKey::from_raw)
+                    .map_err(|e| UploadError::Storage(e.to_string()))
+            })
+            .transpose()
     }
 
     fn lock_upload(&self, uid: UploadId) -> Result<BusyGuard<'_>, UploadError> {
@@ -356,7 +399,8 @@ impl Media {
         file.set_len(offset).await?;
         file.seek(std::io::SeekFrom::Start(offset)).await?;
         let mut hasher = Hasher::for_digest(chunk);
-        let received = copy_body(body, &mut file, len, &mut hasher).await?;
+        let sk = self.staging_key(&up)?;
+        let received = copy_body(body, &mut file, (offset, len), &mut hasher, sk.as_ref()).await?;
         let keep = match chunk {
             Some(_) => received == len && hasher.matches(chunk),
             None => true,
@@ -386,15 +430,11 @@ impl Media {
         };
         match self.finish(&up).await {
             Ok(id) => {
-                self.stats
-                    .uploads_completed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.uploads_completed.inc();
                 Ok((new_offset, Some(id)))
             }
             Err(e) => {
-                self.stats
-                    .uploads_failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.uploads_failed.inc();
                 // A complete upload that fails its checks is discarded.
                 let _ = self.meta.delete_upload(uid).await;
                 let _ = tokio::fs::remove_file(self.staged(uid)).await;
@@ -406,7 +446,9 @@ impl Media {
     /// Checks a complete upload and makes it an object.
     async fn finish(&self, up: &Upload) -> Result<ObjectId, UploadError> {
         let staged = self.staged(up.uid);
-        let digest = blocking(hash_file, staged.clone()).await?;
+        let sk = Arc::new(self.staging_key(up)?);
+        let (p, k) = (staged.clone(), sk.clone());
+        let digest = blocking(move || hash_file(&p, k.as_ref().as_ref())).await?;
         if up.sha256.is_some_and(|want| want != digest) {
             return Err(UploadError::ChecksumMismatch);
         }
@@ -417,9 +459,8 @@ impl Media {
                 let (key, raw) = DataKey::random();
                 let tmp = self.staging.join("tmp").join(up.uid.to_string());
                 let (src, dst) = (staged.clone(), tmp.clone());
-                tokio::task::spawn_blocking(move || encrypt_file(&key, &id, &src, &dst))
-                    .await
-                    .map_err(|e| UploadError::Storage(e.to_string()))??;
+                let sk = sk.clone();
+                blocking(move || encrypt_file(&key, &id, &src, &dst, sk.as_ref().as_ref())).await?;
                 (id, tmp, Some(self.keys.wrap(&id, &raw)))
             }
         };
@@ -519,9 +560,7 @@ impl Media {
                 .remove(id);
             self.blobs.delete(&id.blob_path()).await?;
         }
-        self.stats
-            .objects_deleted
-            .fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.objects_deleted.inc_by(gone.len() as u64);
         Ok(gone.len())
     }
 
@@ -595,10 +634,9 @@ impl Media {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: fn(PathBuf) -> std::io::Result<T>,
-    p: PathBuf,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, UploadError> {
-    tokio::task::spawn_blocking(move || f(p))
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| UploadError::Storage(e.to_string()))?
         .map_err(UploadError::from)
@@ -607,8 +645,9 @@ async fn blocking<T: Send + 'static>(
 async fn copy_body<B: BodySource>(
     body: &mut B,
     file: &mut tokio::fs::File,
-    len: u64,
+    (offset, len): (u64, u64),
     hasher: &mut Hasher,
+    sk: Option<&StagingKey>,
 ) -> Result<u64, UploadError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut received = 0u64;
@@ -619,6 +658,9 @@ async fn copy_body<B: BodySource>(
             Ok(n) => n,
         };
         hasher.update(&buf[..n]);
+        if let Some(k) = sk {
+            k.apply(offset + received, &mut buf[..n]);
+        }
         file.write_all(&buf[..n]).await?;
         received += n as u64;
     }
@@ -626,20 +668,31 @@ async fn copy_body<B: BodySource>(
     Ok(received)
 }
 
-fn hash_file(p: PathBuf) -> std::io::Result<[u8; 32]> {
+fn hash_file(p: &Path, sk: Option<&StagingKey>) -> std::io::Result<[u8; 32]> {
     let mut f = std::fs::File::open(p)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
+    let mut at = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
             return Ok(h.finalize().into());
         }
+        if let Some(k) = sk {
+            k.apply(at, &mut buf[..n]);
+        }
         h.update(&buf[..n]);
+        at += n as u64;
     }
 }
 
-fn encrypt_file(key: &DataKey, id: &ObjectId, src: &Path, dst: &Path) -> std::io::Result<()> {
+fn encrypt_file(
+    key: &DataKey,
+    id: &ObjectId,
+    src: &Path,
+    dst: &Path,
+    sk: Option<&StagingKey>,
+) -> std::io::Result<()> {
     let mut input = std::fs::File::open(src)?;
     let len = input.metadata()?.len();
     let mut out = std::io::BufWriter::new(std::fs::File::create(dst)?);
@@ -650,6 +703,9 @@ fn encrypt_file(key: &DataKey, id: &ObjectId, src: &Path, dst: &Path) -> std::io
         buf.clear();
         buf.resize(this, 0);
         input.read_exact(&mut buf)?;
+        if let Some(k) = sk {
+            k.apply(i * crypto::SEGMENT, &mut buf);
+        }
         key.seal(id, i, i + 1 == n, &mut buf);
         out.write_all(&buf)?;
     }

@@ -69,6 +69,7 @@ pub async fn start(
     cfg: &Config,
     secrets: &Secrets,
     store: Arc<dyn Store>,
+    registry: &mut prometheus_client::registry::Registry,
     stop: CancellationToken,
 ) -> anyhow::Result<Running> {
     let m = &cfg.media;
@@ -108,6 +109,9 @@ pub async fn start(
         )
         .context("cannot open the media store")?,
     );
+    media.stats.register(registry);
+    let http_stats = Arc::new(HttpStats::default());
+    http_stats.register(registry);
     match media.collect_orphans().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(n, "removed orphan media blobs"),
@@ -135,7 +139,7 @@ pub async fn start(
         media.clone(),
         Arc::new(StoreAuth(store)),
         http,
-        Arc::new(HttpStats::default()),
+        http_stats,
         stop.clone(),
     ));
     let every = m.maintenance_interval;

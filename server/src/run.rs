@@ -269,17 +269,26 @@ async fn serve(
         shutdown_timeout: cfg.server.shutdown_timeout,
     };
     let main_app = palaver_signaling::http::routes(gw.clone());
+    let media = if cfg.media.enabled {
+        Some(
+            crate::media::start(
+                &cfg,
+                &secrets,
+                store.clone(),
+                &mut registry,
+                http_stop.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let admin_app = admin::routes(AdminState {
         registry: Arc::new(registry),
         verifier: dev_codes.then(|| verifier.clone()),
         token: secrets.admin_token.clone(),
         turn: turn_stats,
     });
-    let media = if cfg.media.enabled {
-        Some(crate::media::start(&cfg, &secrets, store.clone(), http_stop.clone()).await?)
-    } else {
-        None
-    };
     let main_task = tokio::spawn(http::serve(
         main_listener,
         main_app,
@@ -358,7 +367,10 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
             .with_context(|| format!("cannot open the database {}", cfg.sqlite_path().display()))?,
     );
     let stop = CancellationToken::new();
-    let media = crate::media::start(&cfg, &secrets, store.clone(), stop.clone()).await?;
+    // No admin listener here: the metrics go nowhere.
+    let mut registry = Registry::default();
+    let media =
+        crate::media::start(&cfg, &secrets, store.clone(), &mut registry, stop.clone()).await?;
     tracing::info!(media_addr = %media.addr, "palaver media started");
     announce("media", media.addr);
     wait_for_signal().await?;

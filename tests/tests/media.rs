@@ -775,3 +775,27 @@ async fn expired_objects_are_removed() {
     }
     assert!(!blob.exists(), "the blob is deleted from the store");
 }
+
+#[tokio::test]
+async fn pipelined_requests_and_http_1_0() {
+    let s = Server::start();
+    // Two requests in one write get two answers, in order, on one connection.
+    let out = raw(
+        &s,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    let first = text.find("HTTP/1.1 200").expect("first answer");
+    let second = text.find("HTTP/1.1 404").expect("second answer");
+    assert!(first < second);
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let out = raw(&s, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status_of(&out), 200);
+    assert!(String::from_utf8_lossy(&out).contains("Connection: close"));
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("palaver_media_connections_accepted_total 2"),
+        "{metrics}"
+    );
+}

@@ -220,6 +220,31 @@ impl Conn {
         }
     }
 
+    /// Writes `bytes` with `MSG_MORE`: the kernel holds them back to go out
+    /// in the same segments as the data that follows (a response head
+    /// before `sendfile`).
+    pub(crate) async fn write_more(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let stream = &self.stream;
+        while !bytes.is_empty() {
+            let r = stream.try_io(Interest::WRITABLE, || {
+                rustix::net::send(stream, bytes, rustix::net::SendFlags::MORE)
+                    .map_err(io::Error::from)
+            });
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match timeout(self.t.send, stream.writable()).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `len` bytes of `file` from `offset` with `sendfile(2)`.
     pub(crate) async fn send_file(
         &mut self,

@@ -17,8 +17,11 @@ mod reply;
 mod upload;
 
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -67,10 +70,33 @@ impl Default for HttpConfig {
 /// Connection counters for metrics.
 #[derive(Debug, Default)]
 pub struct HttpStats {
-    pub open: AtomicU64,
-    pub accepted: AtomicU64,
-    pub evicted_idle: AtomicU64,
-    pub refused: AtomicU64,
+    pub open: Gauge,
+    pub accepted: Counter,
+    pub evicted_idle: Counter,
+    pub refused: Counter,
+}
+
+impl HttpStats {
+    /// Registers the metrics under `palaver_media_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("palaver_media");
+        r.register("connections", "Open media connections", self.open.clone());
+        r.register(
+            "connections_accepted",
+            "Media connections accepted",
+            self.accepted.clone(),
+        );
+        r.register(
+            "connections_evicted_idle",
+            "Idle keep-alive connections closed to make room at the cap",
+            self.evicted_idle.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections refused with 503 (every connection busy)",
+            self.refused.clone(),
+        );
+    }
 }
 
 pub(crate) struct Ctx {
@@ -119,8 +145,8 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
-        stats.open.fetch_add(1, Ordering::Relaxed);
+        stats.accepted.inc();
+        stats.open.inc();
         let (ctx, slots, stats, stop) =
             (ctx.clone(), slots.clone(), stats.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -130,7 +156,7 @@ pub async fn serve(
                 .unwrap_or_else(|e| e.into_inner())
                 .open
                 .remove(&id);
-            stats.open.fetch_sub(1, Ordering::Relaxed);
+            stats.open.dec();
         });
     }
     drop(listener);
@@ -142,8 +168,9 @@ pub async fn serve(
 /// connection to make room. `None` if every connection is busy.
 fn admit(slots: &Mutex<Slots>, max: usize, stats: &HttpStats) -> Option<(u64, Arc<Slot>)> {
     let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
-    let live = s.open.values().filter(|x| !x.close.is_cancelled()).count();
-    if live >= max {
+    // Only at the cap is the table scanned (connections being evicted
+    // still sit in it until their task ends, so count only live ones).
+    if s.open.len() >= max && s.open.values().filter(|x| !x.close.is_cancelled()).count() >= max {
         let victim = s
             .open
             .values()
@@ -151,10 +178,10 @@ fn admit(slots: &Mutex<Slots>, max: usize, stats: &HttpStats) -> Option<(u64, Ar
         match victim {
             Some(v) => {
                 v.close.cancel();
-                stats.evicted_idle.fetch_add(1, Ordering::Relaxed);
+                stats.evicted_idle.inc();
             }
             None => {
-                stats.refused.fetch_add(1, Ordering::Relaxed);
+                stats.refused.inc();
                 return None;
             }
         }
@@ -215,9 +242,8 @@ async fn connection(stream: TcpStream, ctx: &Ctx, slot: &Slot, stop: &Cancellati
         if !keep {
             reply.close = true;
         }
-        if reply.close && head.http10 {
-            // HTTP/1.0 clients close by default; nothing more to say.
-        } else if !reply.close && head.http10 {
+        if !reply.close && head.http10 {
+            // HTTP/1.0 closes by default: say that this one stays open.
             reply = reply.header("Connection", "keep-alive");
         }
         let close = reply.close;

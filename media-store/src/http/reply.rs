@@ -232,7 +232,7 @@ async fn write_range(
             file.read_exact_at(&mut pending[at..], r.start)?;
             return Ok(());
         }
-        conn.write(pending).await?;
+        conn.write_more(pending).await?;
         pending.clear();
         return conn.send_file(file, r.start, r.len()).await;
     }

@@ -443,3 +443,43 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn processed_uploads_are_encrypted_while_staged_and_resume() {
+    let f = fixture();
+    let d = data(150_000);
+    let up = f
+        .media
+        .create_upload(
+            1,
+            NewUpload {
+                kind: Kind::Processed,
+                length: 150_000,
+                sha256: Some(sha(&d)),
+                content_type: "video/mp4".into(),
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut cut = body(&d[..70_001]);
+    assert!(
+        f.media
+            .append(1, up.uid, 0, 150_000, &mut cut, None)
+            .await
+            .is_err()
+    );
+    let staged = std::fs::read(f.path.join("uploads").join(up.uid.to_string())).unwrap();
+    assert_eq!(staged.len(), 70_001);
+    assert!(
+        !staged.windows(64).any(|w| w == &d[1000..1064]),
+        "no plaintext while staged"
+    );
+    let (_, id) = f
+        .media
+        .append(1, up.uid, 70_001, 79_999, &mut body(&d[70_001..]), None)
+        .await
+        .unwrap();
+    let e = f.media.lookup(id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(read_all(&e), d);
+}
