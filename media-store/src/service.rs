@@ -216,8 +216,13 @@ pub struct Media {
     /// Held while a blob is put and committed, and while GC checks and
     /// deletes an orphan, so GC never deletes a blob being committed.
     commit_lock: tokio::sync::Mutex<()>,
+    /// Unix seconds of the last orphan scan (0: never).
+    last_orphan_scan: std::sync::atomic::AtomicU64,
     pub stats: Stats,
 }
+
+/// Seconds between orphan scans in [`Media::maintain`].
+const ORPHAN_SCAN_EVERY: u64 = 3600;
 
 struct BusyGuard<'a>(&'a Mutex<HashSet<UploadId>>, UploadId);
 
@@ -272,6 +277,7 @@ impl Media {
             cache: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             commit_lock: tokio::sync::Mutex::new(()),
+            last_orphan_scan: std::sync::atomic::AtomicU64::new(0),
             stats: Stats::default(),
         })
     }
@@ -618,9 +624,22 @@ impl Media {
         Ok(n)
     }
 
-    /// One maintenance pass: expiry, stale uploads, key rotation.
+    /// One maintenance pass: expiry, stale uploads, key rotation, and about
+    /// once an hour orphan blobs (listing the whole store is not free).
     pub async fn maintain(&self) {
         let now = unix_now();
+        let last = self
+            .last_orphan_scan
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now >= last + ORPHAN_SCAN_EVERY {
+            self.last_orphan_scan
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            match self.collect_orphans().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "removed orphan media blobs"),
+                Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
+            }
+        }
         if let Err(e) = self.sweep(now).await {
             tracing::warn!(error = %e, "media expiry failed");
         }
