@@ -230,6 +230,27 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes all of `bufs` with `writev`, like [`Conn::write`].
+    pub(crate) async fn write_vectored(
+        &mut self,
+        mut bufs: &mut [io::IoSlice<'_>],
+    ) -> io::Result<()> {
+        while !bufs.is_empty() {
+            match self.stream.try_write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match timeout(self.t.send, self.stream.writable()).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Closes after a final response without resetting the connection:
     /// shuts down the write side, then reads and discards what the client
     /// still sends (an unread request body) for a few seconds, so it gets
