@@ -112,6 +112,20 @@ impl DataKey {
         last: bool,
         buf: &mut Vec<u8>,
     ) -> Result<(), AuthError> {
+        let n = self.open_slice(id, index, last, buf)?;
+        buf.truncate(n);
+        Ok(())
+    }
+
+    /// Like [`DataKey::open`] on a slice: the plaintext is left at the start
+    /// of `buf` and its length returned.
+    pub fn open_slice(
+        &self,
+        id: &ObjectId,
+        index: u64,
+        last: bool,
+        buf: &mut [u8],
+    ) -> Result<usize, AuthError> {
         let n = buf.len().checked_sub(TAG as usize).ok_or(AuthError)?;
         self.0
             .open_in_place(
@@ -120,8 +134,7 @@ impl DataKey {
                 buf,
             )
             .map_err(|_| AuthError)?;
-        buf.truncate(n);
-        Ok(())
+        Ok(n)
     }
 }
 

@@ -216,8 +216,13 @@ pub struct Media {
     /// Held while a blob is put and committed, and while GC checks and
     /// deletes an orphan, so GC never deletes a blob being committed.
     commit_lock: tokio::sync::Mutex<()>,
+    /// Unix seconds of the last orphan scan (0: never).
+    last_orphan_scan: std::sync::atomic::AtomicU64,
     pub stats: Stats,
 }
+
+/// Seconds between orphan scans in [`Media::maintain`].
+const ORPHAN_SCAN_EVERY: u64 = 3600;
 
 struct BusyGuard<'a>(&'a Mutex<HashSet<UploadId>>, UploadId);
 
@@ -272,6 +277,7 @@ impl Media {
             cache: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             commit_lock: tokio::sync::Mutex::new(()),
+            last_orphan_scan: std::sync::atomic::AtomicU64::new(0),
             stats: Stats::default(),
         })
     }
@@ -618,9 +624,22 @@ impl Media {
         Ok(n)
     }
 
-    /// One maintenance pass: expiry, stale uploads, key rotation.
+    /// One maintenance pass: expiry, stale uploads, key rotation, and about
+    /// once an hour orphan blobs (listing the whole store is not free).
     pub async fn maintain(&self) {
         let now = unix_now();
+        let last = self
+            .last_orphan_scan
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now >= last + ORPHAN_SCAN_EVERY {
+            self.last_orphan_scan
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            match self.collect_orphans().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "removed orphan media blobs"),
+                Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
+            }
+        }
         if let Err(e) = self.sweep(now).await {
             tracing::warn!(error = %e, "media expiry failed");
         }
@@ -713,8 +732,9 @@ fn encrypt_file(
     f.sync_all()
 }
 
-/// Decrypts plaintext bytes `start..end` of a processed blob into `out`,
-/// reading only the segments that hold them.
+/// Decrypts plaintext bytes `start..end` of a processed blob, appending
+/// them to `out`. Only the segments that hold them are read; each is read
+/// straight into `out` and decrypted in place (no extra copy).
 pub fn read_plain(
     entry: &Entry,
     start: u64,
@@ -729,19 +749,22 @@ pub fn read_plain(
     let Blob::File { file, .. } = &entry.blob;
     let size = entry.info.size;
     let nseg = crypto::segments(size);
-    let mut seg = Vec::with_capacity((crypto::SEGMENT + crypto::TAG) as usize);
     let mut i = start / crypto::SEGMENT;
-    while i * crypto::SEGMENT < end || (size == 0 && i == 0 && start < end) {
-        let plain_len = (size - i * crypto::SEGMENT).min(crypto::SEGMENT);
-        seg.clear();
-        seg.resize((plain_len + crypto::TAG) as usize, 0);
-        file.read_exact_at(&mut seg, i * (crypto::SEGMENT + crypto::TAG))?;
-        key.open(&entry.info.id, i, i + 1 == nseg, &mut seg)
-            .map_err(|_| std::io::Error::other("segment failed authentication"))?;
+    while i * crypto::SEGMENT < end.min(size) {
         let seg_start = i * crypto::SEGMENT;
-        let from = start.max(seg_start) - seg_start;
-        let to = end.min(seg_start + plain_len) - seg_start;
-        out.extend_from_slice(&seg[from as usize..to as usize]);
+        let plain_len = (size - seg_start).min(crypto::SEGMENT) as usize;
+        let at = out.len();
+        out.resize(at + plain_len + crypto::TAG as usize, 0);
+        file.read_exact_at(&mut out[at..], i * (crypto::SEGMENT + crypto::TAG))?;
+        key.open_slice(&entry.info.id, i, i + 1 == nseg, &mut out[at..])
+            .map_err(|_| std::io::Error::other("segment failed authentication"))?;
+        let from = (start.max(seg_start) - seg_start) as usize;
+        let to = (end.min(seg_start + plain_len as u64) - seg_start) as usize;
+        out.truncate(at + to);
+        if from > 0 {
+            out.copy_within(at + from.., at);
+            out.truncate(at + to - from);
+        }
         i += 1;
     }
     Ok(())

@@ -112,11 +112,7 @@ pub async fn start(
     media.stats.register(registry);
     let http_stats = Arc::new(HttpStats::default());
     http_stats.register(registry);
-    match media.collect_orphans().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(n, "removed orphan media blobs"),
-        Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
-    }
+    // The first maintenance pass (at start-up) also removes orphan blobs.
     let listener = TcpListener::bind(m.listen)
         .await
         .with_context(|| format!("cannot listen on media.listen = {}", m.listen))?;

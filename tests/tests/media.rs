@@ -159,6 +159,22 @@ async fn processed_round_trip_is_encrypted_at_rest() {
     let r = get(&url, &[("Range", "bytes=65530-65545")]).await;
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &plain[65530..65546]);
+    let r = get(&url, &[("Range", "bytes=1000-150000")]).await;
+    assert_eq!(r.body, &plain[1000..150_001]);
+    // Several ranges over several segments.
+    let r = get(&url, &[("Range", "bytes=0-0,70000-70009,-3")]).await;
+    assert_eq!(r.status, 206);
+    for (i, part) in [&plain[0..1], &plain[70000..70010], &plain[199_997..]]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            r.body
+                .windows(part.len() + 4)
+                .any(|w| w.starts_with(b"\r\n\r\n") && &w[4..] == *part),
+            "part {i}"
+        );
+    }
 
     // At rest: segments with tags, no plaintext.
     let path = s.data_dir.join("media/blobs/p").join(&id[..2]).join(&id);

@@ -130,6 +130,20 @@ impl Conn {
         if self.buffered() > 0 {
             return true;
         }
+        // A pipelined or already-arrived request needs no timer.
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        match self.stream.try_read(&mut self.buf[self.end..]) {
+            Ok(0) => return false,
+            Ok(n) => {
+                self.end += n;
+                return true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
         matches!(timeout(self.t.idle, self.fill()).await, Ok(Ok(n)) if n > 0)
     }
 
@@ -196,13 +210,45 @@ impl Conn {
         }
     }
 
-    /// Writes all of `bytes` with the send timeout on each step.
-    pub(crate) async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let send = self.t.send;
-        match timeout(send, self.stream.write_all(bytes)).await {
-            Ok(r) => r,
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    /// Writes all of `bytes`; each wait for the socket to become writable
+    /// is bounded by the send timeout. Tries the write first, so a response
+    /// that fits in the socket buffer costs no timer.
+    pub(crate) async fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match self.stream.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match timeout(self.t.send, self.stream.writable()).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
+    }
+
+    /// Writes all of `bufs` with `writev`, like [`Conn::write`].
+    pub(crate) async fn write_vectored(
+        &mut self,
+        mut bufs: &mut [io::IoSlice<'_>],
+    ) -> io::Result<()> {
+        while !bufs.is_empty() {
+            match self.stream.try_write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match timeout(self.t.send, self.stream.writable()).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Closes after a final response without resetting the connection:

@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use super::conn::Conn;
 use crate::blob::Blob;
+use crate::crypto::{SEGMENT, TAG, segments};
 use crate::range::ByteRange;
-use crate::service::{Entry, read_plain};
+use crate::service::Entry;
+use std::io::IoSlice;
 
 /// Bodies up to this size are read and sent with the head in one write.
 const INLINE: u64 = 64 * 1024;
-/// Plaintext decrypted per step for processed objects.
-const PLAIN_STEP: u64 = 256 * 1024;
+/// Segments read and decrypted per step for processed objects (256 KiB).
+const SEGS_PER_STEP: u64 = 4;
 
 #[derive(Debug)]
 pub(crate) enum Payload {
@@ -236,13 +238,64 @@ async fn write_range(
         pending.clear();
         return conn.send_file(file, r.start, r.len()).await;
     }
-    let mut at = r.start;
-    while at < r.end {
-        let step_end = r.end.min(at + PLAIN_STEP);
-        read_plain(entry, at, step_end, pending)?;
-        conn.write(pending).await?;
+    let mut scratch = Vec::new();
+    let mut i = r.start / SEGMENT;
+    let last = (r.end - 1) / SEGMENT;
+    while i <= last {
+        let j = (i + SEGS_PER_STEP - 1).min(last);
+        let bounds = read_segments(entry, r, i, j, &mut scratch)?;
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(bounds.len() + 1);
+        if !pending.is_empty() {
+            slices.push(IoSlice::new(pending));
+        }
+        slices.extend(bounds.iter().map(|&(a, b)| IoSlice::new(&scratch[a..b])));
+        conn.write_vectored(&mut slices).await?;
         pending.clear();
-        at = step_end;
+        i = j + 1;
     }
     Ok(())
+}
+
+/// Reads the stored segments `i..=j` of a processed object with one
+/// `pread` into `scratch`, decrypts each in place, and returns the byte
+/// bounds in `scratch` of the plaintext that falls inside `r`.
+fn read_segments(
+    entry: &Entry,
+    r: ByteRange,
+    i: u64,
+    j: u64,
+    scratch: &mut Vec<u8>,
+) -> io::Result<Vec<(usize, usize)>> {
+    use std::os::unix::fs::FileExt;
+    let key = entry
+        .key
+        .as_ref()
+        .ok_or_else(|| io::Error::other("no key"))?;
+    let Blob::File { file, .. } = &entry.blob;
+    let size = entry.info.size;
+    let nseg = segments(size);
+    let stored = SEGMENT + TAG;
+    let plain_len = |k: u64| (size - k * SEGMENT).min(SEGMENT);
+    let n = ((j - i) * stored + plain_len(j) + TAG) as usize;
+    if scratch.len() < n {
+        scratch.resize(n, 0);
+    }
+    file.read_exact_at(&mut scratch[..n], i * stored)?;
+    let mut bounds = Vec::with_capacity((j - i + 1) as usize);
+    for k in i..=j {
+        let off = ((k - i) * stored) as usize;
+        let len = plain_len(k);
+        key.open_slice(
+            &entry.info.id,
+            k,
+            k + 1 == nseg,
+            &mut scratch[off..off + (len + TAG) as usize],
+        )
+        .map_err(|_| io::Error::other("segment failed authentication"))?;
+        let seg_start = k * SEGMENT;
+        let from = (r.start.max(seg_start) - seg_start) as usize;
+        let to = (r.end.min(seg_start + len) - seg_start) as usize;
+        bounds.push((off + from, off + to));
+    }
+    Ok(bounds)
 }
