@@ -46,6 +46,17 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         b.at = now;
     }
 
+    /// Time until a bucket holding `tokens` has a whole token.
+    fn wait(&self, tokens: f64) -> Duration {
+        let per_sec = self.rate.per_minute / 60.0;
+        let secs = if per_sec > 0.0 {
+            ((1.0 - tokens) / per_sec).min(86_400.0)
+        } else {
+            86_400.0
+        };
+        Duration::from_secs_f64(secs)
+    }
+
     /// Takes one token for `key`, or says how long until one is available.
     pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let mut map = self.shard(key).lock();
@@ -59,13 +70,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             b.tokens -= 1.0;
             Ok(())
         } else {
-            let per_sec = self.rate.per_minute / 60.0;
-            let wait = if per_sec > 0.0 {
-                (1.0 - b.tokens) / per_sec
-            } else {
-                86_400.0
-            };
-            Err(Duration::from_secs_f64(wait.min(86_400.0)))
+            Err(self.wait(b.tokens))
         }
     }
 
@@ -79,12 +84,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         if b.tokens >= 1.0 {
             Ok(())
         } else {
-            let per_sec = self.rate.per_minute / 60.0;
-            Err(Duration::from_secs_f64(if per_sec > 0.0 {
-                ((1.0 - b.tokens) / per_sec).min(86_400.0)
-            } else {
-                86_400.0
-            }))
+            Err(self.wait(b.tokens))
         }
     }
 
