@@ -106,12 +106,31 @@ enum Role {
     Turn,
 }
 
-/// A random secret for TURN credentials when `palaver serve` runs both
-/// sides and none is configured: they only need to agree with each other.
-fn ephemeral_secret() -> String {
+/// The TURN secret of `palaver serve` when none is configured: signaling
+/// and TURN run in this process and only need to agree with each other. It
+/// is made once and kept in the data directory (mode 0600), so that TURN
+/// credentials issued before a restart stay valid after it.
+fn local_turn_secret(data_dir: &std::path::Path) -> anyhow::Result<String> {
     use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("turn.secret");
+    if path.exists() {
+        return Ok(config::read_secret_file("calls.turn_secret_file", &path)?
+            .expose()
+            .to_owned());
+    }
     let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+    let secret = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    Ok(secret)
 }
 
 async fn serve(
@@ -128,7 +147,10 @@ async fn serve(
     let run_turn = role == Role::Turn || (role == Role::Serve && cfg.serve.turn);
     let turn_secret = match (&secrets.turn_secret, role) {
         (Some(s), _) => Some(s.expose().to_owned()),
-        (None, Role::Serve) if run_turn => Some(ephemeral_secret()),
+        (None, Role::Serve) if run_turn => {
+            prepare_data_dir(&cfg.data_dir)?;
+            Some(local_turn_secret(&cfg.data_dir)?)
+        }
         (None, Role::Turn) => anyhow::bail!(
             "config key `calls.turn_secret`: required by `palaver turn` (shared with signaling)"
         ),

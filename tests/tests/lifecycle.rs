@@ -298,3 +298,24 @@ async fn webhook_verifier_delivers_signed_codes() {
         "codes are not logged by the webhook verifier"
     );
 }
+
+#[tokio::test]
+async fn the_local_turn_secret_survives_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start();
+    let path = server.data_dir.join("turn.secret");
+    let first = std::fs::read_to_string(&path).expect("serve keeps its TURN secret");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(first.trim().len() >= 40, "a 256-bit secret");
+    assert!(!server.log().contains(first.trim()), "secrets never logged");
+    server.kill();
+    server.restart();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        first,
+        "the same secret after a restart"
+    );
+}
