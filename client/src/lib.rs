@@ -443,10 +443,7 @@ impl Client {
     /// Tells the sender of `msgs` they were read.
     pub async fn read(&mut self, to: AccountId, msgs: Vec<ClientMsgId>) -> Result<()> {
         let id = self.id();
-        match self.call(ClientFrame::Read { id, to, msgs }).await? {
-            ServerFrame::Done { .. } => Ok(()),
-            f => Err(unexpected(f)),
-        }
+        self.call_done(ClientFrame::Read { id, to, msgs }).await
     }
 
     /// Sends a typing indicator.
@@ -472,19 +469,15 @@ impl Client {
     /// Sets who may see this account's presence.
     pub async fn set_privacy(&mut self, last_seen: LastSeenPrivacy) -> Result<()> {
         let id = self.id();
-        match self.call(ClientFrame::SetPrivacy { id, last_seen }).await? {
-            ServerFrame::Done { .. } => Ok(()),
-            f => Err(unexpected(f)),
-        }
+        self.call_done(ClientFrame::SetPrivacy { id, last_seen })
+            .await
     }
 
     /// Unlinks a device of this account.
     pub async fn revoke_device(&mut self, device: DeviceId) -> Result<()> {
         let id = self.id();
-        match self.call(ClientFrame::RevokeDevice { id, device }).await? {
-            ServerFrame::Done { .. } => Ok(()),
-            f => Err(unexpected(f)),
-        }
+        self.call_done(ClientFrame::RevokeDevice { id, device })
+            .await
     }
 
     /// Round trip to the server.
@@ -504,10 +497,7 @@ impl Client {
         } else {
             ClientFrame::Unblock { id, account }
         };
-        match self.call(frame).await? {
-            ServerFrame::Done { .. } => Ok(()),
-            f => Err(unexpected(f)),
-        }
+        self.call_done(frame).await
     }
 
     /// The accounts this account blocks.
@@ -543,6 +533,7 @@ impl Client {
         }
     }
 
+    /// Sends a request whose success reply is `done`.
     async fn call_done(&mut self, frame: ClientFrame) -> Result<()> {
         match self.call(frame).await? {
             ServerFrame::Done { .. } => Ok(()),

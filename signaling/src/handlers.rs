@@ -135,7 +135,10 @@ impl Conn {
             F::Read { id, to, msgs } => self.read(id, to, msgs).await,
             F::Typing { to, typing } => {
                 let me = self.me()?;
-                if self.typing.check(&self.gw.limits.typing, Instant::now()) {
+                // Only online targets can be told; check blocks only for them.
+                if self.typing.check(&self.gw.limits.typing, Instant::now())
+                    && self.gw.router.is_online(to)
+                {
                     let (a, b) = self.gw.store.blocks(me.account, to).await?;
                     if !a && !b {
                         self.gw.router.typing(me.account, me.device, to, typing);
@@ -461,23 +464,18 @@ impl Conn {
             expires_at_ms: now + self.gw.config.envelope_ttl.as_millis() as u64,
         };
         match self.gw.store.send(req).await? {
-            SendOutcome::Stored { ts } => {
-                self.gw.metrics.messages_stored.inc();
+            outcome @ (SendOutcome::Stored { ts } | SendOutcome::Duplicate { ts }) => {
+                let duplicate = matches!(outcome, SendOutcome::Duplicate { .. });
+                if duplicate {
+                    self.gw.metrics.messages_duplicate.inc();
+                } else {
+                    self.gw.metrics.messages_stored.inc();
+                }
                 self.reply(ServerFrame::Sent {
                     id,
                     msg,
                     ts,
-                    duplicate: false,
-                });
-                Ok(())
-            }
-            SendOutcome::Duplicate { ts } => {
-                self.gw.metrics.messages_duplicate.inc();
-                self.reply(ServerFrame::Sent {
-                    id,
-                    msg,
-                    ts,
-                    duplicate: true,
+                    duplicate,
                 });
                 Ok(())
             }

@@ -476,19 +476,13 @@ impl Calls {
         kind: SdpKind,
         sdp: String,
     ) -> Result<(), CallError> {
-        let peers = self.peers(device, call, false)?;
-        for to in peers {
-            self.send(
-                to,
-                CallEvent::Sdp {
-                    call,
-                    from: device,
-                    kind,
-                    sdp: sdp.clone(),
-                },
-            );
-        }
-        Ok(())
+        let event = CallEvent::Sdp {
+            call,
+            from: device,
+            kind,
+            sdp,
+        };
+        self.relay(device, call, false, event)
     }
 
     /// Relays an ICE candidate to the other party (while ringing, the
@@ -499,16 +493,23 @@ impl Calls {
         call: CallId,
         candidate: String,
     ) -> Result<(), CallError> {
-        let peers = self.peers(device, call, true)?;
-        for to in peers {
-            self.send(
-                to,
-                CallEvent::Ice {
-                    call,
-                    from: device,
-                    candidate: candidate.clone(),
-                },
-            );
+        let event = CallEvent::Ice {
+            call,
+            from: device,
+            candidate,
+        };
+        self.relay(device, call, true, event)
+    }
+
+    fn relay(
+        &mut self,
+        device: DeviceId,
+        call: CallId,
+        while_ringing: bool,
+        event: CallEvent,
+    ) -> Result<(), CallError> {
+        for to in self.peers(device, call, while_ringing)? {
+            self.send(to, event.clone());
         }
         Ok(())
     }
