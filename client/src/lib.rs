@@ -7,6 +7,7 @@
 //! encrypt them yet (end-to-end encryption arrives with the key directory).
 
 mod dev;
+mod groups;
 pub mod media;
 
 pub use dev::dev_code;
@@ -18,7 +19,8 @@ use palaver_proto::frames::{
     CallLogEntry, ClientFrame, EnvelopeKind, ErrorFrame, IceServer, LastSeenPrivacy, Media,
     OutEnvelope, Payload, PresenceInfo, SdpKind, ServerFrame,
 };
-use palaver_proto::{AccountId, CallId, ClientMsgId, DeviceId, ErrorCode, RequestId, Seq};
+use palaver_proto::groups::GroupEvent;
+use palaver_proto::{AccountId, CallId, ClientMsgId, DeviceId, ErrorCode, GroupId, RequestId, Seq};
 use std::collections::VecDeque;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -81,6 +83,10 @@ pub struct Envelope {
     pub msg: ClientMsgId,
     pub ts: u64,
     pub payload: Option<Vec<u8>>,
+    /// The group of a group message or group event.
+    pub group: Option<GroupId>,
+    /// What changed, for `group_event` envelopes.
+    pub event: Option<GroupEvent>,
 }
 
 /// The result of linking a device.
@@ -235,6 +241,8 @@ impl Client {
                 msg,
                 ts,
                 payload,
+                group,
+                event,
             } => Event::Envelope(Envelope {
                 seq,
                 kind,
@@ -243,6 +251,8 @@ impl Client {
                 msg,
                 ts,
                 payload: payload.map(|p| p.0),
+                group,
+                event: event.map(|e| *e),
             }),
             ServerFrame::Typing {
                 from,
@@ -624,7 +634,10 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | Pong { id }
         | CallStarted { id, .. }
         | BlockedList { id, .. }
-        | CallLog { id, .. } => Some(*id),
+        | CallLog { id, .. }
+        | Group { id, .. }
+        | GroupList { id, .. }
+        | GroupInvite { id, .. } => Some(*id),
         Error(e) => e.id,
         Hello { .. }
         | Envelope { .. }

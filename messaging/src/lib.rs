@@ -5,6 +5,8 @@
 //! - [`policy`]: pure rules with no I/O (phone numbers, codes, credentials,
 //!   which devices a send must cover, when a code is accepted). They take
 //!   `now` as an argument and are unit-tested in isolation.
+//! - [`groups`]: pure rules of group chats (roles, permissions, limits,
+//!   the events each change produces).
 //! - [`store`]: the [`Store`] trait, the only door to durable state, and
 //!   [`sqlite::SqliteStore`], its embedded implementation. A PostgreSQL
 //!   implementation will sit beside it.
@@ -16,10 +18,12 @@
 //!
 //! [`Seq`]: palaver_proto::Seq
 
+pub mod groups;
 pub mod policy;
 pub mod sqlite;
 pub mod store;
 
 pub use store::{
-    NewDevice, Notifier, SendOutcome, SendRequest, Store, StoreError, StoredEnvelope, VerifyOutcome,
+    GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, NewDevice, NewGroup,
+    Notifier, SendOutcome, SendRequest, Store, StoreError, StoredEnvelope, VerifyOutcome,
 };

@@ -8,11 +8,13 @@
 //! a small pool of read-only connections (WAL mode lets them proceed while
 //! the writer commits).
 
+use crate::groups::GroupError;
 use crate::policy::{CodeDecision, CodeRecord, Phone, check_coverage, decide_code};
 use crate::store::*;
 use async_trait::async_trait;
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
-use palaver_proto::{AccountId, ClientMsgId, DeviceId, Seq};
+use palaver_proto::groups::GroupInfo;
+use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
@@ -124,7 +126,10 @@ CREATE TABLE blocks (
     PRIMARY KEY (account, blocked)
 ) WITHOUT ROWID;
 "#,
+    groups::MIGRATION,
 ];
+
+mod groups;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Connection, &mut Batch) + Send>;
@@ -389,6 +394,7 @@ fn kind_to_i64(kind: EnvelopeKind) -> i64 {
         EnvelopeKind::Message => 0,
         EnvelopeKind::Delivered => 1,
         EnvelopeKind::Read => 2,
+        EnvelopeKind::GroupEvent => 3,
     }
 }
 
@@ -397,6 +403,7 @@ fn kind_from_i64(v: i64) -> rusqlite::Result<EnvelopeKind> {
         0 => EnvelopeKind::Message,
         1 => EnvelopeKind::Delivered,
         2 => EnvelopeKind::Read,
+        3 => EnvelopeKind::GroupEvent,
         _ => return Err(rusqlite::Error::IntegralValueOutOfRange(0, v)),
     })
 }
@@ -461,13 +468,15 @@ struct NewEnvelope<'a> {
     ts: u64,
     expires_ms: u64,
     payload: Option<Vec<u8>>,
+    group: Option<GroupId>,
 }
 
 fn enqueue(conn: &Connection, batch: &mut Batch, e: NewEnvelope<'_>) -> rusqlite::Result<()> {
     let seq: i64 = conn
         .prepare_cached(
-            "INSERT INTO queue (device_id, kind, from_account, from_device, msg, ts, expires_ms, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
+            "INSERT INTO queue
+             (device_id, kind, from_account, from_device, msg, ts, expires_ms, payload, group_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
         )?
         .query_row(
             params![
@@ -479,6 +488,7 @@ fn enqueue(conn: &Connection, batch: &mut Batch, e: NewEnvelope<'_>) -> rusqlite
                 to_i64(e.ts),
                 to_i64(e.expires_ms),
                 e.payload.as_deref(),
+                e.group.map(|g| to_i64(g.0)),
             ],
             |r| r.get(0),
         )?;
@@ -491,6 +501,7 @@ fn enqueue(conn: &Connection, batch: &mut Batch, e: NewEnvelope<'_>) -> rusqlite
         msg: e.msg.clone(),
         ts: e.ts,
         payload: e.payload,
+        group: e.group,
     }));
     Ok(())
 }
@@ -555,6 +566,7 @@ fn do_send(
                 ts: req.now_ms,
                 expires_ms: req.expires_at_ms,
                 payload: Some(payload),
+                group: None,
             },
         )?;
     }
@@ -680,6 +692,7 @@ fn do_ack(
                     ts: now_ms,
                     expires_ms,
                     payload: None,
+                    group: None,
                 },
             )?;
         }
@@ -700,6 +713,7 @@ fn row_to_envelope(device: DeviceId, r: &rusqlite::Row<'_>) -> rusqlite::Result<
         })?,
         ts: to_u64(r.get(5)?),
         payload: r.get(6)?,
+        group: r.get::<_, Option<i64>>(7)?.map(|g| GroupId(to_u64(g))),
     })
 }
 
@@ -819,7 +833,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEnvelope>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, kind, from_account, from_device, msg, ts, payload FROM queue
+                "SELECT seq, kind, from_account, from_device, msg, ts, payload, group_id FROM queue
                  WHERE device_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
             let rows = stmt.query_map(
@@ -876,6 +890,7 @@ impl Store for SqliteStore {
                             ts: now_ms,
                             expires_ms: expires_at_ms,
                             payload: None,
+                            group: None,
                         },
                     )?;
                 }
@@ -1026,6 +1041,51 @@ impl Store for SqliteStore {
             rows.map(|r| r.map(|id| AccountId(to_u64(id)))).collect()
         })
         .await
+    }
+
+    async fn create_group(
+        &self,
+        new: NewGroup,
+    ) -> Result<Result<GroupInfo, GroupError>, StoreError> {
+        self.write(move |conn, batch| groups::create(conn, batch, new))
+            .await
+    }
+
+    async fn change_group(
+        &self,
+        req: GroupChangeRequest,
+    ) -> Result<Result<GroupInfo, GroupError>, StoreError> {
+        self.write(move |conn, batch| groups::change(conn, batch, req))
+            .await
+    }
+
+    async fn group_invite_code(
+        &self,
+        actor: AccountId,
+        group: GroupId,
+        fresh: String,
+    ) -> Result<Result<String, GroupError>, StoreError> {
+        self.write(move |conn, _| groups::invite_code(conn, actor, group, fresh))
+            .await
+    }
+
+    async fn group(
+        &self,
+        viewer: AccountId,
+        group: GroupId,
+    ) -> Result<Option<GroupInfo>, StoreError> {
+        self.read(move |conn| groups::visible(conn, viewer, group))
+            .await
+    }
+
+    async fn groups_of(&self, account: AccountId) -> Result<Vec<GroupInfo>, StoreError> {
+        self.read(move |conn| groups::of_account(conn, account))
+            .await
+    }
+
+    async fn group_send(&self, req: GroupSendRequest) -> Result<GroupSendOutcome, StoreError> {
+        self.write(move |conn, batch| groups::send(conn, batch, req))
+            .await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

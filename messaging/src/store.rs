@@ -1,9 +1,11 @@
 //! The storage trait: every durable read and write of the messaging core.
 
+use crate::groups::{GroupError, GroupOp};
 use crate::policy::{CodeDecision, DeviceMismatch, Phone};
 use async_trait::async_trait;
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
-use palaver_proto::{AccountId, ClientMsgId, DeviceId, Seq};
+use palaver_proto::groups::GroupInfo;
+use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
 use std::sync::Arc;
 
 /// Most envelopes one [`Store::expire`] call deletes.
@@ -30,7 +32,10 @@ pub struct StoredEnvelope {
     pub msg: ClientMsgId,
     /// Unix milliseconds when the original message was stored.
     pub ts: u64,
+    /// For `group_event` envelopes, the event as JSON.
     pub payload: Option<Vec<u8>>,
+    /// The group of a group message or group event.
+    pub group: Option<GroupId>,
 }
 
 /// Receives what a store has just committed. Called on the store's own
@@ -90,6 +95,61 @@ pub enum SendOutcome {
     UnknownRecipient,
     /// The sender blocks the recipient; nothing stored.
     Blocked,
+}
+
+/// A new group.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub creator: AccountId,
+    pub name: String,
+    /// Initial members besides the creator, checked by
+    /// [`crate::groups::check_new`].
+    pub members: Vec<AccountId>,
+    pub now_ms: u64,
+    /// Expiry of the event envelopes.
+    pub expires_at_ms: u64,
+    pub limit: usize,
+}
+
+/// Which group a change is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupTarget {
+    Id(GroupId),
+    /// The group whose invite code this is (for [`GroupOp::Join`]).
+    InviteCode(String),
+}
+
+/// A change to a group.
+#[derive(Debug, Clone)]
+pub struct GroupChangeRequest {
+    pub actor: AccountId,
+    pub target: GroupTarget,
+    pub op: GroupOp,
+    /// The new invite code, for [`GroupOp::ResetInvite`].
+    pub new_code: Option<String>,
+    pub now_ms: u64,
+    pub expires_at_ms: u64,
+    pub limit: usize,
+}
+
+/// A message to every member of a group.
+#[derive(Debug, Clone)]
+pub struct GroupSendRequest {
+    pub from: AccountId,
+    pub from_device: DeviceId,
+    pub group: GroupId,
+    pub msg: ClientMsgId,
+    pub payload: Vec<u8>,
+    pub now_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// The result of `group_send`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupSendOutcome {
+    Stored { ts: u64 },
+    Duplicate { ts: u64 },
+    Refused(GroupError),
 }
 
 /// What a connection needs to know about a device when it authenticates.
@@ -223,6 +283,43 @@ pub trait Store: Send + Sync + 'static {
         before_ms: u64,
         limit: u32,
     ) -> Result<Vec<CallLogEntry>, StoreError>;
+
+    /// Creates a group; every member device gets a `created` event.
+    async fn create_group(
+        &self,
+        new: NewGroup,
+    ) -> Result<Result<GroupInfo, GroupError>, StoreError>;
+
+    /// Applies a change by a member (or joins with an invite code) and
+    /// delivers its events to every member device, and to removed members.
+    async fn change_group(
+        &self,
+        req: GroupChangeRequest,
+    ) -> Result<Result<GroupInfo, GroupError>, StoreError>;
+
+    /// The invite code of a group (admins only), set to `fresh` if the group
+    /// has none yet.
+    async fn group_invite_code(
+        &self,
+        actor: AccountId,
+        group: GroupId,
+        fresh: String,
+    ) -> Result<Result<String, GroupError>, StoreError>;
+
+    /// A group as `viewer` sees it; `None` if it does not exist or `viewer`
+    /// is not a member.
+    async fn group(
+        &self,
+        viewer: AccountId,
+        group: GroupId,
+    ) -> Result<Option<GroupInfo>, StoreError>;
+
+    /// Every group `account` belongs to, oldest first.
+    async fn groups_of(&self, account: AccountId) -> Result<Vec<GroupInfo>, StoreError>;
+
+    /// Stores one envelope with the same payload for every device of every
+    /// member but the sending device.
+    async fn group_send(&self, req: GroupSendRequest) -> Result<GroupSendOutcome, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

@@ -32,6 +32,18 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "call_sdp",
     "call_ice",
     "call_history",
+    "group_create",
+    "group_get",
+    "group_list",
+    "group_update",
+    "group_add",
+    "group_remove",
+    "group_promote",
+    "group_demote",
+    "group_leave",
+    "group_invite",
+    "group_join",
+    "group_send",
 ];
 
 /// A client frame that could not be decoded.
@@ -205,6 +217,8 @@ mod tests {
                 msg: ClientMsgId::new("a").unwrap(),
                 ts: 5,
                 payload: None,
+                group: None,
+                event: None,
             },
         ];
         for f in frames {

@@ -46,6 +46,10 @@ pub enum ErrorCode {
     InvalidArgument,
     /// You block this account: unblock it first.
     Blocked,
+    /// The account may not do this (for example, not a group admin).
+    Forbidden,
+    /// The group has reached its size limit.
+    GroupFull,
     /// The call does not exist or this device is not part of it.
     NotInCall,
     /// This device is already in a call.
@@ -87,6 +91,8 @@ impl ErrorCode {
             MismatchedDevices => "mismatched_devices",
             InvalidArgument => "invalid_argument",
             Blocked => "blocked",
+            Forbidden => "forbidden",
+            GroupFull => "group_full",
             NotInCall => "not_in_call",
             AlreadyInCall => "already_in_call",
             AlreadyAnswered => "already_answered",
@@ -132,6 +138,9 @@ mod tests {
             NotFound,
             MismatchedDevices,
             InvalidArgument,
+            Blocked,
+            Forbidden,
+            GroupFull,
             ShuttingDown,
             Internal,
         ] {

@@ -2,7 +2,8 @@
 //! message holding a JSON object whose `type` field names the frame.
 
 use crate::error::ErrorCode;
-use crate::ids::{AccountId, CallId, ClientMsgId, DeviceId, RequestId, Seq};
+use crate::groups::{GroupEdit, GroupEvent, GroupInfo};
+use crate::ids::{AccountId, CallId, ClientMsgId, DeviceId, GroupId, RequestId, Seq};
 use serde::{Deserialize, Serialize};
 
 /// Opaque payload bytes; base64 (standard alphabet, padded) in JSON.
@@ -109,6 +110,8 @@ pub enum EnvelopeKind {
     Delivered,
     /// `from` has read message `msg`.
     Read,
+    /// A change to a group: `event` is set, `from` is who made it.
+    GroupEvent,
 }
 
 /// A frame sent by a client.
@@ -214,6 +217,69 @@ pub enum ClientFrame {
         before: Option<u64>,
         #[serde(default)]
         limit: Option<u32>,
+    },
+    /// Create a group with these members (besides the creator).
+    GroupCreate {
+        id: RequestId,
+        name: String,
+        #[serde(default)]
+        members: Vec<AccountId>,
+    },
+    /// A group this account belongs to.
+    GroupGet { id: RequestId, group: GroupId },
+    /// Every group this account belongs to.
+    GroupList { id: RequestId },
+    /// Change the name, description, picture or announcement-only mode
+    /// (admins).
+    GroupUpdate {
+        id: RequestId,
+        group: GroupId,
+        #[serde(flatten)]
+        edit: GroupEdit,
+    },
+    /// Add accounts to a group (admins).
+    GroupAdd {
+        id: RequestId,
+        group: GroupId,
+        accounts: Vec<AccountId>,
+    },
+    /// Remove members (admins; the creator cannot be removed).
+    GroupRemove {
+        id: RequestId,
+        group: GroupId,
+        accounts: Vec<AccountId>,
+    },
+    /// Make members admins (admins).
+    GroupPromote {
+        id: RequestId,
+        group: GroupId,
+        accounts: Vec<AccountId>,
+    },
+    /// Make admins plain members (admins; not the creator).
+    GroupDemote {
+        id: RequestId,
+        group: GroupId,
+        accounts: Vec<AccountId>,
+    },
+    /// Leave a group.
+    GroupLeave { id: RequestId, group: GroupId },
+    /// The group's invite code, created on first use; `reset` replaces it
+    /// (admins).
+    GroupInvite {
+        id: RequestId,
+        group: GroupId,
+        #[serde(default)]
+        reset: bool,
+    },
+    /// Join a group with its invite code.
+    GroupJoin { id: RequestId, code: String },
+    /// Send one message (a sender-key ciphertext) to every device of every
+    /// member, and to the sender's own other devices.
+    GroupSend {
+        id: RequestId,
+        group: GroupId,
+        msg: ClientMsgId,
+        payload: Payload,
     },
 }
 
@@ -324,6 +390,12 @@ pub enum ServerFrame {
         ts: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         payload: Option<Payload>,
+        /// The group of a group message or group event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<GroupId>,
+        /// What changed, for `group_event` envelopes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event: Option<Box<GroupEvent>>,
     },
     /// Someone is typing to this account. Not stored, not acked.
     Typing {
@@ -387,6 +459,21 @@ pub enum ServerFrame {
     CallLog {
         id: RequestId,
         calls: Vec<CallLogEntry>,
+    },
+    /// A group (reply to `group_create`, `group_get`, `group_update`,
+    /// `group_add`, `group_remove`, `group_promote`, `group_demote`,
+    /// `group_join`).
+    Group { id: RequestId, group: GroupInfo },
+    /// The groups of this account (reply to `group_list`).
+    GroupList {
+        id: RequestId,
+        groups: Vec<GroupInfo>,
+    },
+    /// A group's invite code (reply to `group_invite`).
+    GroupInvite {
+        id: RequestId,
+        group: GroupId,
+        code: String,
     },
     /// A request or frame failed.
     Error(ErrorFrame),
@@ -453,7 +540,19 @@ impl ClientFrame {
             | CallHangup { id, .. }
             | CallSdp { id, .. }
             | CallIce { id, .. }
-            | CallHistory { id, .. } => Some(*id),
+            | CallHistory { id, .. }
+            | GroupCreate { id, .. }
+            | GroupGet { id, .. }
+            | GroupList { id }
+            | GroupUpdate { id, .. }
+            | GroupAdd { id, .. }
+            | GroupRemove { id, .. }
+            | GroupPromote { id, .. }
+            | GroupDemote { id, .. }
+            | GroupLeave { id, .. }
+            | GroupInvite { id, .. }
+            | GroupJoin { id, .. }
+            | GroupSend { id, .. } => Some(*id),
             Ack { .. } | Typing { .. } => None,
         }
     }

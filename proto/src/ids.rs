@@ -37,6 +37,10 @@ numeric_id!(
     CallId
 );
 numeric_id!(
+    /// A group chat.
+    GroupId
+);
+numeric_id!(
     /// A request id chosen by the client; the server echoes it in the reply.
     RequestId
 );

@@ -8,11 +8,12 @@
 pub mod codec;
 pub mod error;
 pub mod frames;
+pub mod groups;
 pub mod ids;
 
 pub use error::ErrorCode;
 pub use frames::{ClientFrame, ServerFrame};
-pub use ids::{AccountId, CallId, ClientMsgId, DeviceId, RequestId, Seq};
+pub use ids::{AccountId, CallId, ClientMsgId, DeviceId, GroupId, RequestId, Seq};
 
 /// The protocol version spoken on `/v1/ws`.
 pub const PROTOCOL_VERSION: u32 = 1;

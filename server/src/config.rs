@@ -208,6 +208,8 @@ pub struct SignalingSection {
     pub dedup_window: Duration,
     pub inflight_window: usize,
     pub max_envelopes_per_send: usize,
+    /// Most members of a group, the creator included.
+    pub max_group_members: usize,
     pub rate_limits: RateLimits,
 }
 
@@ -226,6 +228,7 @@ impl Default for SignalingSection {
             dedup_window: d.dedup_window,
             inflight_window: d.inflight_window,
             max_envelopes_per_send: d.max_envelopes_per_send,
+            max_group_members: d.max_group_members,
             rate_limits: d.rate_limits,
         }
     }
@@ -259,6 +262,7 @@ impl SignalingSection {
             dedup_window: self.dedup_window,
             inflight_window: self.inflight_window,
             max_envelopes_per_send: self.max_envelopes_per_send,
+            max_group_members: self.max_group_members,
             rate_limits: self.rate_limits.clone(),
             ..palaver_signaling::GatewayConfig::default()
         }
@@ -564,6 +568,12 @@ impl Config {
         }
         if s.inflight_window == 0 {
             return Err(key_err("signaling.inflight_window", "must be at least 1"));
+        }
+        if !(2..=100_000).contains(&s.max_group_members) {
+            return Err(key_err(
+                "signaling.max_group_members",
+                "must be 2 to 100000",
+            ));
         }
         for (key, d) in [
             ("signaling.idle_timeout", s.idle_timeout),

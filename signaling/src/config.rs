@@ -83,6 +83,8 @@ pub struct GatewayConfig {
     pub max_envelopes_per_send: usize,
     /// Accounts one connection may follow for presence.
     pub max_presence_subscriptions: usize,
+    /// Most members of a group, the creator included.
+    pub max_group_members: usize,
     pub rate_limits: RateLimits,
     /// Call timers.
     pub calls: crate::calls::CallConfig,
@@ -106,6 +108,7 @@ impl Default for GatewayConfig {
             inflight_window: 512,
             max_envelopes_per_send: 256,
             max_presence_subscriptions: 1024,
+            max_group_members: 1024,
             rate_limits: RateLimits::default(),
             calls: crate::calls::CallConfig::default(),
             ice: crate::calls::IceConfig {

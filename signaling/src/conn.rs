@@ -8,7 +8,7 @@ use crate::router::{CloseReason, Mailbox, Push, Transition};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use palaver_proto::codec::encode_server;
-use palaver_proto::frames::{ErrorFrame, LastSeenPrivacy, ServerFrame};
+use palaver_proto::frames::{EnvelopeKind, ErrorFrame, LastSeenPrivacy, ServerFrame};
 use palaver_proto::{AccountId, DeviceId, ErrorCode, PROTOCOL_VERSION, RequestId, Seq};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -268,6 +268,20 @@ impl Conn {
         self.last_pushed = env.seq;
         self.unacked.insert(env.seq);
         self.gw.metrics.envelopes_pushed.inc();
+        let (payload, event) = match env.kind {
+            // The store keeps a group event as its JSON; it goes out as a field.
+            EnvelopeKind::GroupEvent => (
+                None,
+                env.payload
+                    .as_deref()
+                    .and_then(|p| serde_json::from_slice(p).ok())
+                    .map(Box::new),
+            ),
+            _ => (
+                env.payload.clone().map(palaver_proto::frames::Payload),
+                None,
+            ),
+        };
         self.out.push(ServerFrame::Envelope {
             seq: env.seq,
             kind: env.kind,
@@ -275,7 +289,9 @@ impl Conn {
             from_device: env.from_device,
             msg: env.msg.clone(),
             ts: env.ts,
-            payload: env.payload.clone().map(palaver_proto::frames::Payload),
+            payload,
+            group: env.group,
+            event,
         });
     }
 

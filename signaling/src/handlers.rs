@@ -81,7 +81,7 @@ impl Conn {
         }
     }
 
-    fn me(&self) -> Result<Identity, ReqError> {
+    pub(crate) fn me(&self) -> Result<Identity, ReqError> {
         self.me.ok_or_else(|| {
             ReqError::new(
                 ErrorCode::Unauthenticated,
@@ -202,6 +202,18 @@ impl Conn {
                 self.reply(ServerFrame::CallLog { id, calls });
                 Ok(())
             }
+            f @ (F::GroupCreate { .. }
+            | F::GroupGet { .. }
+            | F::GroupList { .. }
+            | F::GroupUpdate { .. }
+            | F::GroupAdd { .. }
+            | F::GroupRemove { .. }
+            | F::GroupPromote { .. }
+            | F::GroupDemote { .. }
+            | F::GroupLeave { .. }
+            | F::GroupInvite { .. }
+            | F::GroupJoin { .. }
+            | F::GroupSend { .. }) => self.group_frame(f).await,
             F::RevokeDevice { id, device } => {
                 let me = self.me()?;
                 if !self
@@ -426,7 +438,22 @@ impl Conn {
         Ok(())
     }
 
-    fn check_send_rate(&mut self, me: Identity) -> Reply {
+    /// Replies to a stored (or already stored) message.
+    pub(crate) fn sent(&mut self, id: RequestId, msg: ClientMsgId, ts: u64, duplicate: bool) {
+        if duplicate {
+            self.gw.metrics.messages_duplicate.inc();
+        } else {
+            self.gw.metrics.messages_stored.inc();
+        }
+        self.reply(ServerFrame::Sent {
+            id,
+            msg,
+            ts,
+            duplicate,
+        });
+    }
+
+    pub(crate) fn check_send_rate(&mut self, me: Identity) -> Reply {
         if let Err(wait) = self.gw.limits.sends.check(&me.device.0, Instant::now()) {
             self.count_limited("sends_per_device");
             return Err(ReqError::rate_limited(wait));
@@ -466,17 +493,7 @@ impl Conn {
         match self.gw.store.send(req).await? {
             outcome @ (SendOutcome::Stored { ts } | SendOutcome::Duplicate { ts }) => {
                 let duplicate = matches!(outcome, SendOutcome::Duplicate { .. });
-                if duplicate {
-                    self.gw.metrics.messages_duplicate.inc();
-                } else {
-                    self.gw.metrics.messages_stored.inc();
-                }
-                self.reply(ServerFrame::Sent {
-                    id,
-                    msg,
-                    ts,
-                    duplicate,
-                });
+                self.sent(id, msg, ts, duplicate);
                 Ok(())
             }
             SendOutcome::UnknownRecipient => Err(not_found()),

@@ -20,6 +20,7 @@
 pub mod calls;
 pub mod config;
 mod conn;
+mod groups;
 mod handlers;
 pub mod http;
 pub mod metrics;

@@ -422,6 +422,7 @@ mod tests {
             msg: palaver_proto::ClientMsgId::new("m").unwrap(),
             ts: 0,
             payload: None,
+            group: None,
         });
         for _ in 0..MAX_PENDING + 10 {
             m.push(Push::Envelope(env.clone()));

@@ -110,8 +110,12 @@ fn show(event: &Event) {
         Event::Envelope(e) => match e.kind {
             EnvelopeKind::Message => {
                 let text = String::from_utf8_lossy(e.payload.as_deref().unwrap_or_default());
-                println!("[{}] {}", e.from, text);
+                match e.group {
+                    Some(g) => println!("[group {g}] [{}] {}", e.from, text),
+                    None => println!("[{}] {}", e.from, text),
+                }
             }
+            EnvelopeKind::GroupEvent => println!("  (group event {:?})", e.event),
             EnvelopeKind::Delivered => println!("  (delivered {} to {})", e.msg, e.from),
             EnvelopeKind::Read => println!("  (read {} by {})", e.msg, e.from),
         },
