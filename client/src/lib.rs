@@ -7,7 +7,9 @@
 //! encrypt them yet (end-to-end encryption arrives with the key directory).
 
 mod dev;
+pub mod e2e;
 mod groups;
+mod keys;
 pub mod media;
 
 pub use dev::dev_code;
@@ -71,6 +73,10 @@ pub enum Event {
     Call(ServerFrame),
     /// An error frame that answers no request (for example `auth_timeout`).
     Error(ErrorFrame),
+    /// This device's one-time keys are running low: upload more.
+    KeysLow {
+        one_time_keys: u32,
+    },
 }
 
 /// A delivered envelope. Acknowledge it with [`Client::ack`].
@@ -265,6 +271,7 @@ impl Client {
             },
             ServerFrame::Presence(p) => Event::Presence(p),
             ServerFrame::Error(e) => Event::Error(e),
+            ServerFrame::KeysLow { one_time_keys } => Event::KeysLow { one_time_keys },
             f @ (ServerFrame::CallIncoming { .. }
             | ServerFrame::CallRinging { .. }
             | ServerFrame::CallAccepted { .. }
@@ -637,7 +644,9 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | CallLog { id, .. }
         | Group { id, .. }
         | GroupList { id, .. }
-        | GroupInvite { id, .. } => Some(*id),
+        | GroupInvite { id, .. }
+        | KeysStock { id, .. }
+        | KeyBundles { id, .. } => Some(*id),
         Error(e) => e.id,
         Hello { .. }
         | Envelope { .. }
@@ -651,7 +660,8 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | CallSdp { .. }
         | CallIce { .. }
         | CallWaiting { .. }
-        | CallPeer { .. } => None,
+        | CallPeer { .. }
+        | KeysLow { .. } => None,
     }
 }
 

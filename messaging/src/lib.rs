@@ -7,6 +7,8 @@
 //!   `now` as an argument and are unit-tested in isolation.
 //! - [`groups`]: pure rules of group chats (roles, permissions, limits,
 //!   the events each change produces).
+//! - [`keys`]: pure rules of the end-to-end key directory (sizes, limits,
+//!   signatures of signed prekeys).
 //! - [`store`]: the [`Store`] trait, the only door to durable state, and
 //!   [`sqlite::SqliteStore`], its embedded implementation. A PostgreSQL
 //!   implementation will sit beside it.
@@ -19,11 +21,12 @@
 //! [`Seq`]: palaver_proto::Seq
 
 pub mod groups;
+pub mod keys;
 pub mod policy;
 pub mod sqlite;
 pub mod store;
 
 pub use store::{
-    GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, NewDevice, NewGroup,
-    Notifier, SendOutcome, SendRequest, Store, StoreError, StoredEnvelope, VerifyOutcome,
+    GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, KeyClaim, NewDevice,
+    NewGroup, Notifier, SendOutcome, SendRequest, Store, StoreError, StoredEnvelope, VerifyOutcome,
 };

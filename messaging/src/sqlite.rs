@@ -9,6 +9,7 @@
 //! the writer commits).
 
 use crate::groups::GroupError;
+use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::{CodeDecision, CodeRecord, Phone, check_coverage, decide_code};
 use crate::store::*;
 use async_trait::async_trait;
@@ -127,9 +128,11 @@ CREATE TABLE blocks (
 ) WITHOUT ROWID;
 "#,
     groups::MIGRATION,
+    keys::MIGRATION,
 ];
 
 mod groups;
+mod keys;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Connection, &mut Batch) + Send>;
@@ -813,6 +816,7 @@ impl Store for SqliteStore {
             }
             conn.prepare_cached("DELETE FROM queue WHERE device_id = ?1")?
                 .execute([to_i64(device.0)])?;
+            keys::forget(conn, device)?;
             batch.revoked.push(device);
             batch.invalidate(account);
             Ok(true)
@@ -1085,6 +1089,29 @@ impl Store for SqliteStore {
 
     async fn group_send(&self, req: GroupSendRequest) -> Result<GroupSendOutcome, StoreError> {
         self.write(move |conn, batch| groups::send(conn, batch, req))
+            .await
+    }
+
+    async fn upload_keys(
+        &self,
+        device: DeviceId,
+        upload: CheckedUpload,
+    ) -> Result<Result<u32, KeyError>, StoreError> {
+        self.write(move |conn, _| keys::upload(conn, device, upload))
+            .await
+    }
+
+    async fn claim_keys(
+        &self,
+        account: AccountId,
+        device: Option<DeviceId>,
+    ) -> Result<Option<KeyClaim>, StoreError> {
+        self.write(move |conn, batch| keys::claim(conn, batch, account, device))
+            .await
+    }
+
+    async fn key_stock(&self, device: DeviceId) -> Result<Option<u32>, StoreError> {
+        self.read(move |conn| keys::published_stock(conn, device))
             .await
     }
 

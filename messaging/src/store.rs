@@ -1,10 +1,12 @@
 //! The storage trait: every durable read and write of the messaging core.
 
 use crate::groups::{GroupError, GroupOp};
+use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::{CodeDecision, DeviceMismatch, Phone};
 use async_trait::async_trait;
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
+use palaver_proto::keys::KeyBundle;
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
 use std::sync::Arc;
 
@@ -150,6 +152,15 @@ pub enum GroupSendOutcome {
     Stored { ts: u64 },
     Duplicate { ts: u64 },
     Refused(GroupError),
+}
+
+/// The result of `claim_keys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyClaim {
+    pub bundles: Vec<KeyBundle>,
+    pub without_keys: Vec<DeviceId>,
+    /// One-time keys left, per device in `bundles`.
+    pub stock: Vec<(DeviceId, u32)>,
 }
 
 /// What a connection needs to know about a device when it authenticates.
@@ -320,6 +331,28 @@ pub trait Store: Send + Sync + 'static {
     /// Stores one envelope with the same payload for every device of every
     /// member but the sending device.
     async fn group_send(&self, req: GroupSendRequest) -> Result<GroupSendOutcome, StoreError>;
+
+    /// Publishes a device's keys: checks that the identity keys did not
+    /// change, replaces the signed prekey and last-resort key when given and
+    /// adds the one-time keys to the stock. Returns the stock.
+    async fn upload_keys(
+        &self,
+        device: DeviceId,
+        keys: CheckedUpload,
+    ) -> Result<Result<u32, KeyError>, StoreError>;
+
+    /// Claims a bundle for each current device of `account` (or only
+    /// `device`, if it is one), taking one one-time key from each, atomically.
+    /// Returns the bundles, the devices without published keys, and the
+    /// stock left per device; `None` if the account does not exist.
+    async fn claim_keys(
+        &self,
+        account: AccountId,
+        device: Option<DeviceId>,
+    ) -> Result<Option<KeyClaim>, StoreError>;
+
+    /// One-time keys left for a device; `None` if it published no keys.
+    async fn key_stock(&self, device: DeviceId) -> Result<Option<u32>, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

@@ -44,6 +44,9 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "group_invite",
     "group_join",
     "group_send",
+    "keys_upload",
+    "keys_claim",
+    "keys_count",
 ];
 
 /// A client frame that could not be decoded.
@@ -182,6 +185,17 @@ mod tests {
         );
         let e = decode_client(r#"[1,2]"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::MalformedFrame);
+        // Flattened fields still refuse strangers.
+        let e =
+            decode_client(r#"{"type":"group_update","id":9,"group":1,"nmae":"x"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.id),
+            (ErrorCode::MalformedFrame, Some(RequestId(9)))
+        );
+        let f = decode_client(r#"{"type":"group_update","id":9,"group":1,"name":"x"}"#).unwrap();
+        assert!(
+            matches!(f, ClientFrame::GroupUpdate { edit, .. } if edit.name.as_deref() == Some("x"))
+        );
     }
 
     #[test]

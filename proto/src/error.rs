@@ -46,6 +46,8 @@ pub enum ErrorCode {
     InvalidArgument,
     /// You block this account: unblock it first.
     Blocked,
+    /// A signed key's signature does not verify.
+    BadSignature,
     /// The account may not do this (for example, not a group admin).
     Forbidden,
     /// The group has reached its size limit.
@@ -91,6 +93,7 @@ impl ErrorCode {
             MismatchedDevices => "mismatched_devices",
             InvalidArgument => "invalid_argument",
             Blocked => "blocked",
+            BadSignature => "bad_signature",
             Forbidden => "forbidden",
             GroupFull => "group_full",
             NotInCall => "not_in_call",
@@ -139,6 +142,7 @@ mod tests {
             MismatchedDevices,
             InvalidArgument,
             Blocked,
+            BadSignature,
             Forbidden,
             GroupFull,
             ShuttingDown,

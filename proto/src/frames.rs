@@ -4,6 +4,7 @@
 use crate::error::ErrorCode;
 use crate::groups::{GroupEdit, GroupEvent, GroupInfo};
 use crate::ids::{AccountId, CallId, ClientMsgId, DeviceId, GroupId, RequestId, Seq};
+use crate::keys::{KeyBundle, KeyUpload};
 use serde::{Deserialize, Serialize};
 
 /// Opaque payload bytes; base64 (standard alphabet, padded) in JSON.
@@ -281,6 +282,22 @@ pub enum ClientFrame {
         msg: ClientMsgId,
         payload: Payload,
     },
+    /// Publish this device's keys (see `docs/protocol.md`, "Keys").
+    KeysUpload {
+        id: RequestId,
+        #[serde(flatten)]
+        keys: KeyUpload,
+    },
+    /// Claim a key bundle for every current device of `account` (or only
+    /// `device`). Each bundle consumes one one-time key.
+    KeysClaim {
+        id: RequestId,
+        account: AccountId,
+        #[serde(default)]
+        device: Option<DeviceId>,
+    },
+    /// How many one-time keys this device has left.
+    KeysCount { id: RequestId },
 }
 
 /// A STUN or TURN server, as `RTCIceServer` wants it.
@@ -475,6 +492,20 @@ pub enum ServerFrame {
         group: GroupId,
         code: String,
     },
+    /// One-time keys left for this device (reply to `keys_upload` and
+    /// `keys_count`).
+    KeysStock { id: RequestId, one_time_keys: u32 },
+    /// Key bundles (reply to `keys_claim`). Devices that published no keys
+    /// are listed in `without_keys`.
+    KeyBundles {
+        id: RequestId,
+        account: AccountId,
+        bundles: Vec<KeyBundle>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        without_keys: Vec<DeviceId>,
+    },
+    /// This device's one-time keys are running low: upload more.
+    KeysLow { one_time_keys: u32 },
     /// A request or frame failed.
     Error(ErrorFrame),
 }
@@ -552,7 +583,10 @@ impl ClientFrame {
             | GroupLeave { id, .. }
             | GroupInvite { id, .. }
             | GroupJoin { id, .. }
-            | GroupSend { id, .. } => Some(*id),
+            | GroupSend { id, .. }
+            | KeysUpload { id, .. }
+            | KeysClaim { id, .. }
+            | KeysCount { id } => Some(*id),
             Ack { .. } | Typing { .. } => None,
         }
     }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod frames;
 pub mod groups;
 pub mod ids;
+pub mod keys;
 
 pub use error::ErrorCode;
 pub use frames::{ClientFrame, ServerFrame};

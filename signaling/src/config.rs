@@ -37,6 +37,8 @@ pub struct RateLimits {
     pub typing_per_connection: Rate,
     /// `call_offer` per device.
     pub call_offers_per_device: Rate,
+    /// `keys_claim` per device (each claim consumes others' one-time keys).
+    pub key_claims_per_device: Rate,
 }
 
 impl Default for RateLimits {
@@ -50,6 +52,7 @@ impl Default for RateLimits {
             sends_per_device: Rate::new(1000, 30_000.0),
             typing_per_connection: Rate::new(10, 120.0),
             call_offers_per_device: Rate::new(10, 20.0),
+            key_claims_per_device: Rate::new(100, 300.0),
         }
     }
 }

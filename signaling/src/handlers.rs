@@ -44,7 +44,7 @@ impl ReqError {
         }
     }
 
-    fn rate_limited(wait: Duration) -> Self {
+    pub(crate) fn rate_limited(wait: Duration) -> Self {
         ReqError {
             retry_after_ms: Some(wait.as_millis().max(1) as u64),
             ..ReqError::new(ErrorCode::RateLimited, "too many requests; retry later")
@@ -214,6 +214,9 @@ impl Conn {
             | F::GroupInvite { .. }
             | F::GroupJoin { .. }
             | F::GroupSend { .. }) => self.group_frame(f).await,
+            f @ (F::KeysUpload { .. } | F::KeysClaim { .. } | F::KeysCount { .. }) => {
+                self.keys_frame(f).await
+            }
             F::RevokeDevice { id, device } => {
                 let me = self.me()?;
                 if !self
@@ -418,6 +421,7 @@ impl Conn {
             tracing::info!(call = call.0, "device back in its call");
         }
         self.catch_up().await;
+        self.check_key_stock().await;
         Ok(())
     }
 
@@ -692,7 +696,7 @@ impl Conn {
         Ok(())
     }
 
-    fn count_limited(&self, kind: &'static str) {
+    pub(crate) fn count_limited(&self, kind: &'static str) {
         self.gw
             .metrics
             .rate_limited

@@ -23,6 +23,7 @@ mod conn;
 mod groups;
 mod handlers;
 pub mod http;
+mod keys;
 pub mod metrics;
 pub mod ratelimit;
 pub mod router;

@@ -141,6 +141,7 @@ pub struct Limits {
     pub lookups: Limiter<u64>,
     pub sends: Limiter<u64>,
     pub call_offers: Limiter<u64>,
+    pub key_claims: Limiter<u64>,
     pub typing: Rate,
 }
 
@@ -154,6 +155,7 @@ impl Limits {
             lookups: Limiter::new(cfg.lookups_per_device),
             sends: Limiter::new(cfg.sends_per_device),
             call_offers: Limiter::new(cfg.call_offers_per_device),
+            key_claims: Limiter::new(cfg.key_claims_per_device),
             typing: cfg.typing_per_connection,
         }
     }
@@ -167,6 +169,7 @@ impl Limits {
         self.lookups.cleanup(now);
         self.sends.cleanup(now);
         self.call_offers.cleanup(now);
+        self.key_claims.cleanup(now);
     }
 }
 

@@ -132,6 +132,7 @@ fn show(event: &Event) {
         Event::Presence(p) => println!("  (presence {:?})", p),
         Event::Call(f) => println!("  (call {f:?})"),
         Event::Error(e) => println!("  (server error {}: {})", e.code.as_str(), e.message),
+        Event::KeysLow { one_time_keys } => println!("  ({one_time_keys} one-time keys left)"),
     }
 }
 
