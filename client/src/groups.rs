@@ -131,12 +131,25 @@ impl Client {
         msg: &ClientMsgId,
         payload: Vec<u8>,
     ) -> Result<Sent> {
+        self.group_send_edit(group, msg, payload, None).await
+    }
+
+    /// Like [`Client::group_send`]; with `edit_of`, the message replaces an
+    /// earlier one of this account in the group.
+    pub async fn group_send_edit(
+        &mut self,
+        group: GroupId,
+        msg: &ClientMsgId,
+        payload: Vec<u8>,
+        edit_of: Option<&ClientMsgId>,
+    ) -> Result<Sent> {
         let id = self.id();
         let frame = ClientFrame::GroupSend {
             id,
             group,
             msg: msg.clone(),
             payload: Payload(payload),
+            edit_of: edit_of.cloned(),
         };
         match self.call(frame).await? {
             ServerFrame::Sent { ts, duplicate, .. } => Ok(Sent { ts, duplicate }),

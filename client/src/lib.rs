@@ -6,11 +6,13 @@
 //! [`Client::next_event`]. Payloads are opaque bytes: this SDK does not
 //! encrypt them yet (end-to-end encryption arrives with the key directory).
 
+mod chats;
 mod dev;
 pub mod e2e;
 mod groups;
 mod keys;
 pub mod media;
+pub use chats::ChatRef;
 
 pub use dev::dev_code;
 pub use palaver_proto as proto;
@@ -77,6 +79,10 @@ pub enum Event {
     KeysLow {
         one_time_keys: u32,
     },
+    /// Another device of this account stored new settings.
+    SettingsChanged {
+        version: u64,
+    },
 }
 
 /// A delivered envelope. Acknowledge it with [`Client::ack`].
@@ -93,6 +99,10 @@ pub struct Envelope {
     pub group: Option<GroupId>,
     /// What changed, for `group_event` envelopes.
     pub event: Option<GroupEvent>,
+    /// For edits: the message this one replaces.
+    pub edit_of: Option<ClientMsgId>,
+    /// For `timer` envelopes: the new timer (seconds) and the other party.
+    pub timer: Option<(u64, AccountId)>,
 }
 
 /// The result of linking a device.
@@ -249,6 +259,9 @@ impl Client {
                 payload,
                 group,
                 event,
+                edit_of,
+                timer,
+                to,
             } => Event::Envelope(Envelope {
                 seq,
                 kind,
@@ -259,6 +272,8 @@ impl Client {
                 payload: payload.map(|p| p.0),
                 group,
                 event: event.map(|e| *e),
+                edit_of,
+                timer: timer.zip(to),
             }),
             ServerFrame::Typing {
                 from,
@@ -272,6 +287,7 @@ impl Client {
             ServerFrame::Presence(p) => Event::Presence(p),
             ServerFrame::Error(e) => Event::Error(e),
             ServerFrame::KeysLow { one_time_keys } => Event::KeysLow { one_time_keys },
+            ServerFrame::SettingsChanged { version } => Event::SettingsChanged { version },
             f @ (ServerFrame::CallIncoming { .. }
             | ServerFrame::CallRinging { .. }
             | ServerFrame::CallAccepted { .. }
@@ -400,6 +416,18 @@ impl Client {
         msg: &ClientMsgId,
         envelopes: Vec<(DeviceId, Vec<u8>)>,
     ) -> Result<Sent> {
+        self.send_edit(to, msg, envelopes, None).await
+    }
+
+    /// Like [`Client::send`]; with `edit_of`, the message replaces an earlier
+    /// one of this account in the same chat (within the edit window).
+    pub async fn send_edit(
+        &mut self,
+        to: AccountId,
+        msg: &ClientMsgId,
+        envelopes: Vec<(DeviceId, Vec<u8>)>,
+        edit_of: Option<&ClientMsgId>,
+    ) -> Result<Sent> {
         let id = self.id();
         let envelopes = envelopes
             .into_iter()
@@ -414,6 +442,7 @@ impl Client {
                 msg: msg.clone(),
                 to,
                 envelopes,
+                edit_of: edit_of.cloned(),
             })
             .await?
         {
@@ -646,7 +675,9 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | GroupList { id, .. }
         | GroupInvite { id, .. }
         | KeysStock { id, .. }
-        | KeyBundles { id, .. } => Some(*id),
+        | KeyBundles { id, .. }
+        | Settings { id, .. }
+        | LinkCode { id, .. } => Some(*id),
         Error(e) => e.id,
         Hello { .. }
         | Envelope { .. }
@@ -661,7 +692,8 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | CallIce { .. }
         | CallWaiting { .. }
         | CallPeer { .. }
-        | KeysLow { .. } => None,
+        | KeysLow { .. }
+        | SettingsChanged { .. } => None,
     }
 }
 

@@ -21,6 +21,8 @@ pub struct GroupState {
     pub description: String,
     pub picture: Option<String>,
     pub announce_only: bool,
+    /// Disappearing-message timer, seconds (0: off).
+    pub timer_s: u64,
     /// Members in join order.
     pub members: Vec<(AccountId, GroupRole)>,
 }
@@ -62,6 +64,8 @@ pub enum GroupOp {
     Leave,
     Join,
     ResetInvite,
+    /// One of [`crate::chats::TIMER_CHOICES`].
+    SetTimer(u64),
 }
 
 /// Why a group request is refused. Nothing changes when it is.
@@ -132,6 +136,18 @@ pub fn apply(
         GroupOp::Promote(accounts) => set_roles(state, accounts, true),
         GroupOp::Demote(accounts) => set_roles(state, accounts, false),
         GroupOp::ResetInvite => Ok(vec![GroupChange::InviteReset]),
+        GroupOp::SetTimer(seconds) => {
+            if !crate::chats::valid_timer(seconds) {
+                return Err(GroupError::Invalid(
+                    "timers are 0, 86400, 604800 or 7776000 seconds",
+                ));
+            }
+            if seconds == state.timer_s {
+                return Ok(Vec::new());
+            }
+            state.timer_s = seconds;
+            Ok(vec![GroupChange::Timer { seconds }])
+        }
         GroupOp::Leave | GroupOp::Join => unreachable!("handled above"),
     }
 }
@@ -319,6 +335,7 @@ mod tests {
             description: String::new(),
             picture: None,
             announce_only: false,
+            timer_s: 0,
             members: vec![
                 (A, GroupRole::Creator),
                 (B, GroupRole::Admin),

@@ -5,6 +5,7 @@
 //! - [`policy`]: pure rules with no I/O (phone numbers, codes, credentials,
 //!   which devices a send must cover, when a code is accepted). They take
 //!   `now` as an argument and are unit-tested in isolation.
+//! - [`chats`]: edit and delete-for-everyone windows, disappearing timers.
 //! - [`groups`]: pure rules of group chats (roles, permissions, limits,
 //!   the events each change produces).
 //! - [`keys`]: pure rules of the end-to-end key directory (sizes, limits,
@@ -20,6 +21,7 @@
 //!
 //! [`Seq`]: palaver_proto::Seq
 
+pub mod chats;
 pub mod groups;
 pub mod keys;
 pub mod policy;
@@ -27,6 +29,7 @@ pub mod sqlite;
 pub mod store;
 
 pub use store::{
-    GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, KeyClaim, NewDevice,
-    NewGroup, Notifier, SendOutcome, SendRequest, Store, StoreError, StoredEnvelope, VerifyOutcome,
+    GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, KeyClaim, LinkOutcome,
+    NewDevice, NewGroup, Notifier, RevokeRequest, SendOutcome, SendRequest, Store, StoreError,
+    StoredEnvelope, TimerError, TimerRequest, VerifyOutcome,
 };

@@ -88,6 +88,15 @@ pub fn hash_credential(credential: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The stored form of a device-link code (128 random bits, so a fast hash
+/// is enough).
+pub fn link_code_hash(code: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"palaver-link-code\0");
+    h.update(code.as_bytes());
+    h.finalize().into()
+}
+
 /// Constant-time comparison of two stored hashes.
 pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;

@@ -8,6 +8,7 @@
 //! a small pool of read-only connections (WAL mode lets them proceed while
 //! the writer commits).
 
+use crate::chats::{AmendError, Chat, check_amend, message_expiry};
 use crate::groups::GroupError;
 use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::{CodeDecision, CodeRecord, Phone, check_coverage, decide_code};
@@ -129,8 +130,11 @@ CREATE TABLE blocks (
 "#,
     groups::MIGRATION,
     keys::MIGRATION,
+    chats::MIGRATION,
 ];
 
+mod account;
+mod chats;
 mod groups;
 mod keys;
 
@@ -398,6 +402,8 @@ fn kind_to_i64(kind: EnvelopeKind) -> i64 {
         EnvelopeKind::Delivered => 1,
         EnvelopeKind::Read => 2,
         EnvelopeKind::GroupEvent => 3,
+        EnvelopeKind::Revoke => 4,
+        EnvelopeKind::Timer => 5,
     }
 }
 
@@ -407,6 +413,8 @@ fn kind_from_i64(v: i64) -> rusqlite::Result<EnvelopeKind> {
         1 => EnvelopeKind::Delivered,
         2 => EnvelopeKind::Read,
         3 => EnvelopeKind::GroupEvent,
+        4 => EnvelopeKind::Revoke,
+        5 => EnvelopeKind::Timer,
         _ => return Err(rusqlite::Error::IntegralValueOutOfRange(0, v)),
     })
 }
@@ -472,14 +480,17 @@ struct NewEnvelope<'a> {
     expires_ms: u64,
     payload: Option<Vec<u8>>,
     group: Option<GroupId>,
+    /// For edits: the message replaced.
+    ref_msg: Option<ClientMsgId>,
 }
 
 fn enqueue(conn: &Connection, batch: &mut Batch, e: NewEnvelope<'_>) -> rusqlite::Result<()> {
     let seq: i64 = conn
         .prepare_cached(
             "INSERT INTO queue
-             (device_id, kind, from_account, from_device, msg, ts, expires_ms, payload, group_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
+             (device_id, kind, from_account, from_device, msg, ts, expires_ms, payload, group_id,
+              ref_msg)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING seq",
         )?
         .query_row(
             params![
@@ -492,6 +503,7 @@ fn enqueue(conn: &Connection, batch: &mut Batch, e: NewEnvelope<'_>) -> rusqlite
                 to_i64(e.expires_ms),
                 e.payload.as_deref(),
                 e.group.map(|g| to_i64(g.0)),
+                e.ref_msg.as_ref().map(|m| m.as_str()),
             ],
             |r| r.get(0),
         )?;
@@ -505,6 +517,7 @@ fn enqueue(conn: &Connection, batch: &mut Batch, e: NewEnvelope<'_>) -> rusqlite
         ts: e.ts,
         payload: e.payload,
         group: e.group,
+        ref_msg: e.ref_msg,
     }));
     Ok(())
 }
@@ -550,12 +563,16 @@ fn do_send(
     if they_block {
         req.envelopes.retain(|(d, _)| !theirs.contains(d));
     }
-    conn.prepare_cached("INSERT INTO sent (device_id, msg, ts) VALUES (?1, ?2, ?3)")?
-        .execute(params![
-            to_i64(req.from_device.0),
-            req.msg.as_str(),
-            to_i64(req.now_ms)
-        ])?;
+    let chat = Chat::Direct(req.to);
+    if let Some(orig) = &req.edit_of {
+        let found = chats::find_sent(conn, req.from, orig)?;
+        if let Err(e) = check_amend(found, Some(chat), req.now_ms, req.edit_window_ms) {
+            return Ok(SendOutcome::Amend(e));
+        }
+    }
+    chats::record_sent(conn, req.from_device, &req.msg, req.now_ms, req.from, chat)?;
+    let timer = chats::direct_timer(conn, req.from, req.to)?;
+    let expires_ms = message_expiry(req.now_ms, req.expires_at_ms, timer);
     for (device, payload) in req.envelopes {
         enqueue(
             conn,
@@ -567,9 +584,10 @@ fn do_send(
                 from_device: req.from_device,
                 msg: &req.msg,
                 ts: req.now_ms,
-                expires_ms: req.expires_at_ms,
+                expires_ms,
                 payload: Some(payload),
                 group: None,
+                ref_msg: req.edit_of.clone(),
             },
         )?;
     }
@@ -696,6 +714,7 @@ fn do_ack(
                     expires_ms,
                     payload: None,
                     group: None,
+                    ref_msg: None,
                 },
             )?;
         }
@@ -717,6 +736,9 @@ fn row_to_envelope(device: DeviceId, r: &rusqlite::Row<'_>) -> rusqlite::Result<
         ts: to_u64(r.get(5)?),
         payload: r.get(6)?,
         group: r.get::<_, Option<i64>>(7)?.map(|g| GroupId(to_u64(g))),
+        ref_msg: r
+            .get::<_, Option<String>>(8)?
+            .and_then(|m| ClientMsgId::new(m).ok()),
     })
 }
 
@@ -837,7 +859,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEnvelope>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, kind, from_account, from_device, msg, ts, payload, group_id FROM queue
+                "SELECT seq, kind, from_account, from_device, msg, ts, payload, group_id, ref_msg FROM queue
                  WHERE device_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
             let rows = stmt.query_map(
@@ -895,6 +917,7 @@ impl Store for SqliteStore {
                             expires_ms: expires_at_ms,
                             payload: None,
                             group: None,
+                            ref_msg: None,
                         },
                     )?;
                 }
@@ -1113,6 +1136,65 @@ impl Store for SqliteStore {
     async fn key_stock(&self, device: DeviceId) -> Result<Option<u32>, StoreError> {
         self.read(move |conn| keys::published_stock(conn, device))
             .await
+    }
+
+    async fn revoke(&self, req: RevokeRequest) -> Result<Result<(), AmendError>, StoreError> {
+        self.write(move |conn, batch| chats::revoke(conn, batch, req))
+            .await
+    }
+
+    async fn set_timer(&self, req: TimerRequest) -> Result<Result<(), TimerError>, StoreError> {
+        self.write(move |conn, batch| chats::set_timer(conn, batch, req))
+            .await
+    }
+
+    async fn settings(&self, account: AccountId) -> Result<(u64, Vec<u8>), StoreError> {
+        self.read(move |conn| account::settings(conn, account))
+            .await
+    }
+
+    async fn put_settings(
+        &self,
+        account: AccountId,
+        base_version: u64,
+        blob: Vec<u8>,
+    ) -> Result<Result<u64, u64>, StoreError> {
+        self.write(move |conn, _| account::put_settings(conn, account, base_version, blob))
+            .await
+    }
+
+    async fn create_link_code(
+        &self,
+        account: AccountId,
+        code_hash: [u8; 32],
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn, _| {
+            account::create_link_code(conn, account, code_hash, expires_at_ms)
+        })
+        .await
+    }
+
+    async fn link_with_code(
+        &self,
+        code_hash: [u8; 32],
+        name: String,
+        credential_hash: [u8; 32],
+        now_ms: u64,
+        max_devices: u32,
+    ) -> Result<LinkOutcome, StoreError> {
+        self.write(move |conn, batch| {
+            account::link_with_code(
+                conn,
+                batch,
+                code_hash,
+                name,
+                credential_hash,
+                now_ms,
+                max_devices,
+            )
+        })
+        .await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

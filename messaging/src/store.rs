@@ -1,5 +1,6 @@
 //! The storage trait: every durable read and write of the messaging core.
 
+use crate::chats::{AmendError, Chat};
 use crate::groups::{GroupError, GroupOp};
 use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::{CodeDecision, DeviceMismatch, Phone};
@@ -38,6 +39,8 @@ pub struct StoredEnvelope {
     pub payload: Option<Vec<u8>>,
     /// The group of a group message or group event.
     pub group: Option<GroupId>,
+    /// For edits: the message this one replaces.
+    pub ref_msg: Option<ClientMsgId>,
 }
 
 /// Receives what a store has just committed. Called on the store's own
@@ -81,7 +84,11 @@ pub struct SendRequest {
     pub to: AccountId,
     pub envelopes: Vec<(DeviceId, Vec<u8>)>,
     pub now_ms: u64,
+    /// Queue expiry; a chat timer may cut it short.
     pub expires_at_ms: u64,
+    /// The earlier message of the sender this one replaces.
+    pub edit_of: Option<ClientMsgId>,
+    pub edit_window_ms: u64,
 }
 
 /// The result of `send`.
@@ -97,6 +104,8 @@ pub enum SendOutcome {
     UnknownRecipient,
     /// The sender blocks the recipient; nothing stored.
     Blocked,
+    /// The edit is refused; nothing stored.
+    Amend(AmendError),
 }
 
 /// A new group.
@@ -144,6 +153,8 @@ pub struct GroupSendRequest {
     pub payload: Vec<u8>,
     pub now_ms: u64,
     pub expires_at_ms: u64,
+    pub edit_of: Option<ClientMsgId>,
+    pub edit_window_ms: u64,
 }
 
 /// The result of `group_send`.
@@ -152,6 +163,50 @@ pub enum GroupSendOutcome {
     Stored { ts: u64 },
     Duplicate { ts: u64 },
     Refused(GroupError),
+    Amend(AmendError),
+}
+
+/// Delete a message for everyone.
+#[derive(Debug, Clone)]
+pub struct RevokeRequest {
+    pub account: AccountId,
+    /// The device asking (it gets no `revoke` envelope).
+    pub device: DeviceId,
+    pub msg: ClientMsgId,
+    pub now_ms: u64,
+    pub window_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// Set a chat's disappearing-message timer.
+#[derive(Debug, Clone)]
+pub struct TimerRequest {
+    pub actor: AccountId,
+    pub chat: Chat,
+    /// One of [`crate::chats::TIMER_CHOICES`].
+    pub seconds: u64,
+    pub now_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// Why a timer change is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerError {
+    Group(GroupError),
+    UnknownAccount,
+    Blocked,
+}
+
+/// The result of linking a device with a code from another device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkOutcome {
+    Linked {
+        account: AccountId,
+        device: DeviceId,
+    },
+    /// Unknown, used or expired code.
+    Invalid,
+    DeviceLimit,
 }
 
 /// The result of `claim_keys`.
@@ -353,6 +408,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// One-time keys left for a device; `None` if it published no keys.
     async fn key_stock(&self, device: DeviceId) -> Result<Option<u32>, StoreError>;
+
+    /// Deletes one of `account`'s messages for everyone: drops still-queued
+    /// copies (and queued edits of it) and queues a `revoke` envelope to
+    /// every other device of the chat that already received it.
+    async fn revoke(&self, req: RevokeRequest) -> Result<Result<(), AmendError>, StoreError>;
+
+    /// Sets a chat's timer and tells every device of the chat.
+    async fn set_timer(&self, req: TimerRequest) -> Result<Result<(), TimerError>, StoreError>;
+
+    /// The account's settings blob and its version (0 and empty if never set).
+    async fn settings(&self, account: AccountId) -> Result<(u64, Vec<u8>), StoreError>;
+
+    /// Stores a new settings blob if `base_version` is the current version;
+    /// returns the new version, or `Err(current)` when it is stale.
+    async fn put_settings(
+        &self,
+        account: AccountId,
+        base_version: u64,
+        blob: Vec<u8>,
+    ) -> Result<Result<u64, u64>, StoreError>;
+
+    /// Stores a device-link code (its hash) for `account`.
+    async fn create_link_code(
+        &self,
+        account: AccountId,
+        code_hash: [u8; 32],
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Consumes a link code and links a new device to its account.
+    async fn link_with_code(
+        &self,
+        code_hash: [u8; 32],
+        name: String,
+        credential_hash: [u8; 32],
+        now_ms: u64,
+        max_devices: u32,
+    ) -> Result<LinkOutcome, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

@@ -47,6 +47,12 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "keys_upload",
     "keys_claim",
     "keys_count",
+    "revoke",
+    "set_timer",
+    "settings_get",
+    "settings_put",
+    "link_code_create",
+    "link",
 ];
 
 /// A client frame that could not be decoded.
@@ -154,6 +160,7 @@ mod tests {
                     device: DeviceId(3),
                     payload: Payload(b"hi".to_vec())
                 }],
+                edit_of: None,
             }
         );
     }
@@ -233,6 +240,9 @@ mod tests {
                 payload: None,
                 group: None,
                 event: None,
+                edit_of: None,
+                timer: None,
+                to: None,
             },
         ];
         for f in frames {
@@ -278,7 +288,8 @@ mod tests {
                     id,
                     msg,
                     to: AccountId(to),
-                    envelopes
+                    envelopes,
+                    edit_of: None,
                 }),
             proptest::collection::vec(any::<u64>().prop_map(Seq), 0..8)
                 .prop_map(|seqs| ClientFrame::Ack { seqs }),

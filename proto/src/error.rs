@@ -48,6 +48,11 @@ pub enum ErrorCode {
     Blocked,
     /// A signed key's signature does not verify.
     BadSignature,
+    /// The edit or delete-for-everyone window of the message has passed.
+    WindowClosed,
+    /// The settings changed since the version the update was based on;
+    /// fetch, merge and retry.
+    StaleVersion,
     /// The account may not do this (for example, not a group admin).
     Forbidden,
     /// The group has reached its size limit.
@@ -95,6 +100,8 @@ impl ErrorCode {
             Blocked => "blocked",
             BadSignature => "bad_signature",
             Forbidden => "forbidden",
+            WindowClosed => "window_closed",
+            StaleVersion => "stale_version",
             GroupFull => "group_full",
             NotInCall => "not_in_call",
             AlreadyInCall => "already_in_call",
@@ -144,6 +151,8 @@ mod tests {
             Blocked,
             BadSignature,
             Forbidden,
+            WindowClosed,
+            StaleVersion,
             GroupFull,
             ShuttingDown,
             Internal,

@@ -113,6 +113,10 @@ pub enum EnvelopeKind {
     Read,
     /// A change to a group: `event` is set, `from` is who made it.
     GroupEvent,
+    /// `from` deleted message `msg` for everyone.
+    Revoke,
+    /// `from` set the chat's disappearing-message timer to `timer` seconds.
+    Timer,
 }
 
 /// A frame sent by a client.
@@ -146,6 +150,9 @@ pub enum ClientFrame {
         msg: ClientMsgId,
         to: AccountId,
         envelopes: Vec<OutEnvelope>,
+        /// This message replaces an earlier one of yours in the same chat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edit_of: Option<ClientMsgId>,
     },
     /// Acknowledge envelopes; the server deletes them. No reply.
     Ack { seqs: Vec<Seq> },
@@ -281,6 +288,40 @@ pub enum ClientFrame {
         group: GroupId,
         msg: ClientMsgId,
         payload: Payload,
+        /// This message replaces an earlier one of yours in the group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edit_of: Option<ClientMsgId>,
+    },
+    /// Delete one of your messages for everyone: queued copies are dropped,
+    /// devices that already got it receive a `revoke` envelope.
+    Revoke { id: RequestId, msg: ClientMsgId },
+    /// Set the disappearing-message timer of a 1:1 chat (`to`) or a group
+    /// (`group`, admins): 0 (off), 86400, 604800 or 7776000 seconds.
+    SetTimer {
+        id: RequestId,
+        #[serde(default)]
+        to: Option<AccountId>,
+        #[serde(default)]
+        group: Option<GroupId>,
+        seconds: u64,
+    },
+    /// This account's settings blob (encrypted by the clients).
+    SettingsGet { id: RequestId },
+    /// Replace the settings blob; `version` is the version it was based on.
+    SettingsPut {
+        id: RequestId,
+        version: u64,
+        blob: Payload,
+    },
+    /// A one-time code that links a new device to this account (shown as a
+    /// QR code by this device).
+    LinkCodeCreate { id: RequestId },
+    /// Link this (unauthenticated) connection's new device with a code from
+    /// `link_code_create`.
+    Link {
+        id: RequestId,
+        code: String,
+        device_name: String,
     },
     /// Publish this device's keys (see `docs/protocol.md`, "Keys").
     KeysUpload {
@@ -413,6 +454,16 @@ pub enum ServerFrame {
         /// What changed, for `group_event` envelopes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         event: Option<Box<GroupEvent>>,
+        /// For edits: the message this one replaces.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edit_of: Option<ClientMsgId>,
+        /// For `timer` envelopes: the new timer in seconds (0: off).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timer: Option<u64>,
+        /// For `timer` envelopes: the account `from` set the timer with
+        /// (the chat is between `from` and `to`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<AccountId>,
     },
     /// Someone is typing to this account. Not stored, not acked.
     Typing {
@@ -506,6 +557,21 @@ pub enum ServerFrame {
     },
     /// This device's one-time keys are running low: upload more.
     KeysLow { one_time_keys: u32 },
+    /// The settings blob (reply to `settings_get` and `settings_put`);
+    /// version 0 and an empty blob when never set.
+    Settings {
+        id: RequestId,
+        version: u64,
+        blob: Payload,
+    },
+    /// Another device of this account stored settings `version`.
+    SettingsChanged { version: u64 },
+    /// A device-link code (reply to `link_code_create`).
+    LinkCode {
+        id: RequestId,
+        code: String,
+        expires_in_ms: u64,
+    },
     /// A request or frame failed.
     Error(ErrorFrame),
 }
@@ -586,7 +652,13 @@ impl ClientFrame {
             | GroupSend { id, .. }
             | KeysUpload { id, .. }
             | KeysClaim { id, .. }
-            | KeysCount { id } => Some(*id),
+            | KeysCount { id }
+            | Revoke { id, .. }
+            | SetTimer { id, .. }
+            | SettingsGet { id }
+            | SettingsPut { id, .. }
+            | LinkCodeCreate { id }
+            | Link { id, .. } => Some(*id),
             Ack { .. } | Typing { .. } => None,
         }
     }

@@ -110,6 +110,10 @@ pub enum GroupChange {
     },
     /// An admin reset the invite link: the old one no longer works.
     InviteReset,
+    /// An admin set the disappearing-message timer (seconds, 0: off).
+    Timer {
+        seconds: u64,
+    },
 }
 
 /// A system event of a group, delivered to every member device in order

@@ -210,6 +210,13 @@ pub struct SignalingSection {
     pub max_envelopes_per_send: usize,
     /// Most members of a group, the creator included.
     pub max_group_members: usize,
+    #[serde(with = "humantime_serde")]
+    pub revoke_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub edit_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub link_code_ttl: Duration,
+    pub max_settings_bytes: usize,
     pub rate_limits: RateLimits,
 }
 
@@ -229,6 +236,10 @@ impl Default for SignalingSection {
             inflight_window: d.inflight_window,
             max_envelopes_per_send: d.max_envelopes_per_send,
             max_group_members: d.max_group_members,
+            revoke_window: d.revoke_window,
+            edit_window: d.edit_window,
+            link_code_ttl: d.link_code_ttl,
+            max_settings_bytes: d.max_settings_bytes,
             rate_limits: d.rate_limits,
         }
     }
@@ -263,6 +274,10 @@ impl SignalingSection {
             inflight_window: self.inflight_window,
             max_envelopes_per_send: self.max_envelopes_per_send,
             max_group_members: self.max_group_members,
+            revoke_window: self.revoke_window,
+            edit_window: self.edit_window,
+            link_code_ttl: self.link_code_ttl,
+            max_settings_bytes: self.max_settings_bytes,
             rate_limits: self.rate_limits.clone(),
             ..palaver_signaling::GatewayConfig::default()
         }

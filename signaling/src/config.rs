@@ -88,6 +88,14 @@ pub struct GatewayConfig {
     pub max_presence_subscriptions: usize,
     /// Most members of a group, the creator included.
     pub max_group_members: usize,
+    /// How long after sending a message may be deleted for everyone.
+    pub revoke_window: Duration,
+    /// How long after sending a message may be edited.
+    pub edit_window: Duration,
+    /// How long a device-link code is valid.
+    pub link_code_ttl: Duration,
+    /// Largest settings blob, in bytes.
+    pub max_settings_bytes: usize,
     pub rate_limits: RateLimits,
     /// Call timers.
     pub calls: crate::calls::CallConfig,
@@ -112,6 +120,10 @@ impl Default for GatewayConfig {
             max_envelopes_per_send: 256,
             max_presence_subscriptions: 1024,
             max_group_members: 1024,
+            revoke_window: Duration::from_secs(48 * 3600),
+            edit_window: Duration::from_secs(15 * 60),
+            link_code_ttl: Duration::from_secs(300),
+            max_settings_bytes: 64 * 1024,
             rate_limits: RateLimits::default(),
             calls: crate::calls::CallConfig::default(),
             ice: crate::calls::IceConfig {

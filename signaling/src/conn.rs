@@ -268,20 +268,23 @@ impl Conn {
         self.last_pushed = env.seq;
         self.unacked.insert(env.seq);
         self.gw.metrics.envelopes_pushed.inc();
-        let (payload, event) = match env.kind {
-            // The store keeps a group event as its JSON; it goes out as a field.
-            EnvelopeKind::GroupEvent => (
-                None,
-                env.payload
+        let (mut payload, mut event, mut timer) = (None, None, None);
+        match env.kind {
+            // The store keeps these details as JSON; they go out as fields.
+            EnvelopeKind::GroupEvent => {
+                event = env
+                    .payload
                     .as_deref()
                     .and_then(|p| serde_json::from_slice(p).ok())
-                    .map(Box::new),
-            ),
-            _ => (
-                env.payload.clone().map(palaver_proto::frames::Payload),
-                None,
-            ),
-        };
+                    .map(Box::new);
+            }
+            EnvelopeKind::Timer => {
+                timer = env.payload.as_deref().and_then(|p| {
+                    serde_json::from_slice::<palaver_messaging::chats::TimerNote>(p).ok()
+                });
+            }
+            _ => payload = env.payload.clone().map(palaver_proto::frames::Payload),
+        }
         self.out.push(ServerFrame::Envelope {
             seq: env.seq,
             kind: env.kind,
@@ -292,6 +295,9 @@ impl Conn {
             payload,
             group: env.group,
             event,
+            edit_of: env.ref_msg.clone(),
+            timer: timer.map(|t| t.seconds),
+            to: timer.map(|t| t.to),
         });
     }
 

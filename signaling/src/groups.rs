@@ -19,7 +19,7 @@ const MAX_CODE: usize = 64;
 
 type Reply = Result<(), ReqError>;
 
-fn group_error(e: GroupError) -> ReqError {
+pub(crate) fn group_error(e: GroupError) -> ReqError {
     let code = match &e {
         GroupError::NotMember => ErrorCode::NotFound,
         GroupError::NotAdmin | GroupError::AnnounceOnly | GroupError::Creator => {
@@ -103,12 +103,13 @@ impl Conn {
                 group,
                 msg,
                 payload,
-            } => self.group_send(id, group, msg, payload.0).await,
+                edit_of,
+            } => self.group_send(id, group, msg, payload.0, edit_of).await,
             _ => Err(ReqError::new(ErrorCode::Internal, "not a group frame")),
         }
     }
 
-    fn expiry(&self, now: u64) -> u64 {
+    pub(crate) fn expiry(&self, now: u64) -> u64 {
         now + self.gw.config.envelope_ttl.as_millis() as u64
     }
 
@@ -246,6 +247,7 @@ impl Conn {
         group: GroupId,
         msg: ClientMsgId,
         payload: Vec<u8>,
+        edit_of: Option<ClientMsgId>,
     ) -> Reply {
         let me = self.me()?;
         self.check_send_rate(me)?;
@@ -258,11 +260,14 @@ impl Conn {
             payload,
             now_ms: now,
             expires_at_ms: self.expiry(now),
+            edit_of,
+            edit_window_ms: self.gw.config.edit_window.as_millis() as u64,
         };
         let (ts, duplicate) = match self.gw.store.group_send(req).await? {
             GroupSendOutcome::Stored { ts } => (ts, false),
             GroupSendOutcome::Duplicate { ts } => (ts, true),
             GroupSendOutcome::Refused(e) => return Err(group_error(e)),
+            GroupSendOutcome::Amend(e) => return Err(crate::chats::amend_error(e)),
         };
         self.sent(id, msg, ts, duplicate);
         Ok(())

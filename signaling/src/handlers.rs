@@ -130,7 +130,8 @@ impl Conn {
                 msg,
                 to,
                 envelopes,
-            } => self.send(id, msg, to, envelopes).await,
+                edit_of,
+            } => self.send(id, msg, to, envelopes, edit_of).await,
             F::Ack { seqs } => self.ack(seqs).await,
             F::Read { id, to, msgs } => self.read(id, to, msgs).await,
             F::Typing { to, typing } => {
@@ -217,6 +218,12 @@ impl Conn {
             f @ (F::KeysUpload { .. } | F::KeysClaim { .. } | F::KeysCount { .. }) => {
                 self.keys_frame(f).await
             }
+            f @ (F::Revoke { .. }
+            | F::SetTimer { .. }
+            | F::SettingsGet { .. }
+            | F::SettingsPut { .. }
+            | F::LinkCodeCreate { .. }
+            | F::Link { .. }) => self.chats_frame(f).await,
             F::RevokeDevice { id, device } => {
                 let me = self.me()?;
                 if !self
@@ -471,6 +478,7 @@ impl Conn {
         msg: ClientMsgId,
         to: AccountId,
         envelopes: Vec<OutEnvelope>,
+        edit_of: Option<ClientMsgId>,
     ) -> Reply {
         let me = self.me()?;
         self.check_send_rate(me)?;
@@ -493,6 +501,8 @@ impl Conn {
                 .collect(),
             now_ms: now,
             expires_at_ms: now + self.gw.config.envelope_ttl.as_millis() as u64,
+            edit_of,
+            edit_window_ms: self.gw.config.edit_window.as_millis() as u64,
         };
         match self.gw.store.send(req).await? {
             outcome @ (SendOutcome::Stored { ts } | SendOutcome::Duplicate { ts }) => {
@@ -501,6 +511,7 @@ impl Conn {
                 Ok(())
             }
             SendOutcome::UnknownRecipient => Err(not_found()),
+            SendOutcome::Amend(e) => Err(crate::chats::amend_error(e)),
             SendOutcome::Blocked => Err(blocked()),
             SendOutcome::Mismatch(m) if !m.duplicated.is_empty() => Err(ReqError::new(
                 ErrorCode::InvalidArgument,

@@ -18,6 +18,7 @@
 //! [`Notifier`]: palaver_messaging::Notifier
 
 pub mod calls;
+mod chats;
 pub mod config;
 mod conn;
 mod groups;

@@ -423,6 +423,7 @@ mod tests {
             ts: 0,
             payload: None,
             group: None,
+            ref_msg: None,
         });
         for _ in 0..MAX_PENDING + 10 {
             m.push(Push::Envelope(env.clone()));

@@ -167,6 +167,7 @@ impl Peer {
                 device: t.device,
                 payload: Payload(payload),
             }],
+            edit_of: None,
         };
         self.k += 1;
         self.ws

@@ -116,6 +116,8 @@ fn show(event: &Event) {
                 }
             }
             EnvelopeKind::GroupEvent => println!("  (group event {:?})", e.event),
+            EnvelopeKind::Revoke => println!("  ({} deleted {} for everyone)", e.from, e.msg),
+            EnvelopeKind::Timer => println!("  (disappearing timer {:?})", e.timer),
             EnvelopeKind::Delivered => println!("  (delivered {} to {})", e.msg, e.from),
             EnvelopeKind::Read => println!("  (read {} by {})", e.msg, e.from),
         },
@@ -133,6 +135,7 @@ fn show(event: &Event) {
         Event::Call(f) => println!("  (call {f:?})"),
         Event::Error(e) => println!("  (server error {}: {})", e.code.as_str(), e.message),
         Event::KeysLow { one_time_keys } => println!("  ({one_time_keys} one-time keys left)"),
+        Event::SettingsChanged { version } => println!("  (settings now at version {version})"),
     }
 }
 

@@ -1,7 +1,9 @@
 //! Groups in SQLite: load a group's state, let [`crate::groups`] decide,
 //! persist the difference and queue the events, all in one writer job.
 
+use super::chats::{find_sent, record_sent};
 use super::{Batch, NewEnvelope, account_exists, enqueue, to_i64, to_u64};
+use crate::chats::{Chat, check_amend, message_expiry};
 use crate::groups::{self, GroupError, GroupOp, GroupState};
 use crate::store::{GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, NewGroup};
 use palaver_proto::frames::EnvelopeKind;
@@ -59,7 +61,8 @@ struct Meta {
 fn load(conn: &Connection, group: GroupId) -> rusqlite::Result<Option<(GroupState, Meta)>> {
     let row = conn
         .prepare_cached(
-            "SELECT name, description, picture, announce_only, event_seq, created_ms, invite_code
+            "SELECT name, description, picture, announce_only, event_seq, created_ms, invite_code,
+                    timer_s
              FROM groups WHERE id = ?1",
         )?
         .query_row([to_i64(group.0)], |r| {
@@ -69,6 +72,7 @@ fn load(conn: &Connection, group: GroupId) -> rusqlite::Result<Option<(GroupStat
                     description: r.get(1)?,
                     picture: r.get(2)?,
                     announce_only: r.get::<_, i64>(3)? != 0,
+                    timer_s: to_u64(r.get(7)?),
                     members: Vec::new(),
                 },
                 Meta {
@@ -110,6 +114,14 @@ fn info(group: GroupId, state: &GroupState, meta: &Meta) -> GroupInfo {
         event: meta.event,
         created_at: meta.created_ms,
     }
+}
+
+/// The members of a group, if it exists.
+pub(super) fn members(
+    conn: &Connection,
+    group: GroupId,
+) -> rusqlite::Result<Option<Vec<AccountId>>> {
+    Ok(load(conn, group)?.map(|(state, _)| state.members.iter().map(|(a, _)| *a).collect()))
 }
 
 /// The group as `viewer` sees it, if `viewer` is a member.
@@ -174,6 +186,7 @@ pub(super) fn create(
         description: String::new(),
         picture: None,
         announce_only: false,
+        timer_s: 0,
         members: vec![(new.creator, GroupRole::Creator)],
     };
     state
@@ -250,7 +263,8 @@ pub(super) fn change(
     }
     persist_members(conn, group, &before, &after)?;
     conn.prepare_cached(
-        "UPDATE groups SET name = ?2, description = ?3, picture = ?4, announce_only = ?5
+        "UPDATE groups SET name = ?2, description = ?3, picture = ?4, announce_only = ?5,
+                           timer_s = ?6
          WHERE id = ?1",
     )?
     .execute(params![
@@ -258,7 +272,8 @@ pub(super) fn change(
         after.name,
         after.description,
         after.picture,
-        i64::from(after.announce_only)
+        i64::from(after.announce_only),
+        to_i64(after.timer_s)
     ])?;
     if req.op == GroupOp::ResetInvite {
         conn.prepare_cached("UPDATE groups SET invite_code = ?2 WHERE id = ?1")?
@@ -393,6 +408,7 @@ fn emit(
                     expires_ms,
                     payload: Some(json.clone()),
                     group: Some(group),
+                    ref_msg: None,
                 },
             )?;
         }
@@ -428,12 +444,22 @@ pub(super) fn send(
     if let Err(e) = state.may_send(req.from) {
         return Ok(GroupSendOutcome::Refused(e));
     }
-    conn.prepare_cached("INSERT INTO sent (device_id, msg, ts) VALUES (?1, ?2, ?3)")?
-        .execute(params![
-            to_i64(req.from_device.0),
-            req.msg.as_str(),
-            to_i64(req.now_ms)
-        ])?;
+    if let Some(orig) = &req.edit_of {
+        let found = find_sent(conn, req.from, orig)?;
+        let chat = Some(Chat::Group(req.group));
+        if let Err(e) = check_amend(found, chat, req.now_ms, req.edit_window_ms) {
+            return Ok(GroupSendOutcome::Amend(e));
+        }
+    }
+    record_sent(
+        conn,
+        req.from_device,
+        &req.msg,
+        req.now_ms,
+        req.from,
+        Chat::Group(req.group),
+    )?;
+    let expires_ms = message_expiry(req.now_ms, req.expires_at_ms, state.timer_s);
     let mut seen = BTreeSet::new();
     for (account, _) in &state.members {
         for device in batch.devices_of(conn, *account)? {
@@ -450,9 +476,10 @@ pub(super) fn send(
                     from_device: req.from_device,
                     msg: &req.msg,
                     ts: req.now_ms,
-                    expires_ms: req.expires_at_ms,
+                    expires_ms,
                     payload: Some(req.payload.clone()),
                     group: Some(req.group),
+                    ref_msg: req.edit_of.clone(),
                 },
             )?;
         }

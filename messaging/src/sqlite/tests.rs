@@ -80,6 +80,8 @@ fn send_req(
         envelopes: devs.iter().map(|d| (*d, id.as_bytes().to_vec())).collect(),
         now_ms: 100,
         expires_at_ms: 1_000_000,
+        edit_of: None,
+        edit_window_ms: 0,
     }
 }
 
@@ -328,6 +330,58 @@ async fn expiry_removes_old_envelopes() {
     let left = f.store.fetch(bob.1, Seq(0), 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].msg, msg("new"));
+}
+
+#[tokio::test]
+async fn chat_timers_cut_queue_life_short() {
+    let f = fixture();
+    let alice = link(&f.store, "+14155552671").await;
+    let bob = link(&f.store, "+14155552672").await;
+    let carol = link(&f.store, "+14155552673").await;
+    let timer = |chat, seconds| crate::store::TimerRequest {
+        actor: alice.0,
+        chat,
+        seconds,
+        now_ms: 100,
+        expires_at_ms: 1_000_000_000,
+    };
+    use crate::chats::Chat;
+    f.store
+        .set_timer(timer(Chat::Direct(bob.0), 86_400))
+        .await
+        .unwrap()
+        .unwrap();
+    // Sent at 100 ms with a queue life of 1,000,000 s: to Bob it disappears
+    // after a day, to Carol (no timer) it stays.
+    let mut to_bob = send_req(alice, bob.0, "b", &[bob.1]);
+    to_bob.expires_at_ms = 1_000_000_000;
+    f.store.send(to_bob).await.unwrap();
+    let mut to_carol = send_req(alice, carol.0, "c", &[carol.1]);
+    to_carol.expires_at_ms = 1_000_000_000;
+    f.store.send(to_carol).await.unwrap();
+    f.store.expire(100 + 86_400_000, 0).await.unwrap();
+    let kinds = |v: Vec<StoredEnvelope>| v.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+    // Bob keeps the timer notice (it has the long queue life), not the message.
+    assert_eq!(
+        kinds(f.store.fetch(bob.1, Seq(0), 10).await.unwrap()),
+        vec![EnvelopeKind::Timer]
+    );
+    assert_eq!(
+        kinds(f.store.fetch(carol.1, Seq(0), 10).await.unwrap()),
+        vec![EnvelopeKind::Message]
+    );
+    // Turning the timer off restores the normal life for new messages.
+    f.store
+        .set_timer(timer(Chat::Direct(bob.0), 0))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut later = send_req(alice, bob.0, "b2", &[bob.1]);
+    later.expires_at_ms = 1_000_000_000;
+    f.store.send(later).await.unwrap();
+    f.store.expire(100 + 86_400_001, 0).await.unwrap();
+    let left = f.store.fetch(bob.1, Seq(0), 10).await.unwrap();
+    assert!(left.iter().any(|e| e.msg == msg("b2")));
 }
 
 #[tokio::test]
