@@ -19,6 +19,35 @@ impl Client {
         self.call_done(ClientFrame::Revoke { id, msg }).await
     }
 
+    /// Posts a status for `audience` (encrypt `payload` for them); it
+    /// disappears after a day. Delete it early with [`Client::revoke`].
+    pub async fn status_post(
+        &mut self,
+        msg: &ClientMsgId,
+        audience: &[AccountId],
+        payload: Vec<u8>,
+    ) -> Result<crate::Sent> {
+        let id = self.id();
+        let frame = ClientFrame::StatusPost {
+            id,
+            msg: msg.clone(),
+            audience: audience.to_vec(),
+            payload: Payload(payload),
+        };
+        match self.call(frame).await? {
+            ServerFrame::Sent { ts, duplicate, .. } => Ok(crate::Sent { ts, duplicate }),
+            f => Err(unexpected(f)),
+        }
+    }
+
+    /// Tells the author that this account viewed their status.
+    pub async fn status_view(&mut self, author: AccountId, msg: &ClientMsgId) -> Result<()> {
+        let id = self.id();
+        let msg = msg.clone();
+        self.call_done(ClientFrame::StatusView { id, author, msg })
+            .await
+    }
+
     /// Sets a chat's disappearing-message timer (seconds; 0 turns it off).
     pub async fn set_timer(&mut self, chat: ChatRef, seconds: u64) -> Result<()> {
         let id = self.id();

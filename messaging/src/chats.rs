@@ -11,6 +11,8 @@ pub const TIMER_CHOICES: [u64; 4] = [0, 86_400, 604_800, 7_776_000];
 pub enum Chat {
     Direct(AccountId),
     Group(GroupId),
+    /// A status post (to its audience).
+    Status,
 }
 
 /// Whether `seconds` is one of [`TIMER_CHOICES`].

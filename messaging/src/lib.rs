@@ -30,6 +30,6 @@ pub mod store;
 
 pub use store::{
     GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, KeyClaim, LinkOutcome,
-    NewDevice, NewGroup, Notifier, RevokeRequest, SendOutcome, SendRequest, Store, StoreError,
-    StoredEnvelope, TimerError, TimerRequest, VerifyOutcome,
+    NewDevice, NewGroup, Notifier, RevokeRequest, SendOutcome, SendRequest, StatusOutcome,
+    StatusRequest, Store, StoreError, StoredEnvelope, TimerError, TimerRequest, VerifyOutcome,
 };

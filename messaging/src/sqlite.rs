@@ -131,12 +131,14 @@ CREATE TABLE blocks (
     groups::MIGRATION,
     keys::MIGRATION,
     chats::MIGRATION,
+    status::MIGRATION,
 ];
 
 mod account;
 mod chats;
 mod groups;
 mod keys;
+mod status;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Connection, &mut Batch) + Send>;
@@ -404,6 +406,8 @@ fn kind_to_i64(kind: EnvelopeKind) -> i64 {
         EnvelopeKind::GroupEvent => 3,
         EnvelopeKind::Revoke => 4,
         EnvelopeKind::Timer => 5,
+        EnvelopeKind::Status => 6,
+        EnvelopeKind::StatusView => 7,
     }
 }
 
@@ -415,6 +419,8 @@ fn kind_from_i64(v: i64) -> rusqlite::Result<EnvelopeKind> {
         3 => EnvelopeKind::GroupEvent,
         4 => EnvelopeKind::Revoke,
         5 => EnvelopeKind::Timer,
+        6 => EnvelopeKind::Status,
+        7 => EnvelopeKind::StatusView,
         _ => return Err(rusqlite::Error::IntegralValueOutOfRange(0, v)),
     })
 }
@@ -1197,6 +1203,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn post_status(&self, req: StatusRequest) -> Result<StatusOutcome, StoreError> {
+        self.write(move |conn, batch| status::post(conn, batch, req))
+            .await
+    }
+
+    async fn view_status(
+        &self,
+        viewer: (AccountId, DeviceId),
+        author: AccountId,
+        msg: ClientMsgId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn, batch| status::view(conn, batch, viewer, author, msg, now_ms))
+            .await
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await?;
@@ -1217,6 +1239,7 @@ impl Store for SqliteStore {
                 .execute([to_i64(dedup_before_ms)])?;
             conn.prepare_cached("DELETE FROM codes WHERE expires_ms < ?1")?
                 .execute([to_i64(now_ms.saturating_sub(86_400_000))])?;
+            status::expire(conn, now_ms)?;
             Ok(n as u64)
         })
         .await

@@ -197,6 +197,34 @@ pub enum TimerError {
     Blocked,
 }
 
+/// A status post.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    pub author: AccountId,
+    pub device: DeviceId,
+    pub msg: ClientMsgId,
+    pub payload: Vec<u8>,
+    /// The accounts that may see it (distinct).
+    pub audience: Vec<AccountId>,
+    pub now_ms: u64,
+    /// When the status disappears (24 h after posting by default).
+    pub expires_at_ms: u64,
+}
+
+/// The result of `post_status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusOutcome {
+    /// Stored; `reached` audience accounts (blocked ones are skipped).
+    Stored {
+        ts: u64,
+        reached: usize,
+    },
+    Duplicate {
+        ts: u64,
+    },
+    UnknownAccount(AccountId),
+}
+
 /// The result of linking a device with a code from another device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkOutcome {
@@ -446,6 +474,21 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         max_devices: u32,
     ) -> Result<LinkOutcome, StoreError>;
+
+    /// Posts a status: one envelope per device of the audience (and the
+    /// author's other devices), all expiring with the status. Deleting it
+    /// early is a `revoke` of its message id.
+    async fn post_status(&self, req: StatusRequest) -> Result<StatusOutcome, StoreError>;
+
+    /// Queues a `status_view` receipt to the author's devices. False if the
+    /// status is gone or `viewer` is not in its audience.
+    async fn view_status(
+        &self,
+        viewer: (AccountId, DeviceId),
+        author: AccountId,
+        msg: ClientMsgId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

@@ -48,6 +48,8 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "keys_claim",
     "keys_count",
     "revoke",
+    "status_post",
+    "status_view",
     "set_timer",
     "settings_get",
     "settings_put",

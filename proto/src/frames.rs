@@ -117,6 +117,10 @@ pub enum EnvelopeKind {
     Revoke,
     /// `from` set the chat's disappearing-message timer to `timer` seconds.
     Timer,
+    /// A status post of `from` (`payload`); it disappears with the status.
+    Status,
+    /// `from` viewed your status `msg`.
+    StatusView,
 }
 
 /// A frame sent by a client.
@@ -291,6 +295,20 @@ pub enum ClientFrame {
         /// This message replaces an earlier one of yours in the group.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         edit_of: Option<ClientMsgId>,
+    },
+    /// Post a status (a payload encrypted for the audience) that disappears
+    /// after `signaling.status_ttl` (24 h). Delete it early with `revoke`.
+    StatusPost {
+        id: RequestId,
+        msg: ClientMsgId,
+        audience: Vec<AccountId>,
+        payload: Payload,
+    },
+    /// Tell the author you viewed their status `msg`.
+    StatusView {
+        id: RequestId,
+        author: AccountId,
+        msg: ClientMsgId,
     },
     /// Delete one of your messages for everyone: queued copies are dropped,
     /// devices that already got it receive a `revoke` envelope.
@@ -654,6 +672,8 @@ impl ClientFrame {
             | KeysClaim { id, .. }
             | KeysCount { id }
             | Revoke { id, .. }
+            | StatusPost { id, .. }
+            | StatusView { id, .. }
             | SetTimer { id, .. }
             | SettingsGet { id }
             | SettingsPut { id, .. }

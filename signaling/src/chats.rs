@@ -10,7 +10,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use palaver_messaging::chats::{AmendError, Chat, valid_timer};
 use palaver_messaging::policy::{hash_credential, link_code_hash, new_credential};
-use palaver_messaging::{LinkOutcome, RevokeRequest, TimerError, TimerRequest};
+use palaver_messaging::{
+    LinkOutcome, RevokeRequest, StatusOutcome, StatusRequest, TimerError, TimerRequest,
+};
 use palaver_proto::frames::{ClientFrame, Payload, ServerFrame};
 use palaver_proto::{AccountId, ClientMsgId, ErrorCode, GroupId, RequestId};
 use rand::RngCore;
@@ -56,6 +58,28 @@ impl Conn {
             }
             F::SettingsPut { id, version, blob } => self.settings_put(id, version, blob).await,
             F::LinkCodeCreate { id } => self.link_code_create(id).await,
+            F::StatusPost {
+                id,
+                msg,
+                audience,
+                payload,
+            } => self.status_post(id, msg, audience, payload.0).await,
+            F::StatusView { id, author, msg } => {
+                let me = self.me()?;
+                let seen = self
+                    .gw
+                    .store
+                    .view_status((me.account, me.device), author, msg, now_ms())
+                    .await?;
+                if !seen {
+                    return Err(ReqError::new(
+                        ErrorCode::NotFound,
+                        "no such status, or it is not for you",
+                    ));
+                }
+                self.reply(ServerFrame::Done { id });
+                Ok(())
+            }
             F::Link {
                 id,
                 code,
@@ -79,6 +103,47 @@ impl Conn {
         };
         self.gw.store.revoke(req).await?.map_err(amend_error)?;
         self.reply(ServerFrame::Done { id });
+        Ok(())
+    }
+
+    async fn status_post(
+        &mut self,
+        id: RequestId,
+        msg: ClientMsgId,
+        mut audience: Vec<AccountId>,
+        payload: Vec<u8>,
+    ) -> Reply {
+        let me = self.me()?;
+        self.check_send_rate(me)?;
+        let max = self.gw.config.max_status_audience;
+        audience.sort_unstable();
+        audience.dedup();
+        if audience.len() > max {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                format!("a status reaches at most {max} accounts"),
+            ));
+        }
+        let now = now_ms();
+        let req = StatusRequest {
+            author: me.account,
+            device: me.device,
+            msg: msg.clone(),
+            payload,
+            audience,
+            now_ms: now,
+            expires_at_ms: now + self.gw.config.status_ttl.as_millis() as u64,
+        };
+        match self.gw.store.post_status(req).await? {
+            StatusOutcome::Stored { ts, .. } => self.sent(id, msg, ts, false),
+            StatusOutcome::Duplicate { ts } => self.sent(id, msg, ts, true),
+            StatusOutcome::UnknownAccount(a) => {
+                return Err(ReqError::new(
+                    ErrorCode::NotFound,
+                    format!("account {a} does not exist"),
+                ));
+            }
+        }
         Ok(())
     }
 

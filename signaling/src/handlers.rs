@@ -219,6 +219,8 @@ impl Conn {
                 self.keys_frame(f).await
             }
             f @ (F::Revoke { .. }
+            | F::StatusPost { .. }
+            | F::StatusView { .. }
             | F::SetTimer { .. }
             | F::SettingsGet { .. }
             | F::SettingsPut { .. }

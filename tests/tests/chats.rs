@@ -35,7 +35,8 @@ async fn delete_for_everyone_and_edits() {
     let (bob, b) = server.device(&phone()).await;
     bob.close().await.unwrap();
 
-    // Revoked while still queued: Bob never sees it, nor a revoke for it.
+    // Revoked while still queued: Bob never sees it, only that it was
+    // deleted (as WhatsApp shows "this message was deleted").
     text(&mut alice, b.account, b.device, "m1").await;
     text(&mut alice, b.account, b.device, "m2").await;
     alice.revoke(&id("m1")).await.unwrap();
@@ -43,6 +44,8 @@ async fn delete_for_everyone_and_edits() {
     bob.auth(b.device, &b.credential).await.unwrap();
     let e = next_item(&mut bob).await;
     assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Message, "m2"));
+    let e = next_item(&mut bob).await;
+    assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Revoke, "m1"));
 
     // Revoked after delivery: Bob gets a revoke naming the message.
     text(&mut alice, b.account, b.device, "m3").await;
@@ -107,6 +110,8 @@ async fn delete_for_everyone_and_edits() {
     text(&mut alice, b.account, b.device, "m5").await;
     let mut bob = server.connect().await;
     bob.auth(b.device, &b.credential).await.unwrap();
+    let e = next_item(&mut bob).await;
+    assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Revoke, "m4"));
     assert_eq!(next_item(&mut bob).await.msg.as_str(), "m5");
 }
 
@@ -242,4 +247,43 @@ async fn a_device_links_with_a_code_from_another() {
     let (code, _) = alice.link_code().await.unwrap();
     let err = laptop.link(&code, "x").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::AlreadyAuthenticated));
+}
+
+#[tokio::test]
+async fn status_posts_reach_their_audience_only() {
+    let server = Server::start();
+    let (mut alice, a) = server.device(&phone()).await;
+    let (mut bob, b) = server.device(&phone()).await;
+    let (mut carol, c) = server.device(&phone()).await;
+
+    alice
+        .status_post(&id("s1"), &[b.account], b"sunset photo".to_vec())
+        .await
+        .unwrap();
+    let e = next_item(&mut bob).await;
+    assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Status, "s1"));
+    assert_eq!(e.payload.as_deref(), Some(&b"sunset photo"[..]));
+    // Carol is not in the audience: the next thing she gets is this probe.
+    text(&mut alice, c.account, c.device, "probe").await;
+    assert_eq!(next_item(&mut carol).await.msg.as_str(), "probe");
+    let err = carol.status_view(a.account, &id("s1")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+
+    // Bob's view receipt reaches Alice.
+    bob.status_view(a.account, &id("s1")).await.unwrap();
+    let e = next_item(&mut alice).await;
+    assert_eq!(
+        (e.kind, e.from, e.msg.as_str()),
+        (EnvelopeKind::StatusView, b.account, "s1")
+    );
+
+    // Deleted early: Bob, who saw it, is told.
+    alice.revoke(&id("s1")).await.unwrap();
+    let e = next_item(&mut bob).await;
+    assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Revoke, "s1"));
+    let err = alice
+        .status_post(&id("s2"), &[AccountId(999_999)], b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
 }

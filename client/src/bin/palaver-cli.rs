@@ -118,6 +118,8 @@ fn show(event: &Event) {
             EnvelopeKind::GroupEvent => println!("  (group event {:?})", e.event),
             EnvelopeKind::Revoke => println!("  ({} deleted {} for everyone)", e.from, e.msg),
             EnvelopeKind::Timer => println!("  (disappearing timer {:?})", e.timer),
+            EnvelopeKind::Status => println!("  (status {} from {})", e.msg, e.from),
+            EnvelopeKind::StatusView => println!("  ({} viewed status {})", e.from, e.msg),
             EnvelopeKind::Delivered => println!("  (delivered {} to {})", e.msg, e.from),
             EnvelopeKind::Read => println!("  (read {} by {})", e.msg, e.from),
         },

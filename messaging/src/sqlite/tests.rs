@@ -385,6 +385,44 @@ async fn chat_timers_cut_queue_life_short() {
 }
 
 #[tokio::test]
+async fn statuses_disappear_with_their_lifetime() {
+    let f = fixture();
+    let alice = link(&f.store, "+14155552671").await;
+    let bob = link(&f.store, "+14155552672").await;
+    let post = crate::store::StatusRequest {
+        author: alice.0,
+        device: alice.1,
+        msg: msg("s1"),
+        payload: b"p".to_vec(),
+        audience: vec![bob.0],
+        now_ms: 100,
+        expires_at_ms: 1_000,
+    };
+    let out = f.store.post_status(post).await.unwrap();
+    assert_eq!(
+        out,
+        crate::store::StatusOutcome::Stored {
+            ts: 100,
+            reached: 1
+        }
+    );
+    assert!(
+        f.store
+            .view_status(bob, alice.0, msg("s1"), 500)
+            .await
+            .unwrap()
+    );
+    f.store.expire(1_000, 0).await.unwrap();
+    assert!(f.store.fetch(bob.1, Seq(0), 10).await.unwrap().is_empty());
+    assert!(
+        !f.store
+            .view_status(bob, alice.0, msg("s1"), 1_001)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
 async fn data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
