@@ -1,6 +1,7 @@
 //! Delete for everyone, timers, synced settings and device-link codes.
 
 use crate::{Client, Registration, Result, unexpected};
+use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{ClientFrame, Payload, ServerFrame};
 use palaver_proto::{AccountId, ClientMsgId, GroupId};
 
@@ -46,6 +47,26 @@ impl Client {
         let msg = msg.clone();
         self.call_done(ClientFrame::StatusView { id, author, msg })
             .await
+    }
+
+    /// Publishes this account's business profile and/or automatic messages.
+    pub async fn business_set(
+        &mut self,
+        profile: Option<BusinessProfile>,
+        auto: Option<AutoMessages>,
+    ) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::BusinessSet { id, profile, auto })
+            .await
+    }
+
+    /// The business profile of an account, if it has one.
+    pub async fn business_get(&mut self, account: AccountId) -> Result<Option<BusinessProfile>> {
+        let id = self.id();
+        match self.call(ClientFrame::BusinessGet { id, account }).await? {
+            ServerFrame::Business { profile, .. } => Ok(profile),
+            f => Err(unexpected(f)),
+        }
     }
 
     /// Sets a chat's disappearing-message timer (seconds; 0 turns it off).

@@ -38,6 +38,14 @@ pub struct TimerNote {
     pub to: AccountId,
 }
 
+/// What a stored `auto` envelope (a business's automatic message) carries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AutoNote {
+    pub text: String,
+    /// The customer the chat is with.
+    pub to: AccountId,
+}
+
 /// Why an edit or a delete-for-everyone is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AmendError {

@@ -14,6 +14,7 @@ use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::{CodeDecision, CodeRecord, Phone, check_coverage, decide_code};
 use crate::store::*;
 use async_trait::async_trait;
+use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
@@ -132,9 +133,11 @@ CREATE TABLE blocks (
     keys::MIGRATION,
     chats::MIGRATION,
     status::MIGRATION,
+    business::MIGRATION,
 ];
 
 mod account;
+mod business;
 mod chats;
 mod groups;
 mod keys;
@@ -152,6 +155,8 @@ struct Batch {
     revoked: Vec<DeviceId>,
     replies: Vec<Reply>,
     devices: std::collections::HashMap<AccountId, Vec<DeviceId>>,
+    /// Businesses with automatic messages (`None`: not one).
+    business: std::collections::HashMap<AccountId, Option<Arc<business::Business>>>,
 }
 
 /// Accounts whose device lists the writer keeps at most.
@@ -408,6 +413,7 @@ fn kind_to_i64(kind: EnvelopeKind) -> i64 {
         EnvelopeKind::Timer => 5,
         EnvelopeKind::Status => 6,
         EnvelopeKind::StatusView => 7,
+        EnvelopeKind::Auto => 8,
     }
 }
 
@@ -421,6 +427,7 @@ fn kind_from_i64(v: i64) -> rusqlite::Result<EnvelopeKind> {
         5 => EnvelopeKind::Timer,
         6 => EnvelopeKind::Status,
         7 => EnvelopeKind::StatusView,
+        8 => EnvelopeKind::Auto,
         _ => return Err(rusqlite::Error::IntegralValueOutOfRange(0, v)),
     })
 }
@@ -596,6 +603,9 @@ fn do_send(
                 ref_msg: req.edit_of.clone(),
             },
         )?;
+    }
+    if req.to != req.from && !they_block {
+        business::after_customer_message(conn, batch, req.to, req.from, req.now_ms, expires_ms)?;
     }
     Ok(SendOutcome::Stored { ts: req.now_ms })
 }
@@ -1216,6 +1226,26 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         self.write(move |conn, batch| status::view(conn, batch, viewer, author, msg, now_ms))
+            .await
+    }
+
+    async fn set_business(
+        &self,
+        account: AccountId,
+        profile: Option<BusinessProfile>,
+        auto: Option<AutoMessages>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn, batch| {
+            business::set(conn, batch, account, profile.as_ref(), auto.as_ref())
+        })
+        .await
+    }
+
+    async fn business_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<BusinessProfile>, StoreError> {
+        self.read(move |conn| business::profile(conn, account))
             .await
     }
 

@@ -5,6 +5,7 @@ use crate::groups::{GroupError, GroupOp};
 use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::{CodeDecision, DeviceMismatch, Phone};
 use async_trait::async_trait;
+use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
 use palaver_proto::keys::KeyBundle;
@@ -489,6 +490,21 @@ pub trait Store: Send + Sync + 'static {
         msg: ClientMsgId,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
+
+    /// Sets a business's public profile and/or automatic messages (`None`
+    /// leaves that part unchanged).
+    async fn set_business(
+        &self,
+        account: AccountId,
+        profile: Option<BusinessProfile>,
+        auto: Option<AutoMessages>,
+    ) -> Result<(), StoreError>;
+
+    /// The business profile of an account, if it published one.
+    async fn business_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<BusinessProfile>, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

@@ -49,6 +49,8 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "keys_count",
     "revoke",
     "status_post",
+    "business_set",
+    "business_get",
     "status_view",
     "set_timer",
     "settings_get",

@@ -1,6 +1,7 @@
 //! The frames of protocol version 1. Every frame is one WebSocket text
 //! message holding a JSON object whose `type` field names the frame.
 
+use crate::business::{AutoMessages, BusinessProfile};
 use crate::error::ErrorCode;
 use crate::groups::{GroupEdit, GroupEvent, GroupInfo};
 use crate::ids::{AccountId, CallId, ClientMsgId, DeviceId, GroupId, RequestId, Seq};
@@ -121,6 +122,10 @@ pub enum EnvelopeKind {
     Status,
     /// `from` viewed your status `msg`.
     StatusView,
+    /// An automatic message (greeting or away) of the business `from` in its
+    /// chat with `to`; `payload` is its text (UTF-8, not end-to-end
+    /// encrypted: the business published it to the server).
+    Auto,
 }
 
 /// A frame sent by a client.
@@ -296,6 +301,17 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         edit_of: Option<ClientMsgId>,
     },
+    /// Publish (or replace) this account's business profile and/or its
+    /// automatic messages.
+    BusinessSet {
+        id: RequestId,
+        #[serde(default)]
+        profile: Option<BusinessProfile>,
+        #[serde(default)]
+        auto: Option<AutoMessages>,
+    },
+    /// The business profile of an account.
+    BusinessGet { id: RequestId, account: AccountId },
     /// Post a status (a payload encrypted for the audience) that disappears
     /// after `signaling.status_ttl` (24 h). Delete it early with `revoke`.
     StatusPost {
@@ -582,6 +598,13 @@ pub enum ServerFrame {
         version: u64,
         blob: Payload,
     },
+    /// A business profile (reply to `business_get`); `None` if the account
+    /// published none.
+    Business {
+        id: RequestId,
+        account: AccountId,
+        profile: Option<BusinessProfile>,
+    },
     /// Another device of this account stored settings `version`.
     SettingsChanged { version: u64 },
     /// A device-link code (reply to `link_code_create`).
@@ -673,6 +696,8 @@ impl ClientFrame {
             | KeysCount { id }
             | Revoke { id, .. }
             | StatusPost { id, .. }
+            | BusinessSet { id, .. }
+            | BusinessGet { id, .. }
             | StatusView { id, .. }
             | SetTimer { id, .. }
             | SettingsGet { id }

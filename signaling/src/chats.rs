@@ -64,6 +64,34 @@ impl Conn {
                 audience,
                 payload,
             } => self.status_post(id, msg, audience, payload.0).await,
+            F::BusinessSet { id, profile, auto } => {
+                let me = self.me()?;
+                let bad = |e: palaver_messaging::business::BusinessError| {
+                    ReqError::new(ErrorCode::InvalidArgument, e.to_string())
+                };
+                if let Some(p) = &profile {
+                    palaver_messaging::business::check_profile(p).map_err(bad)?;
+                }
+                if let Some(a) = &auto {
+                    palaver_messaging::business::check_auto(a).map_err(bad)?;
+                }
+                self.gw
+                    .store
+                    .set_business(me.account, profile, auto)
+                    .await?;
+                self.reply(ServerFrame::Done { id });
+                Ok(())
+            }
+            F::BusinessGet { id, account } => {
+                self.me()?;
+                let profile = self.gw.store.business_profile(account).await?;
+                self.reply(ServerFrame::Business {
+                    id,
+                    account,
+                    profile,
+                });
+                Ok(())
+            }
             F::StatusView { id, author, msg } => {
                 let me = self.me()?;
                 let seen = self

@@ -221,6 +221,8 @@ impl Conn {
             f @ (F::Revoke { .. }
             | F::StatusPost { .. }
             | F::StatusView { .. }
+            | F::BusinessSet { .. }
+            | F::BusinessGet { .. }
             | F::SetTimer { .. }
             | F::SettingsGet { .. }
             | F::SettingsPut { .. }

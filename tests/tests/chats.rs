@@ -150,7 +150,10 @@ async fn disappearing_timers_are_announced() {
     for c in [&mut alice, &mut bob] {
         let e = next_item(c).await;
         assert_eq!(e.kind, EnvelopeKind::Timer);
-        assert_eq!((e.from, e.timer), (a.account, Some((86_400, b.account))));
+        assert_eq!(
+            (e.from, e.timer, e.to),
+            (a.account, Some(86_400), Some(b.account))
+        );
     }
     let err = alice
         .set_timer(ChatRef::Direct(b.account), 3600)
@@ -286,4 +289,53 @@ async fn status_posts_reach_their_audience_only() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotFound));
+}
+
+#[tokio::test]
+async fn businesses_greet_and_answer_when_away() {
+    use palaver_client::proto::business::{AutoMessages, AwaySchedule, BusinessProfile};
+    let server = Server::start();
+    let (mut shop, s) = server.device(&phone()).await;
+    let (mut bob, b) = server.device(&phone()).await;
+    let profile = BusinessProfile {
+        name: "Corner Bakery".into(),
+        website: "https://bakery.example".into(),
+        ..BusinessProfile::default()
+    };
+    let auto = AutoMessages {
+        greeting: Some("Hello from the bakery!".into()),
+        away: Some("We are closed right now.".into()),
+        away_schedule: Some(AwaySchedule::Always),
+    };
+    shop.business_set(Some(profile.clone()), Some(auto))
+        .await
+        .unwrap();
+    assert_eq!(bob.business_get(s.account).await.unwrap(), Some(profile));
+    assert_eq!(shop.business_get(b.account).await.unwrap(), None);
+
+    // Bob's first message: greeting and away message, to him and the shop.
+    text(&mut bob, s.account, s.device, "hi").await;
+    for want in ["Hello from the bakery!", "We are closed right now."] {
+        let e = next_item(&mut bob).await;
+        assert_eq!(
+            (e.kind, e.from, e.to),
+            (EnvelopeKind::Auto, s.account, Some(b.account))
+        );
+        assert_eq!(e.payload.as_deref(), Some(want.as_bytes()));
+    }
+    assert_eq!(next_item(&mut shop).await.msg.as_str(), "hi");
+    assert_eq!(next_item(&mut shop).await.kind, EnvelopeKind::Auto);
+    assert_eq!(next_item(&mut shop).await.kind, EnvelopeKind::Auto);
+
+    // The second message triggers nothing; the shop's reply comes next.
+    text(&mut bob, s.account, s.device, "again").await;
+    text(&mut shop, b.account, b.device, "reply").await;
+    assert_eq!(next_item(&mut bob).await.msg.as_str(), "reply");
+
+    let bad = BusinessProfile {
+        utc_offset_minutes: 5000,
+        ..BusinessProfile::default()
+    };
+    let err = shop.business_set(Some(bad), None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
 }
