@@ -49,6 +49,28 @@ impl Client {
             .await
     }
 
+    /// Reports an account to the operators, optionally disclosing messages
+    /// (their ids and decrypted content) and blocking it.
+    pub async fn report(
+        &mut self,
+        account: AccountId,
+        reason: &str,
+        msgs: &[ClientMsgId],
+        evidence: Option<Vec<u8>>,
+        block: bool,
+    ) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::Report {
+            id,
+            account,
+            reason: reason.to_owned(),
+            msgs: msgs.to_vec(),
+            evidence: evidence.map(Payload),
+            block,
+        })
+        .await
+    }
+
     /// Publishes this account's business profile and/or automatic messages.
     pub async fn business_set(
         &mut self,

@@ -32,6 +32,7 @@ pub mod store;
 
 pub use store::{
     GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, KeyClaim, LinkOutcome,
-    NewDevice, NewGroup, Notifier, RevokeRequest, SendOutcome, SendRequest, StatusOutcome,
-    StatusRequest, Store, StoreError, StoredEnvelope, TimerError, TimerRequest, VerifyOutcome,
+    NewDevice, NewGroup, Notifier, ReportRecord, RevokeRequest, SendOutcome, SendRequest,
+    StatusOutcome, StatusRequest, Store, StoreError, StoredEnvelope, TimerError, TimerRequest,
+    VerifyOutcome,
 };

@@ -134,6 +134,7 @@ CREATE TABLE blocks (
     chats::MIGRATION,
     status::MIGRATION,
     business::MIGRATION,
+    account::MIGRATION,
 ];
 
 mod account;
@@ -1246,6 +1247,16 @@ impl Store for SqliteStore {
         account: AccountId,
     ) -> Result<Option<BusinessProfile>, StoreError> {
         self.read(move |conn| business::profile(conn, account))
+            .await
+    }
+
+    async fn report(&self, report: ReportRecord) -> Result<bool, StoreError> {
+        self.write(move |conn, _| account::report(conn, report))
+            .await
+    }
+
+    async fn reports(&self, before_ms: u64, limit: u32) -> Result<Vec<ReportRecord>, StoreError> {
+        self.read(move |conn| account::reports(conn, before_ms, limit))
             .await
     }
 

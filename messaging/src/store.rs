@@ -198,6 +198,27 @@ pub enum TimerError {
     Blocked,
 }
 
+/// A report of an account, for the operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReportRecord {
+    pub reporter: AccountId,
+    pub reported: AccountId,
+    pub reason: String,
+    pub msgs: Vec<ClientMsgId>,
+    /// What the reporter chose to disclose, base64 in JSON.
+    #[serde(serialize_with = "as_base64")]
+    pub evidence: Option<Vec<u8>>,
+    pub created_ms: u64,
+}
+
+fn as_base64<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine;
+    match v {
+        Some(b) => s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(b)),
+        None => s.serialize_none(),
+    }
+}
+
 /// A status post.
 #[derive(Debug, Clone)]
 pub struct StatusRequest {
@@ -505,6 +526,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         account: AccountId,
     ) -> Result<Option<BusinessProfile>, StoreError>;
+
+    /// Stores a report. False if the reported account does not exist.
+    async fn report(&self, report: ReportRecord) -> Result<bool, StoreError>;
+
+    /// Reports filed before `before_ms`, newest first.
+    async fn reports(&self, before_ms: u64, limit: u32) -> Result<Vec<ReportRecord>, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

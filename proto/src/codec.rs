@@ -51,6 +51,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "status_post",
     "business_set",
     "business_get",
+    "report",
     "status_view",
     "set_timer",
     "settings_get",

@@ -312,6 +312,20 @@ pub enum ClientFrame {
     },
     /// The business profile of an account.
     BusinessGet { id: RequestId, account: AccountId },
+    /// Report an account to the operators, optionally with messages the
+    /// reporter chooses to disclose (decrypted by the reporter's client)
+    /// and blocking it at the same time.
+    Report {
+        id: RequestId,
+        account: AccountId,
+        reason: String,
+        #[serde(default)]
+        msgs: Vec<ClientMsgId>,
+        #[serde(default)]
+        evidence: Option<Payload>,
+        #[serde(default)]
+        block: bool,
+    },
     /// Post a status (a payload encrypted for the audience) that disappears
     /// after `signaling.status_ttl` (24 h). Delete it early with `revoke`.
     StatusPost {
@@ -698,6 +712,7 @@ impl ClientFrame {
             | StatusPost { id, .. }
             | BusinessSet { id, .. }
             | BusinessGet { id, .. }
+            | Report { id, .. }
             | StatusView { id, .. }
             | SetTimer { id, .. }
             | SettingsGet { id }

@@ -82,6 +82,17 @@ impl Conn {
                 self.reply(ServerFrame::Done { id });
                 Ok(())
             }
+            F::Report {
+                id,
+                account,
+                reason,
+                msgs,
+                evidence,
+                block,
+            } => {
+                self.report(id, account, reason, msgs, evidence, block)
+                    .await
+            }
             F::BusinessGet { id, account } => {
                 self.me()?;
                 let profile = self.gw.store.business_profile(account).await?;
@@ -130,6 +141,49 @@ impl Conn {
             expires_at_ms: self.expiry(now),
         };
         self.gw.store.revoke(req).await?.map_err(amend_error)?;
+        self.reply(ServerFrame::Done { id });
+        Ok(())
+    }
+
+    async fn report(
+        &mut self,
+        id: RequestId,
+        account: AccountId,
+        reason: String,
+        msgs: Vec<ClientMsgId>,
+        evidence: Option<Payload>,
+        block: bool,
+    ) -> Reply {
+        let me = self.me()?;
+        self.check_send_rate(me)?;
+        let bad = |m: &str| Err(ReqError::new(ErrorCode::InvalidArgument, m));
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return bad("reason is 1 to 500 characters");
+        }
+        if msgs.len() > 50 || evidence.as_ref().is_some_and(|e| e.0.len() > 64 * 1024) {
+            return bad("at most 50 message ids and 64 KiB of evidence");
+        }
+        let record = palaver_messaging::ReportRecord {
+            reporter: me.account,
+            reported: account,
+            reason,
+            msgs,
+            evidence: evidence.map(|e| e.0),
+            created_ms: now_ms(),
+        };
+        if !self.gw.store.report(record).await? {
+            return Err(ReqError::new(
+                ErrorCode::NotFound,
+                "no such account or device",
+            ));
+        }
+        if block {
+            self.gw
+                .store
+                .set_block(me.account, account, true, now_ms())
+                .await?;
+        }
+        tracing::info!(reported = account.0, "account reported");
         self.reply(ServerFrame::Done { id });
         Ok(())
     }

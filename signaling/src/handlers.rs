@@ -223,6 +223,7 @@ impl Conn {
             | F::StatusView { .. }
             | F::BusinessSet { .. }
             | F::BusinessGet { .. }
+            | F::Report { .. }
             | F::SetTimer { .. }
             | F::SettingsGet { .. }
             | F::SettingsPut { .. }
