@@ -139,6 +139,7 @@ async fn last_delivery(
 }
 
 #[tokio::main]
+#[allow(clippy::print_stdout)]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     require_loopback(a.server)?;
