@@ -131,6 +131,9 @@ pub async fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        // glibc reserves 64 MiB of address space per malloc arena (up to
+        // 8 per core): keep them few so RLIMIT_AS measures real use.
+        .env("MALLOC_ARENA_MAX", "2")
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| JobError::Worker(format!("cannot start the worker: {e}")))?;
