@@ -8,6 +8,8 @@
 
 mod dev;
 pub mod media;
+#[cfg(feature = "transcode")]
+pub mod transcode;
 
 pub use dev::dev_code;
 pub use palaver_proto as proto;

@@ -321,3 +321,90 @@ async fn worker_limits_end_jobs_with_a_reason() {
     let (status, _) = palaver_tests::http_get(&s.media_url, "/healthz").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn sdk_transcodes_locally_then_seals_and_uploads() {
+    use palaver_client::media;
+    use palaver_client::transcode;
+    let s = Server::start();
+    let (_c, alice) = s.device(&phone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    corpus::video(
+        &input,
+        &VideoSpec {
+            width: 1920,
+            height: 1080,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (prepared, sent) = transcode::prepare_and_upload(
+        &s.media_url,
+        alice.device,
+        &alice.credential,
+        &input,
+        MediaKind::Video,
+    )
+    .await
+    .unwrap();
+    assert!(prepared.preview.is_some());
+    let names: Vec<&str> = sent.iter().map(|p| p.part.name.as_str()).collect();
+    assert_eq!(names, ["video", "poster", "thumb"]);
+    for p in &sent {
+        // The server holds ciphertext only; the recipient opens it.
+        let bytes = media::download(&p.uploaded.url).await.unwrap();
+        assert_eq!(bytes, p.sealed.bytes);
+        let plain = media::open(
+            &bytes,
+            &p.sealed.media_key,
+            &p.sealed.file_sha256,
+            &p.sealed.file_enc_sha256,
+        )
+        .unwrap();
+        let path = dir.path().join(&p.part.name);
+        std::fs::write(&path, &plain).unwrap();
+        let probe = corpus::ffprobe(&path).unwrap();
+        let v = stream(&probe, "video").unwrap();
+        let want = match p.part.name.as_str() {
+            "thumb" => (320, 180),
+            _ => (1280, 720),
+        };
+        assert_eq!(dims(v), want, "{}", p.part.name);
+    }
+    // Sealed uploads get no server-side job.
+    assert_eq!(job(&s, &alice, &sent[0].uploaded.id).await.0, 404);
+}
+
+#[tokio::test]
+async fn separate_transcoder_process_takes_recorded_jobs() {
+    let s = Server::start_with("[transcoder]\nin_process = false\npoll_interval = \"200ms\"\n");
+    let (_c, alice) = s.device(&phone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.png");
+    corpus::picture(&input, 640, 480).unwrap();
+    let id = upload(&s, &alice, "image/png", &std::fs::read(&input).unwrap()).await;
+    // Recorded, not run: the media role has no workers.
+    let (status, j) = job(&s, &alice, &id).await;
+    assert_eq!(status, 200);
+    assert_eq!(j["state"], "queued", "{j}");
+    let mut worker = std::process::Command::new(palaver_tests::palaver_bin())
+        .arg("--config")
+        .arg(s.config.as_ref().unwrap())
+        .arg("transcoder")
+        .arg("--data-dir")
+        .arg(&s.data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let j = finished(&s, &alice, &id).await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(j["state"], "done", "{j}");
+    let (_, img) = variant(&j, "image", dir.path()).await;
+    assert_eq!(
+        dims(stream(&corpus::ffprobe(&img).unwrap(), "video").unwrap()),
+        (640, 480)
+    );
+}

@@ -43,16 +43,22 @@ pub(crate) fn open_input(
         .map_err(|e| JobError::Unreadable(e.to_string()))
 }
 
-/// Opens the decoder of a stream, multi-threaded, refusing pictures over
+/// Opens the decoder of a stream, multi-threaded (frame threads for a
+/// stream, slice threads for one picture), refusing pictures over
 /// `max_pixels`, with JPEG down-scaling `lowres` (0 for none).
 pub(crate) fn open_decoder(
     st: &format::stream::Stream<'_>,
     max_pixels: u64,
     lowres: u8,
+    one_picture: bool,
 ) -> Result<codec::decoder::Opened, JobError> {
     let mut ctx = codec::context::Context::from_parameters(st.parameters()).map_err(dec_err)?;
     ctx.set_threading(codec::threading::Config {
-        kind: codec::threading::Type::Frame,
+        kind: if one_picture {
+            codec::threading::Type::Slice
+        } else {
+            codec::threading::Type::Frame
+        },
         count: 0,
         ..Default::default()
     });

@@ -80,7 +80,7 @@ fn first_picture(
     let st = crate::probe::video_stream(ictx)
         .ok_or_else(|| JobError::Unreadable("no picture".into()))?;
     let index = st.index();
-    let mut dec = ff::open_decoder(&st, ctx.job.limits.max_image_pixels, lowres)?
+    let mut dec = ff::open_decoder(&st, ctx.job.limits.max_image_pixels, lowres, true)?
         .video()
         .map_err(ff::dec_err)?;
     let mut pic = frame::Video::empty();
@@ -115,8 +115,10 @@ fn upright(pic: &frame::Video) -> Result<frame::Video, JobError> {
     }
 }
 
-/// Decodes `path` at reduced scale and writes a thumbnail fitting `side`:
-/// the fast path of the image benchmark (no full-size output).
+/// One JPEG thumbnail fitting `side` of an image (decoded at reduced
+/// scale when it is a JPEG, EXIF orientation applied) or of a video's
+/// first frame (rotation applied): the fast path the benchmark measures,
+/// without the other outputs of a job.
 pub fn thumbnail(
     path: &std::path::Path,
     side: u32,
@@ -127,7 +129,7 @@ pub fn thumbnail(
     let probe = crate::probe::probe(&ictx);
     let v = probe
         .video
-        .as_ref()
+        .clone()
         .ok_or_else(|| JobError::Unreadable("no picture".into()))?;
     let lowres = if v.codec == "mjpeg" {
         crate::plan::lowres_for(v.width.max(v.height), side)
@@ -150,6 +152,10 @@ pub fn thumbnail(
         deadline,
         probe: &probe,
     };
-    let pic = upright(&first_picture(&ctx, &mut ictx, lowres)?)?;
+    let first = first_picture(&ctx, &mut ictx, lowres)?;
+    let pic = match crate::plan::rotation_filter(v.rotation) {
+        Some(spec) if !v.still => ff::filter_one(&first, spec, first.format())?,
+        _ => upright(&first)?,
+    };
     Ok(ff::jpeg(&pic, side, QSCALE)?.0)
 }

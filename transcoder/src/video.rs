@@ -119,7 +119,7 @@ fn video_out(
 ) -> Result<VideoOut, JobError> {
     let st = crate::probe::video_stream(ictx)
         .ok_or_else(|| JobError::Unreadable("no video stream".into()))?;
-    let dec = ff::open_decoder(&st, ctx.job.limits.max_video_pixels, 0)?
+    let dec = ff::open_decoder(&st, ctx.job.limits.max_video_pixels, 0, false)?
         .video()
         .map_err(ff::dec_err)?;
     let in_fps = ctx.probe.video.as_ref().and_then(|v| v.fps);
@@ -250,7 +250,9 @@ fn audio_out(
     let Some(st) = ictx.streams().best(media::Type::Audio) else {
         return Ok(None);
     };
-    let dec = ff::open_decoder(&st, 0, 0)?.audio().map_err(ff::dec_err)?;
+    let dec = ff::open_decoder(&st, 0, 0, false)?
+        .audio()
+        .map_err(ff::dec_err)?;
     let rate: i32 = if dec.rate() == 44_100 { 44_100 } else { 48_000 };
     let layout = if dec.channels() == 1 {
         ChannelLayout::MONO

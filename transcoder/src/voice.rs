@@ -22,7 +22,9 @@ pub(crate) fn run(
         .ok_or_else(|| JobError::Unreadable("no audio stream".into()))?;
     let index = st.index();
     let in_tb = st.time_base();
-    let mut dec = ff::open_decoder(&st, 0, 0)?.audio().map_err(ff::dec_err)?;
+    let mut dec = ff::open_decoder(&st, 0, 0, false)?
+        .audio()
+        .map_err(ff::dec_err)?;
     let path = ctx.out().join("voice.ogg");
     let mut octx = format::output_as(&path, "ogg").map_err(ff::enc_err)?;
     let mut enc = opus_encoder(&octx, p.bitrate)?;
