@@ -27,17 +27,16 @@ ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=3
 # A 12-megapixel photo.
 ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=4000x3000:rate=1 \
   -vf noise=alls=10:allf=t -frames:v 1 -q:v 2 "$W/photo.jpg"
+mkdir -p "$W/p"
+for i in 0 1 2 3 4 5 6 7 8 9; do cp "$W/photo.jpg" "$W/p/photo$i.jpg"; done
 
-# measure NAME CMD...: RUNS runs, one "wall cpu" line each in $W/NAME.times
-measure() {
+# once NAME CMD...: one run, appending "wall cpu" to $W/NAME.times
+once() {
   local name="$1"; shift
-  : > "$W/$name.times"
-  for _ in $(seq "$RUNS"); do
-    rm -rf "$W/out"; mkdir -p "$W/out"
-    local t
-    t="$( { TIMEFORMAT='%R %U %S'; time "$@" >/dev/null 2>&1; } 2>&1 )"
-    echo "$t" | awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' >> "$W/$name.times"
-  done
+  rm -rf "$W/out"; mkdir -p "$W/out"
+  local t
+  t="$( { TIMEFORMAT='%R %U %S'; time "$@" >/dev/null 2>&1; } 2>&1 )"
+  echo "$t" | awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' >> "$W/$name.times"
 }
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
@@ -51,8 +50,10 @@ report() {
 }
 
 FF=(ffmpeg -hide_banner -loglevel error -y -nostdin)
-step "720p clip, job vs CLI ($RUNS runs each, alternating)"
-cli_video() {
+
+# The job's video outputs with the CLI: the same encoder settings, poster,
+# thumbnail and preview from the first frame.
+video_cli() {
   "${FF[@]}" -i "$W/clip.mp4" -filter_complex \
     "[0:v]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p,split=2[v][s];[s]trim=end_frame=1,split=3[p][t][q];[t]scale=320:180:flags=bicubic[t2];[q]scale=24:14:flags=bicubic[q2]" \
     -map '[v]' -map 0:a -c:v libx264 -preset veryfast -crf 23 -maxrate 2500000 -bufsize 5000000 \
@@ -61,32 +62,36 @@ cli_video() {
     -map '[t2]' -frames:v 1 -q:v 4 "$W/out/thumb.jpg" \
     -map '[q2]' -frames:v 1 -q:v 10 "$W/out/preview.jpg"
 }
-measure video-cli cli_video
-measure video-palaver "$BIN" job video "$W/clip.mp4" "$W/out"
-
-step "video thumbnail (first frame, 320 px)"
-measure vthumb-cli "${FF[@]}" -i "$W/clip.mp4" -frames:v 1 -vf scale=320:180:flags=bicubic -q:v 4 "$W/out/t.jpg"
-measure vthumb-palaver "$BIN" thumb "$W/clip.mp4" "$W/out/t.jpg" 320
-
-step "12 MP JPEG -> 320 px thumbnail"
-measure jthumb-cli "${FF[@]}" -i "$W/photo.jpg" -vf scale=320:240:flags=bicubic -q:v 4 "$W/out/t.jpg"
-measure jthumb-cli-lowres "${FF[@]}" -lowres 3 -i "$W/photo.jpg" -vf scale=320:240:flags=bicubic -q:v 4 "$W/out/t.jpg"
-measure jthumb-vips vipsthumbnail "$W/photo.jpg" -s 320 -o "$W/out/t.jpg[Q=85]"
-measure jthumb-palaver "$BIN" thumb "$W/photo.jpg" "$W/out/t.jpg" 320
-
-step "12 MP JPEG -> image job (1600 px, thumbnail, preview)"
-cli_image() {
+video_palaver() { "$BIN" job video "$W/clip.mp4" "$W/out"; }
+vthumb_cli() { "${FF[@]}" -i "$W/clip.mp4" -frames:v 1 -vf scale=320:180:flags=bicubic -q:v 4 "$W/out/t.jpg"; }
+vthumb_palaver() { "$BIN" thumb "$W/clip.mp4" "$W/out/t.jpg" 320; }
+jthumb_cli() { "${FF[@]}" -i "$W/photo.jpg" -vf scale=320:240:flags=bicubic -q:v 4 "$W/out/t.jpg"; }
+jthumb_cli_lowres() { "${FF[@]}" -lowres 3 -i "$W/photo.jpg" -vf scale=320:240:flags=bicubic -q:v 4 "$W/out/t.jpg"; }
+jthumb_vips() { vipsthumbnail "$W/photo.jpg" -s 320 -o "$W/out/t.jpg[Q=85]"; }
+jthumb_palaver() { "$BIN" thumb "$W/photo.jpg" "$W/out/t.jpg" 320; }
+# Ten photos in one process: start-up (Debian's FFmpeg loads 160+ shared
+# libraries) paid once.
+jthumb10_vips() { vipsthumbnail -s 320 -o "$W/out/%s.jpg[Q=85]" "$W"/p/*.jpg; }
+jthumb10_palaver() { "$BIN" thumbs 320 "$W/out" "$W"/p/*.jpg; }
+# The image job's outputs with the CLI (it does not apply EXIF orientation).
+image_cli() {
   "${FF[@]}" -i "$W/photo.jpg" -filter_complex \
     "[0:v]split=3[a][b][c];[a]scale=1600:1200:flags=bicubic[i];[b]scale=320:240:flags=bicubic[t];[c]scale=24:18:flags=bicubic[q]" \
     -map '[i]' -q:v 4 "$W/out/image.jpg" -map '[t]' -q:v 4 "$W/out/thumb.jpg" -map '[q]' -q:v 10 "$W/out/preview.jpg"
 }
-measure image-cli cli_image
-measure image-palaver "$BIN" job image "$W/photo.jpg" "$W/out"
+image_palaver() { "$BIN" job image "$W/photo.jpg" "$W/out"; }
+
+CASES=(video_cli video_palaver vthumb_cli vthumb_palaver jthumb_cli jthumb_cli_lowres jthumb_vips
+  jthumb_palaver jthumb10_vips jthumb10_palaver image_cli image_palaver)
+for c in "${CASES[@]}"; do : > "$W/$c.times"; done
+# Rounds: every case once per round, so load changes hit all of them.
+for r in $(seq "$RUNS"); do
+  step "round $r of $RUNS"
+  for c in "${CASES[@]}"; do once "$c" "$c"; done
+done
 
 echo
-echo "medians of $RUNS runs, seconds; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "medians of $RUNS runs, seconds (CPU = user + system); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo '| case | wall | CPU |'
 echo '| --- | --- | --- |'
-for n in video-cli video-palaver vthumb-cli vthumb-palaver jthumb-cli jthumb-cli-lowres jthumb-vips jthumb-palaver image-cli image-palaver; do
-  report "$n"
-done
+for c in "${CASES[@]}"; do report "$c"; done

@@ -233,6 +233,36 @@ pub fn hostile(dir: &Path) -> io::Result<Vec<Hostile>> {
         &absurd_png(&png_bytes),
         MediaKind::Image,
     )?;
+    let zero = dir.join("zero-frames.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=30",
+        "-frames:v",
+        "0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        &zero.to_string_lossy(),
+    ])?;
+    add("zero-frames.mp4", &std::fs::read(&zero)?, MediaKind::Video)?;
+    let silent = dir.join("zero-samples.wav");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=8000:cl=mono",
+        "-frames:a",
+        "0",
+        &silent.to_string_lossy(),
+    ])?;
+    add(
+        "zero-samples.wav",
+        &std::fs::read(&silent)?,
+        MediaKind::Voice,
+    )?;
     let wav_bytes = std::fs::read(&wav)?;
     add(
         "truncated.wav",

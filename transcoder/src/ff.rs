@@ -28,13 +28,19 @@ pub(crate) fn init() {
 }
 
 /// Opens an input with the demuxer and protocol white-lists, a probe
-/// size cap, and an interrupt at `deadline`.
+/// size cap, and an interrupt at `deadline`. `no_probe_decode` keeps
+/// FFmpeg from decoding while it probes (no decoder is white-listed for
+/// the probe; the caller knows the picture size from the header).
 pub(crate) fn open_input(
     path: &Path,
     deadline: Instant,
+    no_probe_decode: bool,
 ) -> Result<format::context::Input, JobError> {
     init();
     let mut d = Dictionary::new();
+    if no_probe_decode {
+        d.set("codec_whitelist", "none");
+    }
     d.set("format_whitelist", FORMATS);
     d.set("protocol_whitelist", "file");
     d.set("pattern_type", "none");

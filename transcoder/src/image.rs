@@ -125,8 +125,7 @@ pub fn thumbnail(
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, JobError> {
     let deadline = std::time::Instant::now() + timeout;
-    let mut ictx = ff::open_input(path, deadline)?;
-    let probe = crate::probe::probe(&ictx);
+    let (mut ictx, probe) = crate::probe::open_and_probe(path, deadline)?;
     let v = probe
         .video
         .clone()

@@ -84,8 +84,7 @@ pub fn run(job: &Job, progress: Progress<'_>) -> Result<Outcome, JobError> {
             limit: job.limits.max_input_bytes,
         }));
     }
-    let ictx = crate::ff::open_input(&job.input, deadline)?;
-    let probe = crate::probe::probe(&ictx);
+    let (ictx, probe) = crate::probe::open_and_probe(&job.input, deadline)?;
     let plan = plan::plan(job.request, size, &probe, &job.settings, &job.limits)
         .map_err(JobError::Rejected)?;
     let ctx = Ctx {

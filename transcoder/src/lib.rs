@@ -16,6 +16,7 @@ pub mod corpus;
 mod ff;
 pub mod image;
 pub mod job;
+pub mod jpeg;
 pub mod plan;
 pub mod probe;
 mod video;

@@ -17,8 +17,40 @@ fn still_container(name: &str) -> bool {
 
 /// Probes a file within `timeout`.
 pub fn probe_file(path: &Path, timeout: Duration) -> Result<Probe, JobError> {
-    let ictx = crate::ff::open_input(path, Instant::now() + timeout)?;
-    Ok(probe(&ictx))
+    open_and_probe(path, Instant::now() + timeout).map(|(_, p)| p)
+}
+
+/// Opens and probes a file. A JPEG's size is read from its header, so
+/// FFmpeg's probe does not decode the whole picture (the pipeline then
+/// decodes it once, at reduced scale when it can).
+pub(crate) fn open_and_probe(
+    path: &Path,
+    deadline: Instant,
+) -> Result<(format::context::Input, Probe), JobError> {
+    let jpeg = read_head(path).and_then(|h| crate::jpeg::jpeg_size(&h));
+    let ictx = crate::ff::open_input(path, deadline, jpeg.is_some())?;
+    let mut p = probe(&ictx);
+    if let (Some(size), Some(v)) = (jpeg, p.video.as_mut())
+        && v.codec == "mjpeg"
+        && v.still
+    {
+        v.width = size.width;
+        v.height = size.height;
+    }
+    Ok((ictx, p))
+}
+
+/// The first 256 KiB of a file (where a JPEG's frame header is, after
+/// its metadata segments).
+fn read_head(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(256 << 10);
+    std::fs::File::open(path)
+        .ok()?
+        .take(256 << 10)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(head)
 }
 
 /// Describes an opened input.

@@ -23,13 +23,23 @@ fn run(
     kind: MediaKind,
     no_audio: bool,
 ) -> (tempfile::TempDir, Result<Outcome, JobError>) {
-    let out = tempfile::tempdir().unwrap();
-    let mut last = 0.0;
-    let r = palaver_transcoder::job::run(&job(input, out.path(), kind, no_audio), &mut |p| {
-        assert!(p >= last, "progress goes forward");
-        last = p;
-    });
+    let (out, r, _) = run_with_progress(input, kind, no_audio);
     (out, r)
+}
+
+/// Runs a job and returns the progress values it reported.
+fn run_with_progress(
+    input: &Path,
+    kind: MediaKind,
+    no_audio: bool,
+) -> (tempfile::TempDir, Result<Outcome, JobError>, Vec<f32>) {
+    let out = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    let r = palaver_transcoder::job::run(&job(input, out.path(), kind, no_audio), &mut |p| {
+        assert!(seen.last().is_none_or(|&l| p >= l), "progress goes forward");
+        seen.push(p);
+    });
+    (out, r, seen)
 }
 
 fn stream<'a>(probe: &'a Value, kind: &str) -> Option<&'a Value> {
@@ -77,8 +87,14 @@ fn video_720p60_to_h264_aac_faststart_30fps() {
         },
     )
     .unwrap();
-    let (out, r) = run(&input, MediaKind::Video, false);
+    let (out, r, progress) = run_with_progress(&input, MediaKind::Video, false);
     let o = r.unwrap();
+    // Reported along the way, ending at 1.
+    assert!(
+        progress.iter().filter(|&&p| p > 0.1 && p < 0.99).count() >= 3,
+        "{progress:?}"
+    );
+    assert_eq!(progress.last(), Some(&1.0));
     let mp4 = output(&o, out.path(), "video");
     let p = corpus::ffprobe(&mp4).unwrap();
     let v = stream(&p, "video").unwrap();
@@ -267,4 +283,24 @@ fn hostile_corpus_fails_cleanly() {
             Ok(o) => panic!("{} was accepted: {:?}", h.name, o.outputs),
         }
     }
+}
+
+#[test]
+fn webp_output_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.png");
+    corpus::picture(&input, 2000, 1000).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut j = job(&input, out.path(), MediaKind::Image, false);
+    j.settings.image_format = palaver_transcoder::plan::ImageFormat::Webp;
+    let o = palaver_transcoder::job::run(&j, &mut |_| {}).unwrap();
+    let img = o.outputs.iter().find(|x| x.name == "image").unwrap();
+    assert_eq!(img.content_type, "image/webp");
+    let p = corpus::ffprobe(&out.path().join(&img.file)).unwrap();
+    let v = stream(&p, "video").unwrap();
+    assert_eq!(v["codec_name"], "webp");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(1600), Some(800))
+    );
 }

@@ -4,6 +4,7 @@
 //!
 //! transcode-run job video|voice|image INPUT OUTDIR
 //! transcode-run thumb INPUT OUT.jpg SIDE
+//! transcode-run thumbs SIDE OUTDIR INPUT... (one process, many files)
 
 use anyhow::{Context, bail};
 use palaver_transcoder::{Job, Limits, MediaKind, Request, Settings};
@@ -40,7 +41,17 @@ fn main() -> anyhow::Result<()> {
                 .context("thumbnail")?;
             std::fs::write(out, jpeg)?;
         }
-        _ => bail!("usage: transcode-run job KIND INPUT OUTDIR | thumb INPUT OUT SIDE"),
+        ["thumbs", side, out, ..] => {
+            let side: u32 = side.parse().context("side")?;
+            for (i, input) in args[3..].iter().enumerate() {
+                let jpeg = palaver_transcoder::image::thumbnail(input.as_ref(), side, timeout)
+                    .context("thumbnail")?;
+                std::fs::write(PathBuf::from(out).join(format!("{i}.jpg")), jpeg)?;
+            }
+        }
+        _ => bail!(
+            "usage: transcode-run job KIND INPUT OUTDIR | thumb INPUT OUT SIDE | thumbs SIDE OUTDIR INPUT..."
+        ),
     }
     Ok(())
 }

@@ -447,3 +447,6 @@ fn job_view(c: &mut rusqlite::Connection, source: ObjectId) -> rusqlite::Result<
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some(job))
 }
+
+#[cfg(test)]
+mod tests;
