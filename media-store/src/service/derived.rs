@@ -171,7 +171,7 @@ impl Media {
                         "UPDATE jobs SET state = 'running', attempts = attempts + 1, progress = 0, updated = ?2
                          WHERE source = ?1 AND (state = 'queued' OR (state = 'running' AND updated < ?3))
                          RETURNING owner, content_type, attempts",
-                        params![source.to_string(), unix_now(), stale_before],
+                        params![source.to_string(), unix_now(), stale_before.min(i64::MAX as u64)],
                         |r| {
                             Ok(Ticket {
                                 source,
