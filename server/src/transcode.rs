@@ -344,15 +344,8 @@ impl Runner {
         let variants = outcome
             .outputs
             .iter()
-            .map(|o| NewVariant {
-                name: o.name.clone(),
-                path: job.out_dir.join(&o.file),
-                content_type: o.content_type.clone(),
-                width: o.width,
-                height: o.height,
-                duration_ms: o.duration_ms,
-            })
-            .collect();
+            .map(|o| checked_output(&job.out_dir, o))
+            .collect::<Result<Vec<_>, _>>()?;
         let info = serde_json::json!({
             "probe": outcome.probe,
             "waveform": outcome.waveform,
@@ -386,6 +379,54 @@ impl Runner {
     }
 }
 
+/// Variant names and media types a worker may report.
+const OUTPUTS: &[(&str, &[&str])] = &[
+    ("video", &["video/mp4"]),
+    ("voice", &["audio/ogg; codecs=opus"]),
+    ("image", &["image/jpeg", "image/webp"]),
+    ("poster", &["image/jpeg"]),
+    ("thumb", &["image/jpeg"]),
+];
+
+/// A worker's output as a variant, if it is one the transcoder makes: the
+/// worker handled hostile input, so what it reports is checked like input
+/// (a known name and type, a plain file directly in its output folder,
+/// not a symlink to something else).
+fn checked_output(
+    out_dir: &std::path::Path,
+    o: &palaver_transcoder::Output,
+) -> Result<NewVariant, JobError> {
+    let bad = |why: &str| JobError::Worker(format!("unexpected output {:?}: {why}", o.name));
+    let known = OUTPUTS
+        .iter()
+        .any(|(n, types)| *n == o.name && types.contains(&o.content_type.as_str()));
+    if !known {
+        return Err(bad("unknown name or type"));
+    }
+    let plain = !o.file.is_empty()
+        && o.file.len() < 64
+        && o.file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && !o.file.starts_with('.');
+    if !plain {
+        return Err(bad("file name"));
+    }
+    let path = out_dir.join(&o.file);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_file() => {}
+        _ => return Err(bad("not a regular file")),
+    }
+    Ok(NewVariant {
+        name: o.name.clone(),
+        path,
+        content_type: o.content_type.clone(),
+        width: o.width,
+        height: o.height,
+        duration_ms: o.duration_ms,
+    })
+}
+
 /// `palaver transcode-worker`: one job from stdin, results on stdout.
 pub fn worker_main() -> std::process::ExitCode {
     let stdin = std::io::stdin().lock();
@@ -397,6 +438,32 @@ pub fn worker_main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_outputs_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("thumb.jpg"), b"jpeg").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("image.jpg")).unwrap();
+        let out = |name: &str, file: &str, ct: &str| palaver_transcoder::Output {
+            name: name.into(),
+            file: file.into(),
+            content_type: ct.into(),
+            width: None,
+            height: None,
+            duration_ms: None,
+        };
+        assert!(checked_output(dir.path(), &out("thumb", "thumb.jpg", "image/jpeg")).is_ok());
+        for bad in [
+            out("thumb", "../thumb.jpg", "image/jpeg"),
+            out("thumb", "/etc/passwd", "image/jpeg"),
+            out("thumb", "thumb.jpg", "text/html"),
+            out("secret", "thumb.jpg", "image/jpeg"),
+            out("image", "image.jpg", "image/jpeg"),
+            out("poster", "missing.jpg", "image/jpeg"),
+        ] {
+            assert!(checked_output(dir.path(), &bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn kinds_and_clips() {

@@ -124,11 +124,12 @@ impl Graph {
         Self::finish(g, spec)
     }
 
-    /// An audio graph from `rate`/`fmt`/`layout` to the sink's format.
+    /// An audio graph from `rate`/`fmt`/`layout` to `out` (rate, sample
+    /// format, layout), resampling and remixing explicitly (the sink's
+    /// own constraints are not enough for every input rate in FFmpeg 5.1).
     pub(crate) fn audio(
         src: (u32, format::Sample, ffmpeg::ChannelLayout, Rational),
         out: (u32, format::Sample, ffmpeg::ChannelLayout),
-        spec: &str,
     ) -> Result<Graph, JobError> {
         let (rate, fmt, layout, tb) = src;
         let args = format!(
@@ -139,16 +140,17 @@ impl Graph {
             fmt.name(),
             layout.bits()
         );
+        let spec = format!(
+            "aresample={0},aformat=sample_fmts={1}:sample_rates={0}:channel_layouts=0x{2:x}",
+            out.0,
+            out.1.name(),
+            out.2.bits()
+        );
         let mut g = filter::Graph::new();
         let f = |n| filter::find(n).ok_or_else(|| JobError::Encode(format!("no filter {n}")));
         g.add(&f("abuffer")?, "in", &args).map_err(graph_err)?;
         g.add(&f("abuffersink")?, "out", "").map_err(graph_err)?;
-        if let Some(mut o) = g.get("out") {
-            o.set_sample_rate(out.0);
-            o.set_sample_format(out.1);
-            o.set_channel_layout(out.2);
-        }
-        Self::finish(g, spec)
+        Self::finish(g, &spec)
     }
 
     fn finish(mut g: filter::Graph, spec: &str) -> Result<Graph, JobError> {

@@ -279,7 +279,6 @@ fn audio_out(
     let mut graph = Graph::audio(
         (dec.rate(), dec.format(), layout_of(&dec), st.time_base()),
         (rate as u32, fltp, layout),
-        "anull",
     )?;
     graph.set_frame_size(enc.frame_size());
     let mut ost = octx.add_stream(enc.codec()).map_err(ff::enc_err)?;

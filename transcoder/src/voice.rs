@@ -40,7 +40,6 @@ pub(crate) fn run(
             format::Sample::F32(format::sample::Type::Packed),
             ChannelLayout::MONO,
         ),
-        "anull",
     )?;
     graph.set_frame_size(enc.frame_size());
     let mut sink = Sink {

@@ -171,19 +171,30 @@ pub async fn run(
     }
 }
 
+/// Longest line a worker may write (a result is a few KiB).
+const MAX_LINE: u64 = 1 << 20;
+
 async fn read_result<R: tokio::io::AsyncRead + Unpin>(
-    out: BufReader<R>,
+    mut out: BufReader<R>,
     progress: &mut impl FnMut(f32),
 ) -> Option<Result<Outcome, JobError>> {
-    let mut lines = out.lines();
-    while let Ok(Some(l)) = lines.next_line().await {
-        match serde_json::from_str::<WorkerLine>(&l) {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut out).take(MAX_LINE).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if line.last() != Some(&b'\n') => {
+                return Some(Err(JobError::Worker("worker output line too long".into())));
+            }
+            Ok(_) => {}
+        }
+        match serde_json::from_slice::<WorkerLine>(&line) {
             Ok(WorkerLine::Progress(p)) => progress(p),
             Ok(WorkerLine::Result(r)) => return Some(*r),
             Err(_) => return Some(Err(JobError::Worker("garbled worker output".into()))),
         }
     }
-    None
 }
 
 /// Why a worker ended without a result.

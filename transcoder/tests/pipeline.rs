@@ -304,3 +304,54 @@ fn webp_output_when_configured() {
         (Some(1600), Some(800))
     );
 }
+
+#[test]
+fn low_sample_rates_and_mono_are_resampled() {
+    // FFmpeg 5.1's sink constraints alone failed below 24 kHz: the
+    // resampling is explicit now.
+    let dir = tempfile::tempdir().unwrap();
+    for (rate, ext) in [("8000", "wav"), ("16000", "m4a"), ("22050", "ogg")] {
+        let input = dir.path().join(format!("in-{rate}.{ext}"));
+        let src = format!("anoisesrc=d=1:c=pink:r={rate}:a=0.5");
+        corpus::ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-ac",
+            "1",
+            &input.to_string_lossy(),
+        ])
+        .unwrap();
+        let (out, r) = run(&input, MediaKind::Voice, false);
+        let o = r.unwrap_or_else(|e| panic!("{rate} Hz {ext}: {e}"));
+        let p = corpus::ffprobe(&output(&o, out.path(), "voice")).unwrap();
+        assert_eq!(stream(&p, "audio").unwrap()["sample_rate"], "48000");
+    }
+    let clip = dir.path().join("clip.mp4");
+    corpus::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=10:duration=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=1:r=8000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        &clip.to_string_lossy(),
+    ])
+    .unwrap();
+    let (out, r) = run(&clip, MediaKind::Video, false);
+    let p = corpus::ffprobe(&output(&r.unwrap(), out.path(), "video")).unwrap();
+    let a = stream(&p, "audio").unwrap();
+    assert_eq!(
+        (a["sample_rate"].as_str(), a["channels"].as_u64()),
+        (Some("48000"), Some(1))
+    );
+}
