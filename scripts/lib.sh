@@ -26,6 +26,10 @@ ensure_build_tools() {
   command -v cargo >/dev/null || { echo "Rust is required: https://rustup.rs" >&2; exit 1; }
   # SQLite is compiled from source (bundled) and needs a C compiler.
   command -v cc >/dev/null || apt_install gcc libc6-dev
+  # The transcoder links Debian's FFmpeg 5.1 libraries (ffmpeg-sys-next
+  # runs bindgen, hence clang); its tests make media with the ffmpeg CLI.
+  apt_install pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
+    libavfilter-dev libswscale-dev libswresample-dev libopus-dev ffmpeg
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 }

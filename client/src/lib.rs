@@ -13,6 +13,8 @@ mod groups;
 mod keys;
 pub mod media;
 pub use chats::ChatRef;
+#[cfg(feature = "transcode")]
+pub mod transcode;
 
 pub use dev::dev_code;
 pub use palaver_proto as proto;

@@ -166,6 +166,7 @@ impl Meta {
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::service::derived::SCHEMA)?;
         Ok(Meta {
             conn: Arc::new(Mutex::new(conn)),
         })

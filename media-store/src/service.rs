@@ -219,6 +219,8 @@ pub struct Media {
     /// Unix seconds of the last orphan scan (0: never).
     last_orphan_scan: std::sync::atomic::AtomicU64,
     pub stats: Stats,
+    /// The transcoder, when one is configured (see [`derived`]).
+    processor: std::sync::OnceLock<Arc<dyn Processor>>,
 }
 
 /// Seconds between orphan scans in [`Media::maintain`].
@@ -279,6 +281,7 @@ impl Media {
             commit_lock: tokio::sync::Mutex::new(()),
             last_orphan_scan: std::sync::atomic::AtomicU64::new(0),
             stats: Stats::default(),
+            processor: std::sync::OnceLock::new(),
         })
     }
 
@@ -483,6 +486,9 @@ impl Media {
             .commit_object(info, up.owner, up.expires, up.uid)
             .await?;
         let _ = tokio::fs::remove_file(&staged).await;
+        if up.kind == Kind::Processed {
+            self.after_commit(id, up.owner, &up.content_type).await;
+        }
         Ok(id)
     }
 
@@ -551,6 +557,7 @@ impl Media {
         if !self.meta.delete_ref(id, owner).await? {
             return Ok(false);
         }
+        self.drop_variant_refs(id, owner).await?;
         self.sweep(unix_now()).await?;
         Ok(true)
     }
@@ -769,6 +776,9 @@ pub fn read_plain(
     }
     Ok(())
 }
+
+pub mod derived;
+pub use derived::{JobView, NewVariant, Processor, Ticket, VariantView};
 
 #[cfg(test)]
 mod tests;

@@ -50,8 +50,14 @@ pub enum Command {
     /// Run only the media store: uploads and downloads of attachments on
     /// media.listen (it reads device credentials from the same database).
     Media(ServeArgs),
-    /// Run only transcoder workers (not implemented yet).
-    Transcoder,
+    /// Run only transcoder workers: they take the jobs that the media role
+    /// records when `transcoder.in_process = false`, from the media
+    /// database under the same data_dir (config section `transcoder`).
+    Transcoder(ServeArgs),
+    /// One transcoding job in a resource-limited child process (internal:
+    /// started by the transcoder, speaks JSON lines on stdin/stdout).
+    #[command(hide = true)]
+    TranscodeWorker,
     /// Check the configuration (file, environment, flags) and print it
     /// with secrets hidden, without starting anything.
     CheckConfig(ServeArgs),

@@ -64,6 +64,8 @@ pub struct Config {
     pub admin: AdminSection,
     pub calls: CallsSection,
     pub media: MediaSection,
+    /// Transcoding of processed uploads (docs/transcoder.md).
+    pub transcoder: TranscoderSection,
     /// The STUN/TURN server (`palaver turn`, and inside `palaver serve`).
     pub turn: palaver_turn::Config,
     /// Which roles `palaver serve` runs.
@@ -97,6 +99,131 @@ impl Default for Config {
             turn: palaver_turn::Config::default(),
             serve: ServeSection::default(),
             media: MediaSection::default(),
+            transcoder: TranscoderSection::default(),
+        }
+    }
+}
+
+/// `[transcoder]`: jobs, their limits and the outputs (docs/transcoder.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscoderSection {
+    /// Processed uploads of video, audio and images get a transcoding job.
+    pub enabled: bool,
+    /// Run the jobs inside the media role (`palaver serve`, `palaver
+    /// media`); false leaves them to `palaver transcoder` processes on the
+    /// same machine.
+    pub in_process: bool,
+    /// Jobs at once; 0 means one per CPU core.
+    pub workers: usize,
+    /// Jobs waiting in memory; the rest wait in the database.
+    pub queue: usize,
+    /// Runs of a job (worker crash, time limit) before it fails for good.
+    pub max_attempts: u32,
+    /// How often `palaver transcoder` looks for new jobs.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Wall-clock limit of one job; the worker process is killed after it.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Address space of a worker process (RLIMIT_AS).
+    pub max_memory_bytes: u64,
+    /// CPU time of a worker process (RLIMIT_CPU).
+    pub max_cpu_secs: u64,
+    /// Largest file a worker may write (RLIMIT_FSIZE).
+    pub max_output_bytes: u64,
+    /// Longest video or voice note.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    pub max_image_pixels: u64,
+    pub max_video_pixels: u64,
+    pub max_frames: u64,
+    pub video_max_side: u32,
+    pub video_max_short_side: u32,
+    pub video_max_bitrate: u64,
+    pub video_crf: u32,
+    pub video_preset: String,
+    pub video_max_fps: u32,
+    pub audio_bitrate: u64,
+    pub voice_bitrate: u64,
+    pub image_max_side: u32,
+    /// `jpeg` or `webp`.
+    pub image_format: palaver_transcoder::plan::ImageFormat,
+    pub thumb_side: u32,
+}
+
+impl Default for TranscoderSection {
+    fn default() -> Self {
+        let s = palaver_transcoder::Settings::default();
+        let l = palaver_transcoder::Limits::default();
+        let p = palaver_transcoder::worker::ProcessLimits::default();
+        TranscoderSection {
+            enabled: true,
+            in_process: true,
+            workers: 0,
+            queue: 1024,
+            max_attempts: 3,
+            poll_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(600),
+            max_memory_bytes: p.memory_bytes,
+            max_cpu_secs: p.cpu_secs,
+            max_output_bytes: p.file_bytes,
+            max_duration: Duration::from_millis(l.max_duration_ms),
+            max_image_pixels: l.max_image_pixels,
+            max_video_pixels: l.max_video_pixels,
+            max_frames: l.max_frames,
+            video_max_side: s.video_max_side,
+            video_max_short_side: s.video_max_short_side,
+            video_max_bitrate: s.video_max_bitrate,
+            video_crf: s.video_crf,
+            video_preset: s.video_preset,
+            video_max_fps: s.video_max_fps,
+            audio_bitrate: s.audio_bitrate,
+            voice_bitrate: s.voice_bitrate,
+            image_max_side: s.image_max_side,
+            image_format: s.image_format,
+            thumb_side: s.thumb_side,
+        }
+    }
+}
+
+impl TranscoderSection {
+    /// Output settings for the transcoder library.
+    pub fn settings(&self) -> palaver_transcoder::Settings {
+        palaver_transcoder::Settings {
+            video_max_side: self.video_max_side,
+            video_max_short_side: self.video_max_short_side,
+            video_max_bitrate: self.video_max_bitrate,
+            video_crf: self.video_crf,
+            video_preset: self.video_preset.clone(),
+            video_max_fps: self.video_max_fps,
+            audio_bitrate: self.audio_bitrate,
+            voice_bitrate: self.voice_bitrate,
+            image_max_side: self.image_max_side,
+            image_format: self.image_format,
+            thumb_side: self.thumb_side,
+            ..Default::default()
+        }
+    }
+
+    /// Input limits, the largest input being `media.max_processed_bytes`.
+    pub fn limits(&self, max_input_bytes: u64) -> palaver_transcoder::Limits {
+        palaver_transcoder::Limits {
+            max_input_bytes,
+            max_duration_ms: self.max_duration.as_millis() as u64,
+            max_image_pixels: self.max_image_pixels,
+            max_video_pixels: self.max_video_pixels,
+            max_side: palaver_transcoder::Limits::default().max_side,
+            max_frames: self.max_frames,
+        }
+    }
+
+    /// Resource limits of a worker process.
+    pub fn process_limits(&self) -> palaver_transcoder::worker::ProcessLimits {
+        palaver_transcoder::worker::ProcessLimits {
+            memory_bytes: self.max_memory_bytes,
+            cpu_secs: self.max_cpu_secs,
+            file_bytes: self.max_output_bytes,
         }
     }
 }

@@ -11,6 +11,7 @@ mod http;
 mod media;
 mod run;
 mod telemetry;
+mod transcode;
 mod webhook;
 
 use clap::Parser;
@@ -18,6 +19,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if matches!(cli.command, cli::Command::TranscodeWorker) {
+        // No runtime, no logging: stdout carries the job protocol.
+        return transcode::worker_main();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -62,16 +62,16 @@ pub struct Running {
     pub addr: SocketAddr,
     pub server: JoinHandle<()>,
     pub maintenance: JoinHandle<()>,
+    /// The in-process transcoding queue, when it runs here.
+    pub transcoder: Option<JoinHandle<()>>,
 }
 
-/// Starts the media listener and its maintenance task.
-pub async fn start(
+/// Opens the media service (metadata, blobs, keys) without a listener.
+pub fn open(
     cfg: &Config,
     secrets: &Secrets,
-    store: Arc<dyn Store>,
     registry: &mut prometheus_client::registry::Registry,
-    stop: CancellationToken,
-) -> anyhow::Result<Running> {
+) -> anyhow::Result<Arc<Media>> {
     let m = &cfg.media;
     let dir = cfg.media_dir();
     crate::run::prepare_data_dir(&dir)?;
@@ -110,6 +110,21 @@ pub async fn start(
         .context("cannot open the media store")?,
     );
     media.stats.register(registry);
+    Ok(media)
+}
+
+/// Starts the media listener, its maintenance task and the transcoding
+/// queue (`[transcoder]`).
+pub async fn start(
+    cfg: &Config,
+    secrets: &Secrets,
+    store: Arc<dyn Store>,
+    registry: &mut prometheus_client::registry::Registry,
+    stop: CancellationToken,
+) -> anyhow::Result<Running> {
+    let m = &cfg.media;
+    let media = open(cfg, secrets, registry)?;
+    let transcoder = crate::transcode::start_in_media(media.clone(), cfg, registry, stop.clone())?;
     let http_stats = Arc::new(HttpStats::default());
     http_stats.register(registry);
     // The first maintenance pass (at start-up) also removes orphan blobs.
@@ -152,5 +167,6 @@ pub async fn start(
         addr,
         server,
         maintenance,
+        transcoder,
     })
 }

@@ -26,7 +26,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sfu => not_yet("sfu"),
         Command::Media(args) => media_only(cli.config, args).await,
-        Command::Transcoder => not_yet("transcoder"),
+        Command::Transcoder(args) => transcoder_only(cli.config, args).await,
+        // Handled in main before the runtime starts.
+        Command::TranscodeWorker => Ok(()),
     }
 }
 
@@ -366,6 +368,9 @@ async fn serve(
 
 async fn stop_media(m: crate::media::Running, grace: std::time::Duration) {
     let _ = m.maintenance.await;
+    if let Some(t) = m.transcoder {
+        let _ = t.await;
+    }
     if tokio::time::timeout(grace, m.server).await.is_err() {
         tracing::warn!("media connections still open at the shutdown timeout");
     }
@@ -401,6 +406,30 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
     stop.cancel();
     stop_media(media, cfg.server.shutdown_timeout).await;
     store.health().await.context("final flush of the store")?;
+    Ok(())
+}
+
+/// `palaver transcoder`: transcoding workers only, taking the jobs the
+/// media role (`transcoder.in_process = false`) records in the media
+/// database under the same data_dir.
+async fn transcoder_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = load(path, &args)?;
+    let secrets = cfg.validate()?;
+    crate::telemetry::init(&cfg.log)?;
+    prepare_data_dir(&cfg.data_dir)?;
+    let mut registry = Registry::default();
+    let media = crate::media::open(&cfg, &secrets, &mut registry)?;
+    let stop = CancellationToken::new();
+    let queue = {
+        let (media, cfg, stop) = (media.clone(), cfg.clone(), stop.clone());
+        tokio::spawn(async move {
+            crate::transcode::run_external(media, &cfg, &mut registry, stop).await
+        })
+    };
+    tracing::info!("palaver transcoder started");
+    wait_for_signal().await?;
+    stop.cancel();
+    queue.await??;
     Ok(())
 }
 

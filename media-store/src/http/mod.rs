@@ -8,11 +8,13 @@
 //! - `GET|HEAD /v1/cap/{exp}/{sig}/{id}[/{name}]`: capability in the path
 //! - `PUT /v1/media/sealed/{sha256}`, `POST /v1/media`: one-request upload
 //! - `POST /v1/media/{id}/link`, `DELETE /v1/media/{id}`, `GET /v1/media/usage`
+//! - `GET /v1/media/{id}/job`: transcoding state and variants (owner only)
 //! - `OPTIONS|POST /v1/uploads`, `HEAD|PATCH|DELETE /v1/uploads/{uid}`: tus 1.0
 //! - `GET /healthz`
 
 mod conn;
 mod download;
+mod job;
 mod reply;
 mod upload;
 
@@ -279,6 +281,7 @@ async fn dispatch(ctx: &Ctx, conn: &mut Conn, head: &Head) -> Result<Reply, Repl
         ("POST", ["", "v1", "media"]) => upload::post_processed(ctx, conn, head).await,
         ("GET", ["", "v1", "media", "usage"]) => upload::usage(ctx, head).await,
         ("POST", ["", "v1", "media", id, "link"]) => download::link(ctx, head, id).await,
+        ("GET", ["", "v1", "media", id, "job"]) => job::get(ctx, head, id).await,
         ("GET" | "HEAD", ["", "v1", "media", id]) => download::get(ctx, head, id).await,
         ("GET" | "HEAD", ["", "v1", "cap", exp, sig, id] | ["", "v1", "cap", exp, sig, id, _]) => {
             download::get_path(ctx, head, exp, sig, id).await
