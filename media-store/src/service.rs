@@ -746,7 +746,9 @@ pub fn read_plain(
         .key
         .as_ref()
         .ok_or_else(|| std::io::Error::other("no key"))?;
-    let Blob::File { file, .. } = &entry.blob;
+    let Blob::File { file, .. } = &entry.blob else {
+        return Err(std::io::Error::other("not a local blob"));
+    };
     let size = entry.info.size;
     let nseg = crypto::segments(size);
     let mut i = start / crypto::SEGMENT;
