@@ -29,8 +29,8 @@ pub mod s3;
 pub mod service;
 
 pub use blob::{BlobStore, LocalStore};
-pub use s3::{S3Config, S3Store};
 pub use capability::CapabilityKey;
 pub use crypto::MasterKeys;
 pub use http::{AuthFailureRate, DeviceAuth, HttpConfig, HttpStats};
+pub use s3::{S3Config, S3Store};
 pub use service::{Limits, Media};

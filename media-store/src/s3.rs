@@ -15,7 +15,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use std::fmt;
@@ -89,11 +89,48 @@ impl fmt::Debug for S3Store {
     }
 }
 
-fn remote(op: &'static str, path: &str, e: impl std::error::Error) -> BlobError {
+/// An error and its sources, `a: b: c` (without the SDK's Debug dumps).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+fn remote(op: &'static str, path: &str, e: impl std::error::Error + 'static) -> BlobError {
     BlobError::Remote {
         op,
         path: path.to_owned(),
-        message: DisplayErrorContext(e).to_string(),
+        message: chain(&e),
+    }
+}
+
+/// A failed request: the service's status and error code when it
+/// answered, else the transport error (timeout, connection refused...).
+fn sdk<E>(op: &'static str, path: &str, e: SdkError<E>) -> BlobError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = match &e {
+        SdkError::ServiceError(s) => format!(
+            "HTTP {} {} {}",
+            s.raw().status().as_u16(),
+            e.code().unwrap_or("(no code)"),
+            e.message().unwrap_or("")
+        ),
+        _ => chain(&e),
+    };
+    BlobError::Remote {
+        op,
+        path: path.to_owned(),
+        message: message.trim_end().to_owned(),
     }
 }
 
@@ -147,7 +184,7 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| remote("HeadBucket", &i.bucket, e))
+            .map_err(|e| sdk("HeadBucket", &i.bucket, e))
     }
 
     fn key(&self, path: &str) -> String {
@@ -167,13 +204,15 @@ impl S3Store {
         {
             Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) => Err(remote("HeadObject", path, e)),
+            Err(e) => Err(sdk("HeadObject", path, e)),
         }
     }
 
     async fn put_single(&self, path: &str, staged: &Path, len: u64) -> Result<(), BlobError> {
         let i = &self.inner;
-        let body = file_part(staged, 0, len).await.map_err(|e| remote("read", path, e))?;
+        let body = file_part(staged, 0, len)
+            .await
+            .map_err(|e| remote("read", path, e))?;
         i.client
             .put_object()
             .bucket(&i.bucket)
@@ -183,7 +222,7 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| remote("PutObject", path, e))
+            .map_err(|e| sdk("PutObject", path, e))
     }
 
     async fn put_multipart(&self, path: &str, staged: &Path, len: u64) -> Result<(), BlobError> {
@@ -196,7 +235,7 @@ impl S3Store {
             .key(&key)
             .send()
             .await
-            .map_err(|e| remote("CreateMultipartUpload", path, e))?;
+            .map_err(|e| sdk("CreateMultipartUpload", path, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let result = self.upload_parts(path, &key, &upload_id, staged, len).await;
         if result.is_err() {
@@ -244,7 +283,7 @@ impl S3Store {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| remote("UploadPart", path, e))?;
+                .map_err(|e| sdk("UploadPart", path, e))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -266,7 +305,7 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| remote("CompleteMultipartUpload", path, e))
+            .map_err(|e| sdk("CompleteMultipartUpload", path, e))
     }
 }
 
@@ -326,7 +365,7 @@ impl BlobStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| remote("DeleteObject", path, e))
+            .map_err(|e| sdk("DeleteObject", path, e))
     }
 
     async fn list(&self) -> Result<Vec<String>, BlobError> {
@@ -340,7 +379,7 @@ impl BlobStore for S3Store {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| remote("ListObjectsV2", &i.prefix, e))?;
+            let page = page.map_err(|e| sdk("ListObjectsV2", &i.prefix, e))?;
             out.extend(
                 page.contents()
                     .iter()
@@ -383,7 +422,7 @@ impl RangeSource for S3Store {
             .range(format!("bytes={start}-{}", end - 1))
             .send()
             .await
-            .map_err(|e| remote("GetObject", path, e))?;
+            .map_err(|e| sdk("GetObject", path, e))?;
         if out.content_length() != Some((end - start) as i64) {
             return Err(BlobError::Remote {
                 op: "GetObject",

@@ -213,9 +213,10 @@ pub struct Media {
     staging: PathBuf,
     cache: Mutex<HashMap<ObjectId, Arc<Entry>>>,
     busy: Mutex<HashSet<UploadId>>,
-    /// Held while a blob is put and committed, and while GC checks and
-    /// deletes an orphan, so GC never deletes a blob being committed.
-    commit_lock: tokio::sync::Mutex<()>,
+    /// Held on a blob's path while it is put and committed, and while
+    /// expiry or GC checks and deletes it, so neither deletes a blob being
+    /// committed.
+    commit_lock: locks::PathLocks,
     /// Unix seconds of the last orphan scan (0: never).
     last_orphan_scan: std::sync::atomic::AtomicU64,
     pub stats: Stats,
@@ -276,7 +277,7 @@ impl Media {
             staging: dir.to_owned(),
             cache: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
-            commit_lock: tokio::sync::Mutex::new(()),
+            commit_lock: locks::PathLocks::default(),
             last_orphan_scan: std::sync::atomic::AtomicU64::new(0),
             stats: Stats::default(),
         })
@@ -477,7 +478,7 @@ impl Media {
             content_type: up.content_type.clone(),
             wrapped,
         };
-        let _commit = self.commit_lock.lock().await;
+        let _commit = self.commit_lock.lock(id.blob_path()).await;
         self.blobs.put(&id.blob_path(), &path).await?;
         self.meta
             .commit_object(info, up.owner, up.expires, up.uid)
@@ -557,14 +558,18 @@ impl Media {
 
     /// Expiry: drops expired references and deletes unreferenced blobs.
     pub async fn sweep(&self, now: u64) -> Result<usize, UploadError> {
-        let _commit = self.commit_lock.lock().await;
         let gone = self.meta.expire(now).await?;
         for id in &gone {
             self.cache
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(id);
-            self.blobs.delete(&id.blob_path()).await?;
+            // A new upload of the same (sealed) blob may have committed
+            // since: then the blob stays.
+            let _commit = self.commit_lock.lock(id.blob_path()).await;
+            if !self.meta.has_blob(*id).await? {
+                self.blobs.delete(&id.blob_path()).await?;
+            }
         }
         self.stats.objects_deleted.inc_by(gone.len() as u64);
         Ok(gone.len())
@@ -595,7 +600,7 @@ impl Media {
             let Ok(id) = ObjectId::parse(name.as_bytes()) else {
                 continue;
             };
-            let _commit = self.commit_lock.lock().await;
+            let _commit = self.commit_lock.lock(path.clone()).await;
             if id.blob_path() == path && !self.meta.has_blob(id).await? {
                 self.blobs.delete(&path).await?;
                 n += 1;
@@ -772,5 +777,6 @@ pub fn read_plain(
     Ok(())
 }
 
+mod locks;
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,8 @@ use crate::config::{Config, MediaStorage, Secrets};
 use anyhow::Context;
 use async_trait::async_trait;
 use palaver_media_store::{
-    AuthFailureRate, BlobStore, CapabilityKey, DeviceAuth, HttpConfig, HttpStats, Limits, LocalStore, MasterKeys,
-    Media, S3Store,
+    AuthFailureRate, BlobStore, CapabilityKey, DeviceAuth, HttpConfig, HttpStats, Limits,
+    LocalStore, MasterKeys, Media, S3Store,
 };
 use palaver_messaging::Store;
 use palaver_messaging::policy::{hash_credential, hashes_equal};
@@ -65,9 +65,10 @@ async fn blob_store(
     dir: &Path,
 ) -> anyhow::Result<Arc<dyn BlobStore>> {
     match cfg.media.storage {
-        MediaStorage::Local => Ok(Arc::new(LocalStore::open(&dir.join("blobs")).with_context(
-            || format!("cannot open the media folder {}", dir.display()),
-        )?)),
+        MediaStorage::Local => Ok(Arc::new(
+            LocalStore::open(&dir.join("blobs"))
+                .with_context(|| format!("cannot open the media folder {}", dir.display()))?,
+        )),
         MediaStorage::S3 => {
             let secret = secrets
                 .media_s3_secret_access_key
@@ -75,7 +76,10 @@ async fn blob_store(
                 .context("media.s3.secret_access_key is required")?;
             let store = S3Store::new(&cfg.media.s3.store_config(secret));
             store.check().await.with_context(|| {
-                format!("cannot use the S3 bucket media.s3.bucket = {}", cfg.media.s3.bucket)
+                format!(
+                    "cannot use the S3 bucket media.s3.bucket = {}",
+                    cfg.media.s3.bucket
+                )
             })?;
             Ok(Arc::new(store))
         }

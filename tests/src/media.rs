@@ -13,7 +13,7 @@ pub enum Backend {
 }
 
 /// Multipart uploads above this size in the S3 tests: S3's smallest part.
-pub const TEST_PART_SIZE: u64 = 5 << 20;
+pub(crate) const TEST_PART_SIZE: u64 = 5 << 20;
 
 /// A `palaver serve` whose media store uses one backend. Dropping it stops
 /// the server, then the Garage node.
@@ -58,7 +58,11 @@ impl MediaServer {
                         continue;
                     };
                     for fan in fans.flatten() {
-                        for f in std::fs::read_dir(fan.path()).into_iter().flatten().flatten() {
+                        for f in std::fs::read_dir(fan.path())
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                        {
                             v.push(format!(
                                 "{kind}/{}/{}",
                                 fan.file_name().to_string_lossy(),

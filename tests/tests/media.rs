@@ -82,7 +82,11 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(sealed_round_trip, sealed_round_trip_local, sealed_round_trip_s3);
+both_backends!(
+    sealed_round_trip,
+    sealed_round_trip_local,
+    sealed_round_trip_s3
+);
 
 /// Sealed round trip with the SDK, forwards and references; the blob leaves
 /// the store with the last reference.
@@ -97,7 +101,11 @@ async fn sealed_round_trip(b: Backend) {
         .unwrap();
     assert_eq!(up.id, sealed.object_id(), "content-addressed");
     assert_eq!(up.size, sealed.bytes.len() as u64);
-    assert_eq!(s.stored(&up.id).as_ref(), Some(&sealed.bytes), "stored as uploaded");
+    assert_eq!(
+        s.stored(&up.id).as_ref(),
+        Some(&sealed.bytes),
+        "stored as uploaded"
+    );
 
     let got = m::download(&up.url).await.unwrap();
     let opened = m::open(

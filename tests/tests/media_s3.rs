@@ -24,7 +24,14 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn tus(s: &Server, method: &str, path: &str, a: &str, extra: &[(&str, &str)], body: &[u8]) -> Response {
+async fn tus(
+    s: &Server,
+    method: &str,
+    path: &str,
+    a: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut h = vec![("Authorization", a), ("Tus-Resumable", "1.0.0")];
     h.extend_from_slice(extra);
     request(&format!("{}{path}", s.media_url), method, &h, body)
@@ -41,7 +48,13 @@ async fn offset(s: &Server, loc: &str, a: &str) -> usize {
 /// Uploads `body` with tus: the first PATCH drops its connection after
 /// `cut` bytes, the rest goes in a second PATCH from the server's offset.
 /// Returns the completing PATCH's answer.
-async fn upload_interrupted(s: &Server, a: &str, body: &[u8], metadata: &str, cut: usize) -> Response {
+async fn upload_interrupted(
+    s: &Server,
+    a: &str,
+    body: &[u8],
+    metadata: &str,
+    cut: usize,
+) -> Response {
     let len = body.len().to_string();
     let r = tus(
         s,
@@ -67,7 +80,10 @@ async fn upload_interrupted(s: &Server, a: &str, body: &[u8], metadata: &str, cu
     drop(c);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while offset(s, &loc, a).await != cut {
-        assert!(tokio::time::Instant::now() < deadline, "offset never reached {cut}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "offset never reached {cut}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let r = tus(
@@ -104,11 +120,21 @@ async fn large_objects_go_up_as_multipart_uploads_and_resume() {
     // Sealed, 11 MiB: three parts of 5 MiB (the test part size).
     let body = data(11 << 20, 7);
     let sha = hex::encode(Sha256::digest(&body));
-    let r = upload_interrupted(&s, &a, &body, &meta(&[("kind", "sealed"), ("sha256", &sha)]), 3 << 20).await;
+    let r = upload_interrupted(
+        &s,
+        &a,
+        &body,
+        &meta(&[("kind", "sealed"), ("sha256", &sha)]),
+        3 << 20,
+    )
+    .await;
     assert_eq!(r.header("palaver-media-id"), Some(sha.as_str()));
     let key = format!("s/{}/{sha}", &sha[..2]);
     let etag = g.etag(&key).expect("the object is in the bucket");
-    assert!(etag.ends_with("-3\""), "a multipart upload of 3 parts: ETag {etag}");
+    assert!(
+        etag.ends_with("-3\""),
+        "a multipart upload of 3 parts: ETag {etag}"
+    );
     let url = r.header("palaver-media-url").unwrap().to_owned();
     let got = request(&url, "GET", &[], &[]).await.unwrap();
     assert_eq!(got.status, 200);
@@ -116,7 +142,9 @@ async fn large_objects_go_up_as_multipart_uploads_and_resume() {
     // A range across the first part boundary, streamed from S3.
     let edge = 5 << 20;
     let range = format!("bytes={}-{}", edge - 100, edge + 99);
-    let r = request(&url, "GET", &[("Range", &range)], &[]).await.unwrap();
+    let r = request(&url, "GET", &[("Range", &range)], &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 206);
     assert!(r.body == body[edge - 100..edge + 100]);
 
@@ -128,8 +156,15 @@ async fn large_objects_go_up_as_multipart_uploads_and_resume() {
     let key = format!("p/{}/{id}", &id[..2]);
     assert!(g.etag(&key).expect("in the bucket").ends_with("-2\""));
     let stored = g.get(&key).unwrap();
-    assert_eq!(stored.len(), plain.len() + 96 * 16, "96 segments, each with its tag");
-    assert!(!stored.windows(64).any(|w| w == &plain[4096..4160]), "no plaintext at rest");
+    assert_eq!(
+        stored.len(),
+        plain.len() + 96 * 16,
+        "96 segments, each with its tag"
+    );
+    assert!(
+        !stored.windows(64).any(|w| w == &plain[4096..4160]),
+        "no plaintext at rest"
+    );
     let url = r.header("palaver-media-url").unwrap().to_owned();
     let r = request(&url, "GET", &[], &[]).await.unwrap();
     assert_eq!(r.header("content-type"), Some("video/mp4"));
@@ -169,7 +204,7 @@ async fn orphan_objects_in_the_bucket_are_collected() {
     let orphan_sha = hex::encode(Sha256::digest(b"orphan"));
     let orphan = format!("s/{}/{orphan_sha}", &orphan_sha[..2]);
     g.put(&orphan, b"orphan");
-    let orphan_p = "p/ab/ab0123456789abcdef0123456789ab";
+    let orphan_p = "p/ab/ab0123456789abcdef0123456789abcd";
     g.put(orphan_p, b"orphan processed");
     g.put("notes/readme.txt", b"not ours");
 
@@ -179,14 +214,20 @@ async fn orphan_objects_in_the_bucket_are_collected() {
     let g = s.garage.as_ref().unwrap();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while g.get(&orphan).is_some() || g.get(orphan_p).is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "orphans not collected");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orphans not collected"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut keys = g.keys();
     keys.sort();
     assert_eq!(
         keys,
-        vec!["notes/readme.txt".to_owned(), format!("s/{}/{sha}", &sha[..2])],
+        vec![
+            "notes/readme.txt".to_owned(),
+            format!("s/{}/{sha}", &sha[..2])
+        ],
         "the committed object and foreign keys stay"
     );
     let r = request(
@@ -223,5 +264,85 @@ async fn an_unreachable_bucket_stops_the_start_with_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("media.s3.bucket = no-such-bucket"), "{err}");
-    assert!(!err.contains(palaver_tests::garage::SECRET), "the secret is never printed");
+    assert!(
+        !err.contains(palaver_tests::garage::SECRET),
+        "the secret is never printed"
+    );
+}
+
+/// A TCP proxy on 127.0.0.1 in front of Garage that closes the first
+/// `drop_first` connections at once (a flaky network or a restarting
+/// service) and forwards the others.
+fn flaky_proxy(target: &str, drop_first: usize) -> String {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = target.trim_start_matches("http://").to_owned();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(client) = conn else { return };
+            if n < drop_first {
+                drop(client);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(&target) else {
+                return;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Runs `palaver serve` against `endpoint` with `max_attempts`; the server
+/// if it started, else its error output.
+fn serve_via(
+    g: &palaver_tests::garage::Garage,
+    endpoint: &str,
+    max_attempts: u32,
+) -> Result<Server, String> {
+    let mut env = g.env(5 << 20);
+    for (k, v) in &mut env {
+        if k == "PALAVER__MEDIA__S3__ENDPOINT" {
+            *v = endpoint.to_owned();
+        }
+    }
+    env.push((
+        "PALAVER__MEDIA__S3__MAX_ATTEMPTS".into(),
+        max_attempts.to_string(),
+    ));
+    env.push(("PALAVER__MEDIA__S3__INITIAL_BACKOFF".into(), "50ms".into()));
+    std::panic::catch_unwind(|| Server::start_with_env("", env))
+        .map_err(|e| e.downcast_ref::<String>().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn failed_requests_are_retried_with_backoff() {
+    let g = palaver_tests::garage::Garage::start();
+    // Two connections fail, the third attempt gets through.
+    let s = serve_via(&g, &flaky_proxy(&g.endpoint, 2), 3).expect("started after retries");
+    let (_a, alice) = s.device(&phone()).await;
+    let body = data(70_000, 5);
+    let sha = hex::encode(Sha256::digest(&body));
+    let r = request(
+        &format!("{}/v1/media/sealed/{sha}", s.media_url),
+        "PUT",
+        &[("Authorization", &auth(&alice))],
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201);
+    assert_eq!(g.get(&format!("s/{}/{sha}", &sha[..2])), Some(body));
+
+    // Without retries the same failure stops the start, with the cause.
+    let err = serve_via(&g, &flaky_proxy(&g.endpoint, 1), 1).expect_err("no retries");
+    assert!(err.contains("HeadBucket"), "{err}");
 }

@@ -146,7 +146,10 @@ mod tests {
         });
         let t0 = Instant::now();
         f.failed("2001:db8:1:2::1".parse().unwrap(), t0);
-        assert!(f.check("2001:db8:1:2:ffff::9".parse().unwrap(), t0).is_err());
+        assert!(
+            f.check("2001:db8:1:2:ffff::9".parse().unwrap(), t0)
+                .is_err()
+        );
         assert!(f.check("2001:db8:1:3::1".parse().unwrap(), t0).is_ok());
         // Not confused with an IPv4 address.
         f.failed("::1".parse().unwrap(), t0);

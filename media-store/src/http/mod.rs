@@ -367,8 +367,10 @@ pub(crate) async fn authenticate(ctx: &Ctx, head: &Head) -> Result<u64, Reply> {
     let now = std::time::Instant::now();
     if let Err(wait) = ctx.failed_auths.check(head.peer, now) {
         ctx.stats.auth_rate_limited.inc();
-        return Err(Reply::error(429, "too many failed logins from this address")
-            .header("Retry-After", wait.as_secs().max(1)));
+        return Err(
+            Reply::error(429, "too many failed logins from this address")
+                .header("Retry-After", wait.as_secs().max(1)),
+        );
     }
     let account = match parse_bearer(value) {
         Some((device, credential)) => ctx.auth.authenticate(device, credential).await,

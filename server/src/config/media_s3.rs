@@ -76,7 +76,10 @@ impl MediaS3Section {
             return Err(key_err(&k("region"), "must not be empty"));
         }
         if self.bucket.is_empty() {
-            return Err(key_err(&k("bucket"), "required when media.storage = \"s3\""));
+            return Err(key_err(
+                &k("bucket"),
+                "required when media.storage = \"s3\"",
+            ));
         }
         if self.access_key_id.as_deref().is_none_or(str::is_empty) {
             return Err(key_err(
