@@ -56,10 +56,11 @@ lpid=$!; pids+=("$lpid")
 start_palaver() {
   local name=$1 pport aport mport; shift
   pport=$(free_port); aport=$(free_port); mport=$(free_port)
-  env RUST_LOG=warn "$@" "$bin/palaver" serve --data-dir "$tmp/data-$name" --listen "127.0.0.1:$pport" \
+  env RUST_LOG=warn PALAVER__SERVE__TURN=false "$@" "$bin/palaver" serve --data-dir "$tmp/data-$name" --listen "127.0.0.1:$pport" \
     --admin-listen "127.0.0.1:$aport" --media-listen "127.0.0.1:$mport" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   pids+=("$!"); printf -v "pid_$name" %s "$!"
   for _ in $(seq 100); do grep -q "media listening" "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q "media listening" "$tmp/$name.out" || { echo "palaver ($name) did not start:" >&2; cat "$tmp/$name.err" >&2; exit 1; }
   "$bin/palaver-cli" --server "ws://127.0.0.1:$pport/v1/ws" --state "$tmp/cli-$name.json" \
     register --phone +4915112345678 --admin "http://127.0.0.1:$aport" >/dev/null
   printf -v "auth_$name" %s "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["registration"]; print("Bearer %s:%s" % (r["device"], r["credential"]))' "$tmp/cli-$name.json")"

@@ -49,8 +49,15 @@ pub enum Blob {
         source: Arc<dyn RangeSource>,
         path: String,
         len: u64,
+        /// The whole blob once read, for blobs of at most
+        /// [`SMALL_REMOTE`] bytes (kept as long as the object's cache entry).
+        small: Arc<std::sync::OnceLock<bytes::Bytes>>,
     },
 }
+
+/// Remote blobs up to this size are read whole once and then served from
+/// memory (at most 512 cached objects, so at most 32 MiB).
+pub const SMALL_REMOTE: u64 = 64 * 1024;
 
 impl Blob {
     pub fn len(&self) -> u64 {

@@ -353,6 +353,7 @@ impl BlobStore for S3Store {
             source: Arc::new(self.clone()),
             path: path.to_owned(),
             len,
+            small: Arc::default(),
         }))
     }
 

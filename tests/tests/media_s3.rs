@@ -178,8 +178,35 @@ async fn large_objects_go_up_as_multipart_uploads_and_resume() {
     assert!(r.body.windows(want.len()).any(|w| w == want));
     assert!(r.body.windows(10).any(|w| w == &plain[plain.len() - 10..]));
 
-    // Both objects are in the bucket, nothing else (no parts left over).
-    assert_eq!(s.blob_paths().len(), 2);
+    // A small processed object (served from memory after the first read).
+    let small = data(5000, 6);
+    let r = request(
+        &format!("{}/v1/media", s.media_url),
+        "POST",
+        &[
+            ("Authorization", a.as_str()),
+            ("Content-Type", "text/plain"),
+        ],
+        &small,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let url = j["url"].as_str().unwrap();
+    for _ in 0..2 {
+        let r = request(url, "GET", &[], &[]).await.unwrap();
+        assert!(r.body == small);
+        let r = request(url, "GET", &[("Range", "bytes=100-199,4990-")], &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 206);
+        assert!(r.body.windows(100).any(|w| w == &small[100..200]));
+        assert!(r.body.windows(10).any(|w| w == &small[4990..]));
+    }
+
+    // The three objects are in the bucket, nothing else (no parts left over).
+    assert_eq!(s.blob_paths().len(), 3);
 }
 
 #[tokio::test]

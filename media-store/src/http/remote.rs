@@ -7,7 +7,7 @@ use std::io::{self, IoSlice};
 
 use super::conn::Conn;
 use super::reply::{INLINE, SEGS_PER_STEP, open_segments, stored_span};
-use crate::blob::{BlobError, Chunks, RangeSource};
+use crate::blob::{Blob, BlobError, Chunks, RangeSource, SMALL_REMOTE};
 use crate::crypto::SEGMENT;
 use crate::range::ByteRange;
 use crate::service::Entry;
@@ -72,11 +72,32 @@ impl Reader {
 pub(super) async fn write_range(
     conn: &mut Conn,
     entry: &Entry,
-    src: &dyn RangeSource,
-    path: &str,
     r: ByteRange,
     pending: &mut Vec<u8>,
 ) -> io::Result<()> {
+    let Blob::Remote {
+        source,
+        path,
+        len,
+        small,
+    } = &entry.blob
+    else {
+        return Err(io::Error::other("not a remote blob"));
+    };
+    let src = &**source;
+    if *len <= SMALL_REMOTE {
+        let whole = match small.get() {
+            Some(b) => b.clone(),
+            None => {
+                let mut v = vec![0; *len as usize];
+                Reader::open(src, path, 0, *len).await?.fill(&mut v).await?;
+                let b = bytes::Bytes::from(v);
+                let _ = small.set(b.clone());
+                b
+            }
+        };
+        return from_memory(entry, &whole, r, pending);
+    }
     if entry.key.is_some() {
         return write_processed(conn, entry, src, path, r, pending).await;
     }
@@ -95,6 +116,29 @@ pub(super) async fn write_range(
                 .await?;
             pending.clear();
         }
+    }
+    Ok(())
+}
+
+/// Appends range `r` of a small blob held in memory to `pending`
+/// (decrypting the segments it touches for processed objects).
+fn from_memory(entry: &Entry, whole: &[u8], r: ByteRange, pending: &mut Vec<u8>) -> io::Result<()> {
+    let short = || io::Error::other("remote blob shorter than its metadata");
+    if entry.key.is_none() {
+        let bytes = whole
+            .get(r.start as usize..r.end as usize)
+            .ok_or_else(short)?;
+        pending.extend_from_slice(bytes);
+        return Ok(());
+    }
+    let (first, last) = (r.start / SEGMENT, (r.end - 1) / SEGMENT);
+    let (at, n) = stored_span(entry.info.size, first, last);
+    let mut scratch = whole
+        .get(at as usize..(at + n) as usize)
+        .ok_or_else(short)?
+        .to_vec();
+    for (a, b) in open_segments(entry, r, first, last, &mut scratch)? {
+        pending.extend_from_slice(&scratch[a..b]);
     }
     Ok(())
 }

@@ -228,8 +228,8 @@ async fn write_range(
 ) -> io::Result<()> {
     let file = match &entry.blob {
         Blob::File { file, .. } => file,
-        Blob::Remote { source, path, .. } => {
-            return super::remote::write_range(conn, entry, &**source, path, r, pending).await;
+        Blob::Remote { .. } => {
+            return super::remote::write_range(conn, entry, r, pending).await;
         }
     };
     if entry.key.is_none() {

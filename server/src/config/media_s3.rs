@@ -123,3 +123,75 @@ impl MediaS3Section {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, load};
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("PALAVER__MEDIA__{k}"), v.to_string()))
+            .collect()
+    }
+
+    const SECRET: &str = "\"s3-secret-0123456789abcdef\"";
+
+    #[test]
+    fn s3_storage_needs_bucket_and_credentials_and_hides_the_secret() {
+        let e = load(None, &env(&[("STORAGE", "s3")])).unwrap().validate();
+        assert!(e.unwrap_err().to_string().contains("media.s3.bucket"));
+        let e = load(None, &env(&[("STORAGE", "s3"), ("S3__BUCKET", "b")]))
+            .unwrap()
+            .validate();
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("media.s3.access_key_id")
+        );
+        let base = [
+            ("STORAGE", "s3"),
+            ("S3__BUCKET", "b"),
+            ("S3__ACCESS_KEY_ID", "GKabc"),
+        ];
+        let e = load(None, &env(&base)).unwrap().validate();
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("media.s3.secret_access_key")
+        );
+
+        let mut ok = base.to_vec();
+        ok.push(("S3__SECRET_ACCESS_KEY", SECRET));
+        ok.push(("S3__ENDPOINT", "http://127.0.0.1:3900"));
+        let c: Config = load(None, &env(&ok)).unwrap();
+        let secrets = c.validate().unwrap();
+        let s3 = c
+            .media
+            .s3
+            .store_config(secrets.media_s3_secret_access_key.as_ref().unwrap());
+        assert_eq!(s3.secret_access_key, "s3-secret-0123456789abcdef");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        for shown in [format!("{c:?}"), format!("{secrets:?}"), format!("{s3:?}")] {
+            assert!(!shown.contains("s3-secret"), "{shown}");
+        }
+
+        let mut small = ok.clone();
+        small.push(("S3__PART_SIZE_BYTES", "1000"));
+        let e = load(None, &env(&small)).unwrap().validate();
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("media.s3.part_size_bytes")
+        );
+        let mut bad = ok.clone();
+        bad.push(("S3__ENDPOINT", "ftp://x"));
+        let e = load(None, &env(&bad)).unwrap().validate();
+        assert!(e.unwrap_err().to_string().contains("media.s3.endpoint"));
+        // Local storage ignores the section.
+        load(None, &env(&[("S3__PART_SIZE_BYTES", "1")]))
+            .unwrap()
+            .validate()
+            .unwrap();
+    }
+}
