@@ -66,3 +66,11 @@ ensure_turn_tools() {
     fi
   fi
 }
+
+# Garage, the S3-compatible server of the media store's S3 tests (built once
+# into ~/.cache/palaver, about 10 minutes of CPU), and curl, with which the
+# tests look into its bucket.
+ensure_garage() {
+  command -v curl >/dev/null || apt_install curl
+  scripts/garage.sh install
+}

@@ -6,7 +6,10 @@
 #   STATIC_BENCH=/path/to/static-bench.sh ./scripts/media-bench.sh
 #
 # Env: STATIC_BENCH (default ../shared/bench/static-bench.sh), DURATION (10),
-# CONNS (64), ROUNDS (1), CASES (all six). Everything listens on 127.0.0.1
+# CONNS (64), ROUNDS (1), CASES (all six), S3 (0; 1 adds a second Palaver
+# whose media store keeps its blobs in a Garage node started by
+# scripts/garage.sh: rows sealed-s3 and proc-s3, with Garage's own CPU per
+# request and per GB appended). Everything listens on 127.0.0.1
 # and lives in a temporary directory; every server is stopped at the end.
 # Needs: lighttpd, wrk, curl, python3 (apt-get install lighttpd wrk curl).
 # Output: static-bench.sh lines prefixed with the server name; compare
@@ -48,21 +51,37 @@ EOF
 lighttpd -D -f "$tmp/lighttpd.conf" &
 lpid=$!; pids+=("$lpid")
 
-# Palaver with default settings on free ports.
-pport=$(free_port); aport=$(free_port); mport=$(free_port)
-RUST_LOG=warn "$bin/palaver" serve --data-dir "$tmp/data" --listen "127.0.0.1:$pport" \
-  --admin-listen "127.0.0.1:$aport" --media-listen "127.0.0.1:$mport" >"$tmp/palaver.out" 2>"$tmp/palaver.err" &
-ppid=$!; pids+=("$ppid")
-for _ in $(seq 100); do grep -q "media listening" "$tmp/palaver.out" 2>/dev/null && break; sleep 0.1; done
+# Starts Palaver with default settings (and the environment given) on free
+# ports as instance NAME; sets pid_NAME, media_NAME and auth_NAME.
+start_palaver() {
+  local name=$1 pport aport mport; shift
+  pport=$(free_port); aport=$(free_port); mport=$(free_port)
+  env RUST_LOG=warn PALAVER__SERVE__TURN=false "$@" "$bin/palaver" serve --data-dir "$tmp/data-$name" --listen "127.0.0.1:$pport" \
+    --admin-listen "127.0.0.1:$aport" --media-listen "127.0.0.1:$mport" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  pids+=("$!"); printf -v "pid_$name" %s "$!"
+  for _ in $(seq 100); do grep -q "media listening" "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q "media listening" "$tmp/$name.out" || { echo "palaver ($name) did not start:" >&2; cat "$tmp/$name.err" >&2; exit 1; }
+  "$bin/palaver-cli" --server "ws://127.0.0.1:$pport/v1/ws" --state "$tmp/cli-$name.json" \
+    register --phone +4915112345678 --admin "http://127.0.0.1:$aport" >/dev/null
+  printf -v "auth_$name" %s "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["registration"]; print("Bearer %s:%s" % (r["device"], r["credential"]))' "$tmp/cli-$name.json")"
+  printf -v "media_$name" %s "http://127.0.0.1:$mport"
+}
+start_palaver local
+ppid=$pid_local
+if [ "${S3:-0}" = 1 ]; then
+  export GARAGE_DIR="$tmp/garage" GARAGE_S3_PORT GARAGE_RPC_PORT
+  GARAGE_S3_PORT=$(free_port); GARAGE_RPC_PORT=$(free_port)
+  scripts/garage.sh start
+  gpid=$(cat "$GARAGE_DIR/garage.pid"); pids+=("$gpid")
+  mapfile -t s3env < <(scripts/garage.sh env | sed 's/^export //; s/'"'"'//g')
+  start_palaver s3 "${s3env[@]}"
+fi
 
-"$bin/palaver-cli" --server "ws://127.0.0.1:$pport/v1/ws" --state "$tmp/cli.json" \
-  register --phone +4915112345678 --admin "http://127.0.0.1:$aport" >/dev/null
-auth=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["registration"]; print("Bearer %s:%s" % (r["device"], r["credential"]))' "$tmp/cli.json")
-media="http://127.0.0.1:$mport"
-
-# Uploads each file as KIND (sealed|processed) with tus and prints "NAME PATH_URL".
+# Uploads each file as KIND (sealed|processed) to INSTANCE with tus and
+# prints "NAME PATH_URL".
 upload() {
-  local kind=$1 f id
+  local kind=$1 f id media auth
+  media=$(eval echo "\$media_$2"); auth=$(eval echo "\$auth_$2")
   for f in "$tmp"/files/*.bin; do
     id=$(python3 - "$f" "$media" "$auth" "$kind" <<'EOF'
 import base64, hashlib, sys, urllib.request
@@ -84,8 +103,17 @@ EOF
     echo "$(basename "$f") $(curl -sf -X POST -H "Authorization: $auth" "$media/v1/media/$id/link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["path_url"])')"
   done
 }
-upload sealed >"$tmp/sealed.urls"
-upload processed >"$tmp/processed.urls"
+upload sealed local >"$tmp/sealed.urls"
+upload processed local >"$tmp/processed.urls"
+kinds="sealed processed"
+if [ "${S3:-0}" = 1 ]; then
+  upload sealed s3 >"$tmp/sealed-s3.urls"
+  upload processed s3 >"$tmp/proc-s3.urls"
+  kinds="sealed processed sealed-s3 proc-s3"
+fi
+
+# CPU ticks (user + system) of a process.
+ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 file_of() { case $1 in get-4k|cond-304) echo s4k.bin ;; get-100k) echo s100k.bin ;; get-1m) echo s1m.bin ;; *) echo s50m.bin ;; esac; }
 
@@ -100,11 +128,26 @@ for _ in $(seq "$ROUNDS"); do
     f=$(file_of "$c")
     letag=$(curl -sI "http://127.0.0.1:$lport/s4k.bin" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
     run lighttpd "$lpid" "http://127.0.0.1:$lport" "$letag" "$c"
-    for kind in sealed processed; do
+    for kind in $kinds; do
       base=$(awk -v f="$f" '$1==f{print $2}' "$tmp/$kind.urls")
       s4k=$(awk '$1=="s4k.bin"{print $2}' "$tmp/$kind.urls")
       etag=$(curl -sI "$s4k" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
-      run "$kind" "$ppid" "$base" "$etag" "$c"
+      case $kind in
+        *-s3)
+          g0=$(ticks "$gpid")
+          line=$(run "$kind" "$pid_s3" "$base" "$etag" "$c")
+          g1=$(ticks "$gpid")
+          # Garage's CPU for the same requests (from wrk's request and byte counts).
+          echo "$line" | awk -v t=$((g1 - g0)) -v hz="$(getconf CLK_TCK)" '{
+            n = 0; per = 0
+            for (i = 2; i < NF; i++) { if ($i == "reqs") n = $(i + 1); if ($i == "B/req") per = $(i - 1) }
+            b = per * n
+            us = t / hz * 1e6
+            printf "%s garage_cpu_us/req %.1f garage_cpu_ms/GB %.0f\n", $0, (n > 0 ? us / n : 0), (b > 0 ? us / 1000 / (b / 1e9) : 0)
+          }'
+          ;;
+        *) run "$kind" "$ppid" "$base" "$etag" "$c" ;;
+      esac
     done
   done
 done

@@ -15,6 +15,7 @@ ensure_build_tools
 ensure_nextest
 ensure_browser_tools
 ensure_turn_tools
+ensure_garage
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

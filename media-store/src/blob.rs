@@ -22,6 +22,13 @@ pub enum BlobError {
     },
     #[error("blob {0} is not a regular file inside the store")]
     NotRegular(String),
+    /// An object-storage request failed (after the configured retries).
+    #[error("object storage, {op} {path}: {message}")]
+    Remote {
+        op: &'static str,
+        path: String,
+        message: String,
+    },
 }
 
 fn io(path: &str) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -36,18 +43,53 @@ fn io(path: &str) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
 pub enum Blob {
     /// A local file: served with `sendfile` (sealed) or `pread` (processed).
     File { file: Arc<std::fs::File>, len: u64 },
+    /// A blob in a remote store, read a byte range at a time as a stream
+    /// (object storage: one ranged GET per requested range).
+    Remote {
+        source: Arc<dyn RangeSource>,
+        path: String,
+        len: u64,
+        /// The whole blob once read, for blobs of at most
+        /// [`SMALL_REMOTE`] bytes (kept as long as the object's cache entry).
+        small: Arc<std::sync::OnceLock<bytes::Bytes>>,
+    },
 }
+
+/// Remote blobs up to this size are read whole once and then served from
+/// memory (at most 512 cached objects, so at most 32 MiB).
+pub const SMALL_REMOTE: u64 = 64 * 1024;
 
 impl Blob {
     pub fn len(&self) -> u64 {
         match self {
-            Blob::File { len, .. } => *len,
+            Blob::File { len, .. } | Blob::Remote { len, .. } => *len,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A stream of bytes read from a remote blob.
+#[async_trait]
+pub trait Chunks: Send {
+    /// The next piece; `None` at the end.
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, BlobError>;
+}
+
+/// A backend whose blobs are read over the network, one range at a time.
+#[async_trait]
+pub trait RangeSource: Send + Sync + fmt::Debug + 'static {
+    /// Streams bytes `start..end` (end exclusive, within the blob) of the
+    /// blob at `path`. The stream may end early on a failure; readers
+    /// count what they get.
+    async fn read_range(
+        &self,
+        path: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Box<dyn Chunks>, BlobError>;
 }
 
 /// Where blobs live.

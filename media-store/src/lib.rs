@@ -6,7 +6,8 @@
 //!   URLs and object ids. No I/O; property-tested and fuzzed.
 //! - [`crypto`]: encryption at rest for processed objects (per-object data
 //!   key, AES-256-GCM segments, master-key wrapping with rotation).
-//! - [`blob`]: the [`blob::BlobStore`] trait and the local-folder backend.
+//! - [`blob`]: the [`blob::BlobStore`] trait and the local-folder backend;
+//!   [`s3`]: the S3-compatible backend.
 //! - [`meta`]: object metadata, references (quota, expiry) and upload
 //!   sessions in SQLite.
 //! - [`service`]: uploads, look-ups, deletion, expiry and garbage
@@ -24,10 +25,12 @@ pub mod http;
 pub mod id;
 pub mod meta;
 pub mod range;
+pub mod s3;
 pub mod service;
 
 pub use blob::{BlobStore, LocalStore};
 pub use capability::CapabilityKey;
 pub use crypto::MasterKeys;
-pub use http::{DeviceAuth, HttpConfig, HttpStats};
+pub use http::{AuthFailureRate, DeviceAuth, HttpConfig, HttpStats};
+pub use s3::{S3Config, S3Store};
 pub use service::{Limits, Media};

@@ -213,9 +213,10 @@ pub struct Media {
     staging: PathBuf,
     cache: Mutex<HashMap<ObjectId, Arc<Entry>>>,
     busy: Mutex<HashSet<UploadId>>,
-    /// Held while a blob is put and committed, and while GC checks and
-    /// deletes an orphan, so GC never deletes a blob being committed.
-    commit_lock: tokio::sync::Mutex<()>,
+    /// Held on a blob's path while it is put and committed, and while
+    /// expiry or GC checks and deletes it, so neither deletes a blob being
+    /// committed.
+    commit_lock: locks::PathLocks,
     /// Unix seconds of the last orphan scan (0: never).
     last_orphan_scan: std::sync::atomic::AtomicU64,
     pub stats: Stats,
@@ -278,7 +279,7 @@ impl Media {
             staging: dir.to_owned(),
             cache: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
-            commit_lock: tokio::sync::Mutex::new(()),
+            commit_lock: locks::PathLocks::default(),
             last_orphan_scan: std::sync::atomic::AtomicU64::new(0),
             stats: Stats::default(),
             processor: std::sync::OnceLock::new(),
@@ -480,7 +481,7 @@ impl Media {
             content_type: up.content_type.clone(),
             wrapped,
         };
-        let _commit = self.commit_lock.lock().await;
+        let _commit = self.commit_lock.lock(id.blob_path()).await;
         self.blobs.put(&id.blob_path(), &path).await?;
         self.meta
             .commit_object(info, up.owner, up.expires, up.uid)
@@ -564,14 +565,18 @@ impl Media {
 
     /// Expiry: drops expired references and deletes unreferenced blobs.
     pub async fn sweep(&self, now: u64) -> Result<usize, UploadError> {
-        let _commit = self.commit_lock.lock().await;
         let gone = self.meta.expire(now).await?;
         for id in &gone {
             self.cache
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(id);
-            self.blobs.delete(&id.blob_path()).await?;
+            // A new upload of the same (sealed) blob may have committed
+            // since: then the blob stays.
+            let _commit = self.commit_lock.lock(id.blob_path()).await;
+            if !self.meta.has_blob(*id).await? {
+                self.blobs.delete(&id.blob_path()).await?;
+            }
         }
         self.stats.objects_deleted.inc_by(gone.len() as u64);
         Ok(gone.len())
@@ -602,7 +607,7 @@ impl Media {
             let Ok(id) = ObjectId::parse(name.as_bytes()) else {
                 continue;
             };
-            let _commit = self.commit_lock.lock().await;
+            let _commit = self.commit_lock.lock(path.clone()).await;
             if id.blob_path() == path && !self.meta.has_blob(id).await? {
                 self.blobs.delete(&path).await?;
                 n += 1;
@@ -748,12 +753,26 @@ pub fn read_plain(
     end: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), std::io::Error> {
+    let Blob::File { file, .. } = &entry.blob else {
+        return Err(std::io::Error::other("not a local blob"));
+    };
+    read_plain_from(entry, file, start, end, out)
+}
+
+/// [`read_plain`] from a local copy `file` of the entry's blob (a remote
+/// blob fetched first).
+pub fn read_plain_from(
+    entry: &Entry,
+    file: &std::fs::File,
+    start: u64,
+    end: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), std::io::Error> {
     use std::os::unix::fs::FileExt;
     let key = entry
         .key
         .as_ref()
         .ok_or_else(|| std::io::Error::other("no key"))?;
-    let Blob::File { file, .. } = &entry.blob;
     let size = entry.info.size;
     let nseg = crypto::segments(size);
     let mut i = start / crypto::SEGMENT;
@@ -780,5 +799,6 @@ pub fn read_plain(
 pub mod derived;
 pub use derived::{JobView, NewVariant, Processor, Ticket, VariantView};
 
+mod locks;
 #[cfg(test)]
 mod tests;

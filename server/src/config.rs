@@ -2,7 +2,10 @@
 //! overridden by `PALAVER__SECTION__KEY` environment variables and then by
 //! command-line flags, validated before anything starts.
 
-use palaver_signaling::config::RateLimits;
+mod media_s3;
+
+pub use media_s3::{MediaS3Section, MediaStorage};
+use palaver_signaling::config::{Rate, RateLimits};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -546,6 +549,12 @@ pub struct MediaSection {
     /// random key generated once in `<dir>/master.keys`.
     pub master_keys: Option<Secret>,
     pub master_keys_file: Option<PathBuf>,
+    /// Requests with wrong device credentials per client address (IPv4,
+    /// or IPv6 /64); past the limit, credentials get 429 unchecked.
+    pub auth_failures_per_ip: Rate,
+    /// Where blobs go: `local` (`<dir>/blobs`) or `s3` (`[media.s3]`).
+    pub storage: MediaStorage,
+    pub s3: MediaS3Section,
 }
 
 impl Default for MediaSection {
@@ -574,6 +583,12 @@ impl Default for MediaSection {
             capability_secret_file: None,
             master_keys: None,
             master_keys_file: None,
+            auth_failures_per_ip: Rate {
+                burst: h.auth_failures.burst,
+                per_minute: h.auth_failures.per_minute,
+            },
+            storage: MediaStorage::Local,
+            s3: MediaS3Section::default(),
         }
     }
 }
@@ -678,6 +693,7 @@ pub struct Secrets {
     pub turn_secret: Option<Secret>,
     pub media_capability_secret: Option<Secret>,
     pub media_master_keys: Option<Secret>,
+    pub media_s3_secret_access_key: Option<Secret>,
 }
 
 fn one_of(
@@ -766,6 +782,11 @@ impl Config {
                 &self.media.master_keys,
                 &self.media.master_keys_file,
             )?,
+            media_s3_secret_access_key: one_of(
+                "media.s3.secret_access_key",
+                &self.media.s3.secret_access_key,
+                &self.media.s3.secret_access_key_file,
+            )?,
         };
         for (key, d) in [
             ("calls.ring_timeout", self.calls.ring_timeout),
@@ -848,6 +869,13 @@ impl Config {
         if m.max_connections == 0 {
             return Err(key_err("media.max_connections", "must be at least 1"));
         }
+        let r = m.auth_failures_per_ip;
+        if r.burst == 0 || r.per_minute.is_nan() || r.per_minute <= 0.0 {
+            return Err(key_err(
+                "media.auth_failures_per_ip",
+                "burst must be at least 1 and per_minute above 0",
+            ));
+        }
         if !(1..=1000).contains(&m.max_ranges) {
             return Err(key_err("media.max_ranges", "must be 1 to 1000"));
         }
@@ -871,6 +899,9 @@ impl Config {
             && let Err(e) = palaver_media_store::MasterKeys::parse(k.expose())
         {
             return Err(key_err("media.master_keys", e.to_string()));
+        }
+        if m.storage == MediaStorage::S3 {
+            m.s3.validate(secrets.media_s3_secret_access_key.as_ref())?;
         }
         Ok(())
     }

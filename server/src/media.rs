@@ -2,11 +2,12 @@
 //! its listener and runs its maintenance (expiry, stale uploads, orphan
 //! blobs, master-key rotation).
 
-use crate::config::{Config, Secrets};
+use crate::config::{Config, MediaStorage, Secrets};
 use anyhow::Context;
 use async_trait::async_trait;
 use palaver_media_store::{
-    CapabilityKey, DeviceAuth, HttpConfig, HttpStats, Limits, LocalStore, MasterKeys, Media,
+    AuthFailureRate, BlobStore, CapabilityKey, DeviceAuth, HttpConfig, HttpStats, Limits,
+    LocalStore, MasterKeys, Media, S3Store,
 };
 use palaver_messaging::Store;
 use palaver_messaging::policy::{hash_credential, hashes_equal};
@@ -56,6 +57,35 @@ fn generated(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<Strin
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// The configured blob backend; an S3 bucket is checked (reachable, the
+/// credentials accepted) before the listener starts.
+async fn blob_store(
+    cfg: &Config,
+    secrets: &Secrets,
+    dir: &Path,
+) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match cfg.media.storage {
+        MediaStorage::Local => Ok(Arc::new(
+            LocalStore::open(&dir.join("blobs"))
+                .with_context(|| format!("cannot open the media folder {}", dir.display()))?,
+        )),
+        MediaStorage::S3 => {
+            let secret = secrets
+                .media_s3_secret_access_key
+                .as_ref()
+                .context("media.s3.secret_access_key is required")?;
+            let store = S3Store::new(&cfg.media.s3.store_config(secret));
+            store.check().await.with_context(|| {
+                format!(
+                    "cannot use the S3 bucket media.s3.bucket = {}",
+                    cfg.media.s3.bucket
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// A running media role.
 #[derive(Debug)]
 pub struct Running {
@@ -67,7 +97,7 @@ pub struct Running {
 }
 
 /// Opens the media service (metadata, blobs, keys) without a listener.
-pub fn open(
+pub async fn open(
     cfg: &Config,
     secrets: &Secrets,
     registry: &mut prometheus_client::registry::Registry,
@@ -86,10 +116,7 @@ pub fn open(
         None => generated(&dir.join("master.keys"), || MasterKeys::generate_text("k1"))?,
     };
     let keys = MasterKeys::parse(&keys_text).context("media.master_keys")?;
-    let blobs = Arc::new(
-        LocalStore::open(&dir.join("blobs"))
-            .with_context(|| format!("cannot open the media folder {}", dir.display()))?,
-    );
+    let blobs = blob_store(cfg, secrets, &dir).await?;
     let limits = Limits {
         max_single_upload: m.max_single_upload_bytes,
         max_sealed: m.max_sealed_bytes,
@@ -123,7 +150,7 @@ pub async fn start(
     stop: CancellationToken,
 ) -> anyhow::Result<Running> {
     let m = &cfg.media;
-    let media = open(cfg, secrets, registry)?;
+    let media = open(cfg, secrets, registry).await?;
     let transcoder = crate::transcode::start_in_media(media.clone(), cfg, registry, stop.clone())?;
     let http_stats = Arc::new(HttpStats::default());
     http_stats.register(registry);
@@ -144,6 +171,10 @@ pub async fn start(
         idle_timeout: m.idle_timeout,
         send_timeout: m.send_timeout,
         body_timeout: m.body_timeout,
+        auth_failures: AuthFailureRate {
+            burst: m.auth_failures_per_ip.burst,
+            per_minute: m.auth_failures_per_ip.per_minute,
+        },
     };
     let server = tokio::spawn(palaver_media_store::http::serve(
         listener,

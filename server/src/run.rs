@@ -418,7 +418,7 @@ async fn transcoder_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> a
     crate::telemetry::init(&cfg.log)?;
     prepare_data_dir(&cfg.data_dir)?;
     let mut registry = Registry::default();
-    let media = crate::media::open(&cfg, &secrets, &mut registry)?;
+    let media = crate::media::open(&cfg, &secrets, &mut registry).await?;
     let stop = CancellationToken::new();
     let queue = {
         let (media, cfg, stop) = (media.clone(), cfg.clone(), stop.clone());

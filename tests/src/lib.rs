@@ -1,6 +1,10 @@
 //! Helpers for end-to-end tests: run the real `palaver` binary on
 //! 127.0.0.1 with a temporary data directory, and talk to it with the SDK.
 
+pub mod garage;
+mod media;
+
+pub use media::{Backend, MediaServer};
 use palaver_client::{Client, Event, Registration};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,6 +46,8 @@ pub struct Server {
     /// The media listener, `http://127.0.0.1:PORT` (empty if disabled).
     pub media_url: String,
     pub stderr_log: PathBuf,
+    /// Extra environment of the process (kept for restarts).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -52,16 +58,22 @@ impl Server {
 
     /// Starts a server with extra TOML configuration.
     pub fn start_with(config: &str) -> Server {
+        Self::start_with_env(config, Vec::new())
+    }
+
+    /// Starts a server with extra TOML configuration and environment
+    /// variables (`PALAVER__SECTION__KEY` overrides).
+    pub fn start_with_env(config: &str, env: Vec<(String, String)>) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let cfg = tmp.path().join("palaver.toml");
         std::fs::write(&cfg, config).expect("write config");
-        let mut s = Self::spawn(&data_dir, &cfg, tmp.path());
+        let mut s = Self::spawn(&data_dir, &cfg, tmp.path(), env);
         s._tmp = Some(tmp);
         s
     }
 
-    fn spawn(data_dir: &Path, cfg: &Path, log_dir: &Path) -> Server {
+    fn spawn(data_dir: &Path, cfg: &Path, log_dir: &Path, env: Vec<(String, String)>) -> Server {
         static N: AtomicU32 = AtomicU32::new(0);
         let stderr_log = log_dir.join(format!("stderr-{}.log", N.fetch_add(1, Ordering::Relaxed)));
         let stderr = std::fs::File::create(&stderr_log).expect("log file");
@@ -77,6 +89,7 @@ impl Server {
             // Tests run in parallel: the embedded TURN server takes free ports.
             .env("PALAVER__TURN__LISTEN_UDP", "\"127.0.0.1:0\"")
             .env("PALAVER__TURN__LISTEN_TCP", "\"127.0.0.1:0\"")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -109,6 +122,7 @@ impl Server {
             admin_url: format!("http://{}", admin.unwrap()),
             media_url: media.map(|m| format!("http://{m}")).unwrap_or_default(),
             stderr_log,
+            env,
         }
     }
 
@@ -147,7 +161,7 @@ impl Server {
         assert!(self.child.is_none(), "stop the server first");
         let cfg = self.config.clone().expect("config");
         let log_dir = self.stderr_log.parent().expect("log dir").to_owned();
-        let mut next = Self::spawn(&self.data_dir, &cfg, &log_dir);
+        let mut next = Self::spawn(&self.data_dir, &cfg, &log_dir, self.env.clone());
         self.child = next.child.take();
         self.ws_url = std::mem::take(&mut next.ws_url);
         self.admin_url = std::mem::take(&mut next.admin_url);

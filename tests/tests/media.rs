@@ -1,13 +1,16 @@
 //! The media store end to end: uploads (one request and tus), downloads with
 //! every HTTP behaviour the issue lists, bad input, timeouts and the
-//! connection cap, against the real `palaver` binary.
+//! connection cap, against the real `palaver` binary. The tests that touch
+//! storage run twice: on the local folder (`_local`) and on S3 (`_s3`, a
+//! Garage node started for the test; tests/tests/media_s3.rs has the
+//! S3-only ones).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use palaver_client::Registration;
 use palaver_client::media::{self as m, Response, request};
-use palaver_tests::{PATIENCE, Server, phone};
+use palaver_tests::{Backend, MediaServer, PATIENCE, Server, phone};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,9 +68,30 @@ async fn get(url: &str, headers: &[(&str, &str)]) -> Response {
     request(url, "GET", headers, &[]).await.unwrap()
 }
 
-#[tokio::test]
-async fn sealed_round_trip_forward_and_references() {
-    let s = Server::start();
+/// A test that runs on both backends.
+macro_rules! both_backends {
+    ($name:ident, $local:ident, $s3:ident) => {
+        #[tokio::test]
+        async fn $local() {
+            $name(Backend::Local).await
+        }
+        #[tokio::test]
+        async fn $s3() {
+            $name(Backend::S3).await
+        }
+    };
+}
+
+both_backends!(
+    sealed_round_trip,
+    sealed_round_trip_local,
+    sealed_round_trip_s3
+);
+
+/// Sealed round trip with the SDK, forwards and references; the blob leaves
+/// the store with the last reference.
+async fn sealed_round_trip(b: Backend) {
+    let s = MediaServer::start(b, "");
     let (_a, alice) = s.device(&phone()).await;
     let (_b, bob) = s.device(&phone()).await;
     let plain = data(300_000, 1);
@@ -77,6 +101,11 @@ async fn sealed_round_trip_forward_and_references() {
         .unwrap();
     assert_eq!(up.id, sealed.object_id(), "content-addressed");
     assert_eq!(up.size, sealed.bytes.len() as u64);
+    assert_eq!(
+        s.stored(&up.id).as_ref(),
+        Some(&sealed.bytes),
+        "stored as uploaded"
+    );
 
     let got = m::download(&up.url).await.unwrap();
     let opened = m::open(
@@ -117,17 +146,24 @@ async fn sealed_round_trip_forward_and_references() {
     assert_eq!(del(&alice).await, 204);
     assert_eq!(del(&alice).await, 404);
     assert_eq!(get(&up.url, &[]).await.status, 200);
+    assert_eq!(s.blob_paths().len(), 1, "one blob for both references");
     assert_eq!(del(&bob).await, 204);
     assert_eq!(
         get(&up.url, &[]).await.status,
         404,
         "gone with the last reference"
     );
+    assert!(s.blob_paths().is_empty(), "and deleted from the store");
 }
 
-#[tokio::test]
-async fn processed_round_trip_is_encrypted_at_rest() {
-    let s = Server::start();
+both_backends!(
+    processed_round_trip,
+    processed_round_trip_is_encrypted_at_rest_local,
+    processed_round_trip_is_encrypted_at_rest_s3
+);
+
+async fn processed_round_trip(b: Backend) {
+    let s = MediaServer::start(b, "");
     let (_a, alice) = s.device(&phone()).await;
     let (_b, bob) = s.device(&phone()).await;
     let plain = data(200_000, 2);
@@ -177,8 +213,7 @@ async fn processed_round_trip_is_encrypted_at_rest() {
     }
 
     // At rest: segments with tags, no plaintext.
-    let path = s.data_dir.join("media/blobs/p").join(&id[..2]).join(&id);
-    let stored = std::fs::read(&path).unwrap();
+    let stored = s.stored(&id).expect("stored");
     assert_eq!(stored.len(), 200_000 + 4 * 16);
     assert!(!stored.windows(32).any(|w| w == &plain[1000..1032]));
 
@@ -232,9 +267,14 @@ async fn tus(
         .unwrap()
 }
 
-#[tokio::test]
-async fn resumable_upload_survives_a_dropped_connection() {
-    let s = Server::start_with("[media]\nmax_single_upload_bytes = 100000\n");
+both_backends!(
+    resumable_upload,
+    resumable_upload_survives_a_dropped_connection_local,
+    resumable_upload_survives_a_dropped_connection_s3
+);
+
+async fn resumable_upload(b: Backend) {
+    let s = MediaServer::start(b, "[media]\nmax_single_upload_bytes = 100000\n");
     let (_a, alice) = s.device(&phone()).await;
     let a = auth(&alice);
     let body = data(300_000, 3);
@@ -374,9 +414,14 @@ async fn sealed_object(s: &Server, r: &Registration, body: &[u8]) -> (String, St
     )
 }
 
-#[tokio::test]
-async fn download_http_semantics() {
-    let s = Server::start();
+both_backends!(
+    download_http_semantics,
+    download_http_semantics_local,
+    download_http_semantics_s3
+);
+
+async fn download_http_semantics(b: Backend) {
+    let s = MediaServer::start(b, "");
     let (_a, alice) = s.device(&phone()).await;
     let body = data(200_000, 4);
     let (url, etag, lm) = sealed_object(&s, &alice, &body).await;
@@ -756,16 +801,21 @@ async fn slow_and_idle_clients_and_the_connection_cap() {
     }
 }
 
-#[tokio::test]
-async fn expired_objects_are_removed() {
-    let s = Server::start_with("[media]\nmaintenance_interval = \"200ms\"\n");
+both_backends!(
+    expired_objects,
+    expired_objects_are_removed_local,
+    expired_objects_are_removed_s3
+);
+
+async fn expired_objects(b: Backend) {
+    let s = MediaServer::start(b, "[media]\nmaintenance_interval = \"200ms\"\n");
     let (_a, alice) = s.device(&phone()).await;
     let body = data(5000, 9);
     let soon = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 1;
+        + 3; // time for the checks below before it expires, even on a busy machine
     let url = format!("{}/v1/media/sealed/{}", s.media_url, sha_hex(&body));
     let r = request(
         &url,
@@ -782,14 +832,21 @@ async fn expired_objects_are_removed() {
     let link = json(&r)["url"].as_str().unwrap().to_owned();
     assert_eq!(get(&link, &[]).await.status, 200);
     let id = sha_hex(&body);
-    let blob = s.data_dir.join("media/blobs/s").join(&id[..2]).join(&id);
-    assert!(blob.exists());
+    assert!(s.stored(&id).is_some());
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while get(&link, &[]).await.status != 404 {
         assert!(tokio::time::Instant::now() < deadline, "not expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!blob.exists(), "the blob is deleted from the store");
+    // The blob goes right after the metadata (the same maintenance pass).
+    while s.stored(&id).is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the blob is deleted from the store"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.blob_paths().is_empty());
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ pub(crate) struct Head {
     pub query: Option<String>,
     pub http10: bool,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The client's address (for the failed-login limit; never logged).
+    pub peer: std::net::IpAddr,
 }
 
 impl Head {
@@ -88,16 +90,18 @@ pub(crate) struct Conn {
     start: usize,
     end: usize,
     pub t: Timeouts,
+    peer: std::net::IpAddr,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, t: Timeouts) -> Conn {
+    pub(crate) fn new(stream: TcpStream, t: Timeouts, peer: std::net::IpAddr) -> Conn {
         Conn {
             stream,
             buf: vec![0; 4096],
             start: 0,
             end: 0,
             t,
+            peer,
         }
     }
 
@@ -197,6 +201,7 @@ impl Conn {
                 .iter()
                 .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
                 .collect(),
+            peer: self.peer,
         };
         self.start += n;
         Ok(Some(head))

@@ -12,9 +12,11 @@
 //! - `OPTIONS|POST /v1/uploads`, `HEAD|PATCH|DELETE /v1/uploads/{uid}`: tus 1.0
 //! - `GET /healthz`
 
+mod authlimit;
 mod conn;
 mod download;
 mod job;
+mod remote;
 mod reply;
 mod upload;
 
@@ -23,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +33,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::Media;
+pub use authlimit::AuthFailureRate;
+use authlimit::FailedAuths;
 use conn::{Conn, Head, HeadError, Timeouts};
 use reply::Reply;
 
@@ -54,6 +59,8 @@ pub struct HttpConfig {
     pub send_timeout: Duration,
     /// A request body read that makes no progress this long ends the request.
     pub body_timeout: Duration,
+    /// Failed logins per client address (IPv4, or IPv6 /64) before 429.
+    pub auth_failures: AuthFailureRate,
 }
 
 impl Default for HttpConfig {
@@ -65,6 +72,7 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            auth_failures: AuthFailureRate::default(),
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct HttpStats {
     pub accepted: Counter,
     pub evicted_idle: Counter,
     pub refused: Counter,
+    pub auth_failures: Counter,
+    pub auth_rate_limited: Counter,
 }
 
 impl HttpStats {
@@ -98,6 +108,16 @@ impl HttpStats {
             "Connections refused with 503 (every connection busy)",
             self.refused.clone(),
         );
+        r.register(
+            "auth_failures",
+            "Requests with wrong device credentials",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "auth_rate_limited",
+            "Requests refused with 429: too many failed logins from the address",
+            self.auth_rate_limited.clone(),
+        );
     }
 }
 
@@ -105,6 +125,8 @@ pub(crate) struct Ctx {
     pub media: Arc<Media>,
     pub auth: Arc<dyn DeviceAuth>,
     pub cfg: HttpConfig,
+    pub failed_auths: FailedAuths,
+    pub stats: Arc<HttpStats>,
 }
 
 struct Slot {
@@ -128,13 +150,19 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Mutex::new(Slots::default()));
-    let ctx = Arc::new(Ctx { media, auth, cfg });
+    let ctx = Arc::new(Ctx {
+        media,
+        auth,
+        failed_auths: FailedAuths::new(cfg.auth_failures),
+        cfg,
+        stats: stats.clone(),
+    });
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(pair) => pair,
                 Err(e) => {
                     tracing::warn!(error = %e, "media accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -142,6 +170,7 @@ pub async fn serve(
                 }
             },
         };
+        let (stream, peer) = stream;
         let Some((id, slot)) = admit(&slots, ctx.cfg.max_connections, &stats) else {
             refuse(stream);
             continue;
@@ -152,7 +181,7 @@ pub async fn serve(
         let (ctx, slots, stats, stop) =
             (ctx.clone(), slots.clone(), stats.clone(), shutdown.clone());
         tasks.spawn(async move {
-            connection(stream, &ctx, &slot, &stop).await;
+            connection(stream, peer.ip(), &ctx, &slot, &stop).await;
             slots
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -205,14 +234,20 @@ fn refuse(stream: TcpStream) {
     );
 }
 
-async fn connection(stream: TcpStream, ctx: &Ctx, slot: &Slot, stop: &CancellationToken) {
+async fn connection(
+    stream: TcpStream,
+    peer: IpAddr,
+    ctx: &Ctx,
+    slot: &Slot,
+    stop: &CancellationToken,
+) {
     let t = Timeouts {
         header: ctx.cfg.header_timeout,
         idle: ctx.cfg.idle_timeout,
         send: ctx.cfg.send_timeout,
         body: ctx.cfg.body_timeout,
     };
-    let mut conn = Conn::new(stream, t);
+    let mut conn = Conn::new(stream, t, peer);
     loop {
         slot.idle.store(true, Ordering::Relaxed);
         let started = tokio::select! {
@@ -326,20 +361,39 @@ pub(crate) fn content_length(head: &Head) -> Result<Option<u64>, Reply> {
 }
 
 /// Authenticates `Authorization: Bearer DEVICE:CREDENTIAL`; the account id.
+/// Requests that present credentials from an address with too many recent
+/// failures get 429 without a check.
 pub(crate) async fn authenticate(ctx: &Ctx, head: &Head) -> Result<u64, Reply> {
     let unauthorized =
         || Reply::error(401, "device credentials required").header("WWW-Authenticate", "Bearer");
-    let value = head.header_str("authorization").ok_or_else(unauthorized)?;
+    let value = head.header("authorization").ok_or_else(unauthorized)?;
+    let now = std::time::Instant::now();
+    if let Err(wait) = ctx.failed_auths.check(head.peer, now) {
+        ctx.stats.auth_rate_limited.inc();
+        return Err(
+            Reply::error(429, "too many failed logins from this address")
+                .header("Retry-After", wait.as_secs().max(1)),
+        );
+    }
+    let account = match parse_bearer(value) {
+        Some((device, credential)) => ctx.auth.authenticate(device, credential).await,
+        None => None,
+    };
+    account.ok_or_else(|| {
+        ctx.stats.auth_failures.inc();
+        ctx.failed_auths.failed(head.peer, now);
+        unauthorized()
+    })
+}
+
+/// `Bearer DEVICE:CREDENTIAL`.
+fn parse_bearer(value: &[u8]) -> Option<(u64, &str)> {
+    let value = std::str::from_utf8(value).ok()?;
     let token = value
         .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(unauthorized)?;
-    let (device, credential) = token.trim().split_once(':').ok_or_else(unauthorized)?;
-    let device: u64 = device.parse().map_err(|_| unauthorized())?;
-    ctx.auth
-        .authenticate(device, credential)
-        .await
-        .ok_or_else(unauthorized)
+        .or_else(|| value.strip_prefix("bearer "))?;
+    let (device, credential) = token.trim().split_once(':')?;
+    Some((device.parse().ok()?, credential))
 }
 
 /// Logs a storage failure and answers 500 without details.

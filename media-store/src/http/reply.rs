@@ -15,9 +15,9 @@ use crate::service::Entry;
 use std::io::IoSlice;
 
 /// Bodies up to this size are read and sent with the head in one write.
-const INLINE: u64 = 64 * 1024;
+pub(super) const INLINE: u64 = 64 * 1024;
 /// Segments read and decrypted per step for processed objects (256 KiB).
-const SEGS_PER_STEP: u64 = 4;
+pub(super) const SEGS_PER_STEP: u64 = 4;
 
 #[derive(Debug)]
 pub(crate) enum Payload {
@@ -65,6 +65,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         416 => "Range Not Satisfiable",
         423 => "Locked",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         460 => "Checksum Mismatch",
         500 => "Internal Server Error",
@@ -225,7 +226,12 @@ async fn write_range(
     r: ByteRange,
     pending: &mut Vec<u8>,
 ) -> io::Result<()> {
-    let Blob::File { file, .. } = &entry.blob;
+    let file = match &entry.blob {
+        Blob::File { file, .. } => file,
+        Blob::Remote { .. } => {
+            return super::remote::write_range(conn, entry, r, pending).await;
+        }
+    };
     if entry.key.is_none() {
         if r.len() <= INLINE {
             use std::os::unix::fs::FileExt;
@@ -256,6 +262,14 @@ async fn write_range(
     Ok(())
 }
 
+/// Where the stored segments `i..=j` of a processed object of `size`
+/// plaintext bytes are: (offset, length) in the blob.
+pub(super) fn stored_span(size: u64, i: u64, j: u64) -> (u64, u64) {
+    let stored = SEGMENT + TAG;
+    let plain_len_j = (size - j * SEGMENT).min(SEGMENT);
+    (i * stored, (j - i) * stored + plain_len_j + TAG)
+}
+
 /// Reads the stored segments `i..=j` of a processed object with one
 /// `pread` into `scratch`, decrypts each in place, and returns the byte
 /// bounds in `scratch` of the plaintext that falls inside `r`.
@@ -267,20 +281,35 @@ fn read_segments(
     scratch: &mut Vec<u8>,
 ) -> io::Result<Vec<(usize, usize)>> {
     use std::os::unix::fs::FileExt;
+    let Blob::File { file, .. } = &entry.blob else {
+        return Err(io::Error::other("not a local blob"));
+    };
+    let (at, n) = stored_span(entry.info.size, i, j);
+    let n = n as usize;
+    if scratch.len() < n {
+        scratch.resize(n, 0);
+    }
+    file.read_exact_at(&mut scratch[..n], at)?;
+    open_segments(entry, r, i, j, scratch)
+}
+
+/// Decrypts in place the stored segments `i..=j` held at the start of
+/// `scratch`; returns the bounds in `scratch` of the plaintext inside `r`.
+pub(super) fn open_segments(
+    entry: &Entry,
+    r: ByteRange,
+    i: u64,
+    j: u64,
+    scratch: &mut [u8],
+) -> io::Result<Vec<(usize, usize)>> {
     let key = entry
         .key
         .as_ref()
         .ok_or_else(|| io::Error::other("no key"))?;
-    let Blob::File { file, .. } = &entry.blob;
     let size = entry.info.size;
     let nseg = segments(size);
     let stored = SEGMENT + TAG;
     let plain_len = |k: u64| (size - k * SEGMENT).min(SEGMENT);
-    let n = ((j - i) * stored + plain_len(j) + TAG) as usize;
-    if scratch.len() < n {
-        scratch.resize(n, 0);
-    }
-    file.read_exact_at(&mut scratch[..n], i * stored)?;
     let mut bounds = Vec::with_capacity((j - i + 1) as usize);
     for k in i..=j {
         let off = ((k - i) * stored) as usize;

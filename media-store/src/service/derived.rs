@@ -16,7 +16,8 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Media, UploadError, blocking, encrypt_file, read_plain};
+use super::{Media, UploadError, blocking, encrypt_file, read_plain_from};
+use crate::blob::{Blob, RangeSource};
 use crate::conditional::unix_now;
 use crate::crypto::DataKey;
 use crate::id::ObjectId;
@@ -227,10 +228,30 @@ impl Media {
             .lookup(source)
             .await?
             .ok_or_else(|| UploadError::Storage(format!("no object {source}")))?;
+        // A blob in object storage is fetched whole first (ciphertext, next
+        // to the destination), then decrypted like a local one.
+        let fetched = match &entry.blob {
+            Blob::Remote {
+                source, path, len, ..
+            } => {
+                let copy = dst.with_extension("sealed");
+                fetch_remote(source.as_ref(), path, *len, &copy).await?;
+                Some(copy)
+            }
+            Blob::File { .. } => None,
+        };
         let dst = dst.to_owned();
-        blocking(move || {
+        let local = fetched.clone();
+        let result = blocking(move || {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
+            let file = match &local {
+                Some(p) => std::fs::File::open(p)?,
+                None => match &entry.blob {
+                    Blob::File { file, .. } => file.try_clone()?,
+                    Blob::Remote { .. } => return Err(std::io::Error::other("remote blob").into()),
+                },
+            };
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -242,14 +263,18 @@ impl Media {
             let mut at = 0;
             while at < size {
                 buf.clear();
-                read_plain(&entry, at, (at + step).min(size), &mut buf)?;
+                read_plain_from(&entry, &file, at, (at + step).min(size), &mut buf)?;
                 f.write_all(&buf)?;
                 at += step;
             }
             f.sync_all()?;
             Ok(size)
         })
-        .await
+        .await;
+        if let Some(p) = fetched {
+            let _ = tokio::fs::remove_file(p).await;
+        }
+        result
     }
 
     /// Stores the variants of a job and marks it done, in one commit.
@@ -264,7 +289,15 @@ impl Media {
         for v in variants {
             stored.push(self.store_variant(v).await?);
         }
-        let _commit = self.commit_lock.lock().await;
+        // Each variant has its own fresh path; hold every path's lock (in
+        // path order) so that expiry and orphan collection leave them alone
+        // until the rows are committed.
+        let mut paths: Vec<String> = stored.iter().map(|(i, _)| i.id.blob_path()).collect();
+        paths.sort();
+        let mut _commit = Vec::with_capacity(paths.len());
+        for p in paths {
+            _commit.push(self.commit_lock.lock(p).await);
+        }
         for (info, _) in &stored {
             let tmp = self.tmp_of(&info.id);
             let put = self.blobs.put(&info.id.blob_path(), &tmp).await;
@@ -450,3 +483,35 @@ fn job_view(c: &mut rusqlite::Connection, source: ObjectId) -> rusqlite::Result<
 
 #[cfg(test)]
 mod tests;
+
+/// Copies a remote blob into a new local file (mode 0600).
+async fn fetch_remote(
+    source: &dyn RangeSource,
+    path: &str,
+    len: u64,
+    to: &Path,
+) -> Result<(), UploadError> {
+    use tokio::io::AsyncWriteExt;
+    let storage = |e: crate::blob::BlobError| UploadError::Storage(e.to_string());
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .await?;
+    let mut got = 0u64;
+    if len > 0 {
+        let mut chunks = source.read_range(path, 0, len).await.map_err(storage)?;
+        while let Some(c) = chunks.next_chunk().await.map_err(storage)? {
+            got += c.len() as u64;
+            file.write_all(&c).await?;
+        }
+    }
+    if got != len {
+        return Err(UploadError::Storage(format!(
+            "object storage returned {got} of {len} bytes of {path}"
+        )));
+    }
+    file.flush().await?;
+    Ok(())
+}

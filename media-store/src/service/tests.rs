@@ -89,7 +89,9 @@ fn read_all(e: &Entry) -> Vec<u8> {
     match e.key {
         Some(_) => read_plain(e, 0, e.info.size, &mut out).unwrap(),
         None => {
-            let Blob::File { file, .. } = &e.blob;
+            let Blob::File { file, .. } = &e.blob else {
+                panic!("a local blob")
+            };
             let mut f: &std::fs::File = file;
             f.read_to_end(&mut out).unwrap();
         }
