@@ -249,7 +249,7 @@ impl Media {
                 Some(p) => std::fs::File::open(p)?,
                 None => match &entry.blob {
                     Blob::File { file, .. } => file.try_clone()?,
-                    Blob::Remote { .. } => return Err(std::io::Error::other("remote blob").into()),
+                    Blob::Remote { .. } => return Err(std::io::Error::other("remote blob")),
                 },
             };
             let mut f = std::fs::OpenOptions::new()

@@ -5,7 +5,7 @@ use crate::blob::LocalStore;
 use crate::capability::CapabilityKey;
 use crate::crypto::MasterKeys;
 use crate::meta::Kind;
-use crate::service::{BodySource, Limits, NewUpload};
+use crate::service::{BodySource, Limits, NewUpload, read_plain};
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
