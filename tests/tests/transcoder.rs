@@ -6,7 +6,7 @@
 
 use palaver_client::Registration;
 use palaver_client::media::request;
-use palaver_tests::{Server, phone};
+use palaver_tests::{Backend, MediaServer, Server, phone};
 use palaver_transcoder::MediaKind;
 use palaver_transcoder::corpus::{self, VideoSpec};
 use serde_json::Value;
@@ -207,7 +207,18 @@ async fn rotated_clip_without_audio() {
 
 #[tokio::test]
 async fn voice_note_becomes_opus_with_a_waveform() {
-    let s = Server::start();
+    voice_note(Backend::Local).await;
+}
+
+/// With blobs in object storage, the original is fetched from the bucket
+/// for the job and the variants go back into it.
+#[tokio::test]
+async fn voice_note_on_s3_becomes_opus() {
+    voice_note(Backend::S3).await;
+}
+
+async fn voice_note(backend: Backend) {
+    let s = MediaServer::start(backend, "");
     let (_c, alice) = s.device(&phone()).await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.wav");
