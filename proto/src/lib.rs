@@ -9,6 +9,7 @@ pub mod codec;
 pub mod error;
 pub mod frames;
 pub mod ids;
+pub mod join_token;
 
 pub use error::ErrorCode;
 pub use frames::{ClientFrame, ServerFrame};
