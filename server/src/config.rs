@@ -68,6 +68,8 @@ pub struct Config {
     pub turn: palaver_turn::Config,
     /// Which roles `palaver serve` runs.
     pub serve: ServeSection,
+    /// The SFU for group calls (`palaver sfu`, and inside `palaver serve`).
+    pub sfu: crate::sfu::SfuSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -75,11 +77,16 @@ pub struct Config {
 pub struct ServeSection {
     /// Run the STUN/TURN server inside `palaver serve`.
     pub turn: bool,
+    /// Run the SFU inside `palaver serve`.
+    pub sfu: bool,
 }
 
 impl Default for ServeSection {
     fn default() -> Self {
-        ServeSection { turn: true }
+        ServeSection {
+            turn: true,
+            sfu: true,
+        }
     }
 }
 
@@ -97,6 +104,7 @@ impl Default for Config {
             turn: palaver_turn::Config::default(),
             serve: ServeSection::default(),
             media: MediaSection::default(),
+            sfu: crate::sfu::SfuSection::default(),
         }
     }
 }
@@ -525,6 +533,7 @@ pub struct Secrets {
     pub turn_secret: Option<Secret>,
     pub media_capability_secret: Option<Secret>,
     pub media_master_keys: Option<Secret>,
+    pub sfu_token_secret: Option<Secret>,
 }
 
 fn one_of(
@@ -607,7 +616,21 @@ impl Config {
                 &self.media.master_keys,
                 &self.media.master_keys_file,
             )?,
+            sfu_token_secret: one_of(
+                "sfu.token_secret",
+                &self.sfu.token_secret,
+                &self.sfu.token_secret_file,
+            )?,
         };
+        self.sfu.validate()?;
+        if let Some(s) = &secrets.sfu_token_secret
+            && s.expose().len() < 32
+        {
+            return Err(key_err(
+                "sfu.token_secret",
+                "must be at least 32 characters",
+            ));
+        }
         for (key, d) in [
             ("calls.ring_timeout", self.calls.ring_timeout),
             ("calls.reconnect_grace", self.calls.reconnect_grace),

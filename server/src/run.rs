@@ -24,7 +24,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             print_config(&cfg);
             Ok(())
         }
-        Command::Sfu => not_yet("sfu"),
+        Command::Sfu(args) => sfu_only(cli.config, args).await,
         Command::Media(args) => media_only(cli.config, args).await,
         Command::Transcoder => not_yet("transcoder"),
     }
@@ -111,14 +111,22 @@ enum Role {
 /// is made once and kept in the data directory (mode 0600), so that TURN
 /// credentials issued before a restart stay valid after it.
 fn local_turn_secret(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    local_secret_file(data_dir, "turn.secret", "calls.turn_secret_file")
+}
+
+/// Reads `<data_dir>/<name>`, or makes it (32 random bytes, base64, mode
+/// 0600) if it does not exist yet.
+pub fn local_secret_file(
+    data_dir: &std::path::Path,
+    name: &str,
+    key: &str,
+) -> anyhow::Result<String> {
     use base64::Engine;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("turn.secret");
+    let path = data_dir.join(name);
     if path.exists() {
-        return Ok(config::read_secret_file("calls.turn_secret_file", &path)?
-            .expose()
-            .to_owned());
+        return Ok(config::read_secret_file(key, &path)?.expose().to_owned());
     }
     let bytes: [u8; 32] = rand::random();
     let secret = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
@@ -290,7 +298,22 @@ async fn serve(
         max_connections: cfg.server.max_connections,
         shutdown_timeout: cfg.server.shutdown_timeout,
     };
-    let main_app = palaver_signaling::http::routes(gw.clone());
+    let mut main_app = palaver_signaling::http::routes(gw.clone());
+    let sfu = if role == Role::Serve && cfg.serve.sfu {
+        let secret = match &secrets.sfu_token_secret {
+            Some(s) => s.expose().to_owned(),
+            None => crate::sfu::local_secret(&cfg.data_dir)?,
+        };
+        let sfu = palaver_sfu::Sfu::start(&cfg.sfu.driver_config(), secret.into_bytes())
+            .context("cannot start the SFU (config section `sfu`)")?;
+        for addr in sfu.udp_addrs() {
+            announce("sfu udp", addr);
+        }
+        main_app = main_app.merge(palaver_sfu::http::routes(sfu.clone()));
+        Some(sfu)
+    } else {
+        None
+    };
     let media = if cfg.media.enabled {
         Some(
             crate::media::start(
@@ -357,8 +380,49 @@ async fn serve(
     if let Some(m) = media {
         stop_media(m, cfg.server.shutdown_timeout).await;
     }
+    if let Some(sfu) = sfu {
+        sfu.shutdown();
+    }
     store.health().await.context("final flush of the store")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `palaver sfu`: the join endpoint on sfu.listen and the media workers.
+async fn sfu_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = load(path, &args)?;
+    let secrets = cfg.validate()?;
+    crate::telemetry::init(&cfg.log)?;
+    let secret = secrets.sfu_token_secret.clone().context(
+        "config key `sfu.token_secret`: required by `palaver sfu` (shared with signaling)",
+    )?;
+    let sfu = palaver_sfu::Sfu::start(
+        &cfg.sfu.driver_config(),
+        secret.expose().as_bytes().to_vec(),
+    )
+    .context("cannot start the SFU (config section `sfu`)")?;
+    let listener = TcpListener::bind(cfg.sfu.listen)
+        .await
+        .with_context(|| format!("cannot listen on sfu.listen = {}", cfg.sfu.listen))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let opts = HttpOptions {
+        header_timeout: cfg.server.header_timeout,
+        max_connections: 10_000,
+        shutdown_timeout: cfg.server.shutdown_timeout,
+    };
+    let app = palaver_sfu::http::routes(sfu.clone())
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let task = tokio::spawn(http::serve(listener, app, opts, stop.clone()));
+    for udp in sfu.udp_addrs() {
+        announce("sfu udp", udp);
+    }
+    announce("sfu", addr);
+    tracing::info!(%addr, "palaver sfu started");
+    wait_for_signal().await?;
+    stop.cancel();
+    let _ = task.await;
+    sfu.shutdown();
     Ok(())
 }
 

@@ -23,12 +23,12 @@ enum Command {
         reply: oneshot::Sender<Result<String, JoinError>>,
     },
     Stats(oneshot::Sender<Stats>),
+    Stop,
 }
 
 struct WorkerHandle {
     tx: mpsc::UnboundedSender<Command>,
     addr: SocketAddr,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Why a join over HTTP failed; each maps to one status code.
@@ -80,14 +80,10 @@ impl Sfu {
                 keyframe_interval: KEYFRAME_INTERVAL,
             };
             let (tx, rx) = mpsc::unbounded_channel();
-            let thread = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("sfu-worker-{i}"))
                 .spawn(move || run_thread(socket, wcfg, rx))?;
-            workers.push(WorkerHandle {
-                tx,
-                addr: bound,
-                thread: Some(thread),
-            });
+            workers.push(WorkerHandle { tx, addr: bound });
         }
         Ok(Arc::new(Sfu {
             workers,
@@ -141,16 +137,10 @@ impl Sfu {
         total
     }
 
-    /// Stops the workers (their participants are dropped) and waits.
-    pub fn shutdown(self: &Arc<Self>) {
-        // Dropping the senders ends the loops; only the owner can join.
-        if let Some(sfu) = Arc::into_inner(self.clone()) {
-            for mut w in sfu.workers {
-                drop(w.tx);
-                if let Some(t) = w.thread.take() {
-                    let _ = t.join();
-                }
-            }
+    /// Stops the workers; their participants are dropped.
+    pub fn shutdown(&self) {
+        for w in &self.workers {
+            let _ = w.tx.send(Command::Stop);
         }
     }
 }
@@ -197,7 +187,7 @@ async fn worker_loop(
                 }
             }
             cmd = rx.recv() => match cmd {
-                None => break,
+                None | Some(Command::Stop) => break,
                 Some(c) => command(&mut core, c),
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -222,6 +212,7 @@ fn command(core: &mut Worker, c: Command) {
         Command::Stats(reply) => {
             let _ = reply.send(core.stats());
         }
+        Command::Stop => {}
     }
 }
 

@@ -77,6 +77,7 @@ impl Server {
             // Tests run in parallel: the embedded TURN server takes free ports.
             .env("PALAVER__TURN__LISTEN_UDP", "\"127.0.0.1:0\"")
             .env("PALAVER__TURN__LISTEN_TCP", "\"127.0.0.1:0\"")
+            .env("PALAVER__SFU__UDP_PORT", "0")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
