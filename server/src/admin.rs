@@ -20,6 +20,7 @@ pub struct AdminState {
     pub verifier: Option<Arc<dyn Verifier>>,
     pub token: Option<Secret>,
     pub turn: Option<palaver_turn::StatsHandle>,
+    pub sfu: Option<Arc<palaver_sfu::Sfu>>,
 }
 
 pub fn routes(state: AdminState) -> Router {
@@ -56,6 +57,9 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
     if let Some(turn) = &state.turn {
         text.push_str(&openmetrics_counters(&turn.get().to_prometheus()));
+    }
+    if let Some(sfu) = &state.sfu {
+        text.push_str(&sfu.stats().await.to_openmetrics());
     }
     text.push_str(&process_metrics());
     text.push_str("# EOF\n");

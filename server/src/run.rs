@@ -206,6 +206,7 @@ async fn serve(
             verifier: None,
             token: secrets.admin_token.clone(),
             turn: turn_stats,
+            sfu: None,
         });
         background.push(tokio::spawn(http::serve(
             admin_listener,
@@ -333,6 +334,7 @@ async fn serve(
         verifier: dev_codes.then(|| verifier.clone()),
         token: secrets.admin_token.clone(),
         turn: turn_stats,
+        sfu: sfu.clone(),
     });
     let main_task = tokio::spawn(http::serve(
         main_listener,

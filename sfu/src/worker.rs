@@ -632,3 +632,78 @@ pub(crate) fn new_track_out(source: &Peer, track: &TrackIn) -> TrackOut {
         has_keyframe: track.kind == MediaKind::Audio,
     }
 }
+
+impl Stats {
+    /// The counters in OpenMetrics text (no `# EOF`), names prefixed
+    /// `palaver_sfu_`.
+    pub fn to_openmetrics(&self) -> String {
+        let gauges = [
+            ("rooms", "Rooms open", self.rooms as u64),
+            (
+                "participants",
+                "Participants connected or connecting",
+                self.participants as u64,
+            ),
+        ];
+        let counters = [
+            (
+                "rtp_received",
+                "RTP packets received from publishers",
+                self.rtp_in,
+            ),
+            (
+                "rtp_received_bytes",
+                "RTP payload bytes received",
+                self.rtp_bytes_in,
+            ),
+            (
+                "rtp_forwarded",
+                "RTP packets written to subscribers",
+                self.rtp_forwarded,
+            ),
+            (
+                "rtp_forwarded_bytes",
+                "RTP payload bytes written to subscribers",
+                self.rtp_bytes_forwarded,
+            ),
+            ("datagrams_sent", "UDP datagrams sent", self.datagrams_out),
+            (
+                "keyframe_requests_received",
+                "PLI/FIR from subscribers",
+                self.keyframe_requests_in,
+            ),
+            (
+                "keyframe_requests_sent",
+                "PLI/FIR sent to publishers after merging",
+                self.keyframe_requests_sent,
+            ),
+            (
+                "layer_switches",
+                "Simulcast layer switches",
+                self.layer_switches,
+            ),
+            (
+                "unknown_datagrams",
+                "Datagrams from no known participant, dropped",
+                self.unknown_datagrams,
+            ),
+            (
+                "ice_timeouts",
+                "Participants dropped for not completing ICE",
+                self.ice_timeouts,
+            ),
+        ];
+        let mut s = String::new();
+        for (name, help, v) in gauges {
+            s.push_str(&format!(
+                "# HELP palaver_sfu_{name} {help}.\n# TYPE palaver_sfu_{name} gauge\npalaver_sfu_{name} {v}\n"
+            ));
+        }
+        for (name, help, v) in counters {
+            s.push_str(&format!(
+                "# HELP palaver_sfu_{name} {help}.\n# TYPE palaver_sfu_{name} counter\npalaver_sfu_{name}_total {v}\n"
+            ));
+        }
+        s
+    }
+}
