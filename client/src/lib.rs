@@ -7,7 +7,10 @@
 //! encrypt them yet (end-to-end encryption arrives with the key directory).
 
 mod dev;
+mod group_call;
 pub mod media;
+
+pub use group_call::{GroupCallTicket, sfu_join};
 
 pub use dev::dev_code;
 pub use palaver_proto as proto;
@@ -263,7 +266,8 @@ impl Client {
             | ServerFrame::CallSdp { .. }
             | ServerFrame::CallIce { .. }
             | ServerFrame::CallWaiting { .. }
-            | ServerFrame::CallPeer { .. }) => Event::Call(f),
+            | ServerFrame::CallPeer { .. }
+            | ServerFrame::GroupCallIncoming { .. }) => Event::Call(f),
             other => return Err(Error::Protocol(format!("unexpected frame {other:?}"))),
         };
         self.events.push_back(event);
@@ -624,7 +628,8 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | Pong { id }
         | CallStarted { id, .. }
         | BlockedList { id, .. }
-        | CallLog { id, .. } => Some(*id),
+        | CallLog { id, .. }
+        | GroupCallTicket { id, .. } => Some(*id),
         Error(e) => e.id,
         Hello { .. }
         | Envelope { .. }
@@ -638,7 +643,8 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | CallSdp { .. }
         | CallIce { .. }
         | CallWaiting { .. }
-        | CallPeer { .. } => None,
+        | CallPeer { .. }
+        | GroupCallIncoming { .. } => None,
     }
 }
 

@@ -32,6 +32,8 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "call_sdp",
     "call_ice",
     "call_history",
+    "group_call_start",
+    "group_call_join",
 ];
 
 /// A client frame that could not be decoded.

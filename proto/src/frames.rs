@@ -215,6 +215,16 @@ pub enum ClientFrame {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// Start an ad-hoc group call and ring `invite`; answered by
+    /// `group_call_ticket` (this device joins the SFU with it).
+    GroupCallStart {
+        id: RequestId,
+        invite: Vec<AccountId>,
+        media: Media,
+    },
+    /// Join a group call this account started or was invited to; answered
+    /// by `group_call_ticket`.
+    GroupCallJoin { id: RequestId, room: String },
 }
 
 /// A STUN or TURN server, as `RTCIceServer` wants it.
@@ -388,6 +398,26 @@ pub enum ServerFrame {
         id: RequestId,
         calls: Vec<CallLogEntry>,
     },
+    /// What a device needs to join a group call on the SFU (reply to
+    /// `group_call_start` and `group_call_join`): POST an SDP offer to
+    /// `{sfu_url}/v1/rooms/{room}/join` with `Authorization: Bearer {token}`
+    /// before `expires_at` (Unix seconds). See docs/sfu.md.
+    GroupCallTicket {
+        id: RequestId,
+        room: String,
+        sfu_url: String,
+        token: String,
+        expires_at: u64,
+        ice_servers: Vec<IceServer>,
+    },
+    /// Someone invited this account to a group call; join it with
+    /// `group_call_join`.
+    GroupCallIncoming {
+        room: String,
+        from: AccountId,
+        from_device: DeviceId,
+        media: Media,
+    },
     /// A request or frame failed.
     Error(ErrorFrame),
 }
@@ -453,7 +483,9 @@ impl ClientFrame {
             | CallHangup { id, .. }
             | CallSdp { id, .. }
             | CallIce { id, .. }
-            | CallHistory { id, .. } => Some(*id),
+            | CallHistory { id, .. }
+            | GroupCallStart { id, .. }
+            | GroupCallJoin { id, .. } => Some(*id),
             Ack { .. } | Typing { .. } => None,
         }
     }

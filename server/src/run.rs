@@ -267,6 +267,13 @@ async fn serve(
         }
     };
 
+    let main_listener = TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on server.listen = {}", cfg.server.listen))?;
+    let admin_listener = TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
+    let main_addr = main_listener.local_addr()?;
     let mut gateway_config = cfg.signaling.gateway_config(&cfg.calls, None);
     gateway_config.ice.turn_secret = turn_secret;
     if let (true, Some((udp, tcp))) = (cfg.calls.turn_urls.is_empty(), local_turn) {
@@ -277,6 +284,8 @@ async fn serve(
             .chain(tcp.map(|t| format!("turn:{t}?transport=tcp")))
             .collect();
     }
+    let sfu_secret = group_call_secret(&cfg, &secrets, role)?;
+    gateway_config.group_calls = group_calls(&cfg, sfu_secret.as_deref(), main_addr, role);
     let gw = Gateway::new(
         gateway_config,
         store.clone(),
@@ -285,13 +294,6 @@ async fn serve(
         metrics,
     );
 
-    let main_listener = TcpListener::bind(cfg.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on server.listen = {}", cfg.server.listen))?;
-    let admin_listener = TcpListener::bind(cfg.admin.listen)
-        .await
-        .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
-    let main_addr = main_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
     let opts = HttpOptions {
@@ -301,10 +303,7 @@ async fn serve(
     };
     let mut main_app = palaver_signaling::http::routes(gw.clone());
     let sfu = if role == Role::Serve && cfg.serve.sfu {
-        let secret = match &secrets.sfu_token_secret {
-            Some(s) => s.expose().to_owned(),
-            None => crate::sfu::local_secret(&cfg.data_dir)?,
-        };
+        let secret = sfu_secret.clone().unwrap_or_default();
         let sfu = palaver_sfu::Sfu::start(&cfg.sfu.driver_config(), secret.into_bytes())
             .context("cannot start the SFU (config section `sfu`)")?;
         for addr in sfu.udp_addrs() {
@@ -388,6 +387,43 @@ async fn serve(
     store.health().await.context("final flush of the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The join-token secret: configured, or in `palaver serve` with the SFU
+/// inside, the one kept in the data directory.
+fn group_call_secret(
+    cfg: &Config,
+    secrets: &config::Secrets,
+    role: Role,
+) -> anyhow::Result<Option<String>> {
+    Ok(match &secrets.sfu_token_secret {
+        Some(s) => Some(s.expose().to_owned()),
+        None if role == Role::Serve && cfg.serve.sfu => {
+            Some(crate::sfu::local_secret(&cfg.data_dir)?)
+        }
+        None => None,
+    })
+}
+
+/// Group calls are offered when signaling knows the SFU's URL and secret.
+fn group_calls(
+    cfg: &Config,
+    secret: Option<&str>,
+    main_addr: std::net::SocketAddr,
+    role: Role,
+) -> Option<palaver_signaling::group_calls::GroupCallConfig> {
+    let sfu_url = match (&cfg.sfu.public_url, role) {
+        (Some(u), _) => u.trim_end_matches('/').to_owned(),
+        (None, Role::Serve) if cfg.serve.sfu => format!("http://{main_addr}"),
+        _ => return None,
+    };
+    Some(palaver_signaling::group_calls::GroupCallConfig {
+        sfu_url,
+        token_secret: secret?.as_bytes().to_vec(),
+        token_ttl: cfg.sfu.token_ttl,
+        max_invites: cfg.sfu.room_limit.saturating_sub(1),
+        room_ttl: std::time::Duration::from_secs(24 * 3600),
+    })
 }
 
 /// `palaver sfu`: the join endpoint on sfu.listen and the media workers.

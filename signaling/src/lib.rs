@@ -20,6 +20,7 @@
 pub mod calls;
 pub mod config;
 mod conn;
+pub mod group_calls;
 mod handlers;
 pub mod http;
 pub mod metrics;
@@ -48,6 +49,7 @@ pub struct Gateway {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: tokio_util::task::TaskTracker,
     pub(crate) calls: calls::CallHub,
+    pub(crate) group_calls: parking_lot::Mutex<group_calls::Rooms>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -68,6 +70,7 @@ impl Gateway {
         Arc::new(Gateway {
             limits: ratelimit::Limits::new(&config.rate_limits),
             calls: calls::CallHub::new(calls::Calls::new(config.calls)),
+            group_calls: Default::default(),
             store,
             router,
             verifier,

@@ -1,13 +1,13 @@
-//! Group calls through the SFU inside `palaver serve`, with headless
-//! Chromium participants (real encoders, real WebRTC stack). Needs Debian's
+//! Group calls through the SFU inside `palaver serve`, started and joined
+//! over signaling (`group_call_*` frames), with headless Chromium
+//! participants (real encoders, real WebRTC stack). Needs Debian's
 //! `chromium` and `npm ci` in tests/browser (scripts/test.sh installs both).
 
-use palaver_proto::join_token::{self, JoinClaims};
-use palaver_proto::{AccountId, DeviceId};
-use palaver_tests::Server;
+use palaver_client::Event;
+use palaver_proto::frames::{Media, ServerFrame};
+use palaver_tests::{Server, next_event, phone};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
@@ -26,47 +26,52 @@ fn check_tools() {
     );
 }
 
-/// A join token signed with the secret `palaver serve` keeps in its data dir.
-fn token(server: &Server, room: &str, n: u64) -> String {
-    let secret = std::fs::read_to_string(server.data_dir.join("sfu.secret")).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = JoinClaims {
-        room: room.into(),
-        account: AccountId(n),
-        device: DeviceId(1000 + n),
-        publish: true,
-        subscribe: true,
-        exp: now + 300,
-    };
-    join_token::sign(secret.trim_end().as_bytes(), &claims).unwrap()
+/// Four accounts: the first starts a group call inviting the three others,
+/// who join it; returns the join URL and the four join tokens.
+async fn tickets(server: &Server) -> (String, Vec<String>) {
+    let mut clients = Vec::new();
+    let mut accounts = Vec::new();
+    for _ in 0..4 {
+        let (c, reg) = server.device(&phone()).await;
+        clients.push(c);
+        accounts.push(reg.account);
+    }
+    let first = clients[0]
+        .group_call_start(accounts[1..].to_vec(), Media::Video)
+        .await
+        .unwrap();
+    let mut tokens = vec![first.token.clone()];
+    for c in &mut clients[1..] {
+        let room = match next_event(c).await {
+            Event::Call(ServerFrame::GroupCallIncoming { room, .. }) => room,
+            e => panic!("expected group_call_incoming, got {e:?}"),
+        };
+        tokens.push(c.group_call_join(&room).await.unwrap().token);
+    }
+    let url = format!("{}/v1/rooms/{}/join", first.sfu_url, first.room);
+    (url, tokens)
 }
 
-fn http_base(server: &Server) -> String {
-    server
-        .ws_url
-        .replace("ws://", "http://")
-        .trim_end_matches("/v1/ws")
-        .to_owned()
-}
-
-#[test]
-fn three_chromium_participants_leave_and_late_join() {
+#[tokio::test]
+async fn three_chromium_participants_leave_and_late_join() {
     check_tools();
     let server = Server::start();
+    let (join_url, tokens) = tickets(&server).await;
     let spec = serde_json::json!({
-        "joinUrl": format!("{}/v1/rooms/standup/join", http_base(&server)),
-        "tokens": (1..=4).map(|n| token(&server, "standup", n)).collect::<Vec<_>>(),
+        "joinUrl": join_url,
+        "tokens": tokens,
         "minFps": 15,
         "seconds": 3,
     });
-    let out = Command::new("node")
-        .arg(browser_dir().join("sfu.mjs"))
-        .arg(spec.to_string())
-        .output()
-        .expect("run node");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(browser_dir().join("sfu.mjs"))
+            .arg(spec.to_string())
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or("");
     let result: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| {
