@@ -13,7 +13,9 @@ use palaver_sfu::{Worker, WorkerConfig};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -40,6 +42,8 @@ struct Client {
     got: Vec<Got>,
     messages: Vec<ServerMessage>,
     keyframe_requests: Vec<KeyframeRequestKind>,
+    /// The layers keyframes were requested for (simulcast).
+    keyframe_rids: Vec<Option<Rid>>,
     seq: u64,
     /// Drop everything this client would send (it went silent).
     mute_network: bool,
@@ -136,12 +140,21 @@ impl Net {
 
     /// A client that publishes audio and video and opens the data channel.
     fn join(&mut self, room: &str, n: u64) -> Result<usize, palaver_sfu::JoinError> {
+        self.join_with(room, n, None)
+    }
+
+    fn join_with(
+        &mut self,
+        room: &str,
+        n: u64,
+        simulcast: Option<Simulcast>,
+    ) -> Result<usize, palaver_sfu::JoinError> {
         let addr: SocketAddr = format!("10.0.1.{n}:6000").parse().unwrap();
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
         let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let video = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
         change.add_channel("palaver".into());
         let (offer, pending) = change.apply().unwrap();
         let (_, answer) = self
@@ -160,6 +173,7 @@ impl Net {
             got: Vec::new(),
             messages: Vec::new(),
             keyframe_requests: Vec::new(),
+            keyframe_rids: Vec::new(),
             seq: 0,
             mute_network: false,
         });
@@ -284,7 +298,10 @@ fn on_event(c: &mut Client, e: Event, _now: Instant) {
                 payload: p.payload.to_vec(),
             });
         }
-        Event::KeyframeRequest(r) => c.keyframe_requests.push(r.kind),
+        Event::KeyframeRequest(r) => {
+            c.keyframe_requests.push(r.kind);
+            c.keyframe_rids.push(r.rid);
+        }
         _ => {}
     }
     let _ = &c.pending;
@@ -512,4 +529,91 @@ impl Net {
             assert!(self.clients[i].rtc.is_connected());
         }
     }
+}
+
+/// Sends one VP8 packet on simulcast layer `rid`: sequence numbers and
+/// timestamps of each layer have their own unrelated base, as with real
+/// simulcast. The payload's third byte names the layer.
+fn send_layer(c: &mut Client, now: Instant, rid: &str, k: u64, key: bool, size: usize) {
+    let mid = c.video.unwrap();
+    let pt = c.pt(Codec::Vp8);
+    let (seq_base, ts_base, tag) = if rid == "q" {
+        (0, 0u32, 1u8)
+    } else {
+        (40_000, 2_000_000_000u32, 2u8)
+    };
+    let mut payload = vec![0x10, if key { 0x00 } else { 0x01 }, tag];
+    payload.resize(size, 0xee);
+    let mut api = c.rtc.direct_api();
+    let tx = api
+        .stream_tx_by_mid(mid, Some(rid.into()))
+        .expect("layer stream");
+    let ts = ts_base.wrapping_add((k * 3000) as u32);
+    tx.write_rtp(
+        RtpWrite::new(pt, (seq_base + k).into(), ts, now, payload)
+            .marker(true)
+            .nackable(true),
+    );
+}
+
+#[test]
+fn simulcast_layer_switch_is_seamless_and_starts_on_a_keyframe() {
+    let mut net = Net::new(32);
+    let mut sim = Simulcast::new();
+    sim.add_send_layer(SimulcastLayer::new("q"));
+    sim.add_send_layer(SimulcastLayer::new("h"));
+    net.join_with("sim", 1, Some(sim)).unwrap();
+    net.join("sim", 2).unwrap();
+    net.connect();
+    let mut k = 0;
+    net.run(Duration::from_secs(5), |net, step| {
+        if step % 33 != 0 {
+            return;
+        }
+        let now = net.now;
+        let c = &mut net.clients[0];
+        let wanted: Vec<Option<Rid>> = std::mem::take(&mut c.keyframe_rids);
+        c.keyframe_requests.clear();
+        for (rid, size) in [("q", 300), ("h", 900)] {
+            let key = k % 150 == 0
+                || wanted
+                    .iter()
+                    .any(|w| w.is_none_or(|w| w.to_string() == rid));
+            send_layer(c, now, rid, k, key, size);
+        }
+        k += 1;
+    });
+    let got: Vec<&Got> = net.clients[1]
+        .got
+        .iter()
+        .filter(|g| g.payload.len() > 4)
+        .collect();
+    assert!(got.len() > 100, "{}", got.len());
+    let layers: Vec<u8> = got.iter().map(|g| g.payload[2]).collect();
+    assert_eq!(layers[0], 1, "starts on the first layer");
+    assert!(layers.contains(&2), "switched up to h once it was measured");
+    assert!(net.sfu.stats().layer_switches >= 1);
+    for w in got.windows(2) {
+        assert_eq!(
+            w[1].seq,
+            w[0].seq + 1,
+            "sequence continuous across switches"
+        );
+        let dt = w[1].ts.wrapping_sub(w[0].ts);
+        assert!(
+            dt > 0 && dt < 1 << 31,
+            "timestamp moves forward: {} -> {}",
+            w[0].ts,
+            w[1].ts
+        );
+        if w[1].payload[2] != w[0].payload[2] {
+            assert_eq!(w[1].payload[1], 0, "a switch lands on a keyframe");
+        }
+    }
+    assert!(
+        net.clients[1]
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Layer { rid, .. } if rid == "h"))
+    );
 }
