@@ -49,10 +49,10 @@ impl Worker {
             if sub == key {
                 continue;
             }
-            if let Some(s) = self.peers.get_mut(&sub) {
-                if forward_to(s, &incoming, &mut self.seed, &mut self.stats, now) {
-                    self.dirty.push(sub);
-                }
+            if let Some(s) = self.peers.get_mut(&sub)
+                && forward_to(s, &incoming, &mut self.seed, &mut self.stats, now)
+            {
+                self.dirty.push(sub);
             }
         }
         if let Some(r) = self.rooms.get_mut(&room) {

@@ -248,10 +248,10 @@ impl Worker {
     }
 
     fn drop_room_if_empty(&mut self, room: u64) {
-        if self.rooms.get(&room).is_some_and(|r| r.members.is_empty()) {
-            if let Some(r) = self.rooms.remove(&room) {
-                self.room_names.remove(&r.name);
-            }
+        if self.rooms.get(&room).is_some_and(|r| r.members.is_empty())
+            && let Some(r) = self.rooms.remove(&room)
+        {
+            self.room_names.remove(&r.name);
         }
     }
 
@@ -602,13 +602,13 @@ impl Worker {
         };
         r.ticks = r.ticks.wrapping_add(1);
         let relayout = r.ticks % LAYER_EVERY == 0;
-        if let Some(speaker) = r.speaker.evaluate(now) {
-            if let Some(p) = self.peers.get(&speaker) {
-                let msg = ServerMessage::ActiveSpeaker {
-                    participant: p.info(),
-                };
-                self.broadcast(room, None, &msg);
-            }
+        if let Some(speaker) = r.speaker.evaluate(now)
+            && let Some(p) = self.peers.get(&speaker)
+        {
+            let msg = ServerMessage::ActiveSpeaker {
+                participant: p.info(),
+            };
+            self.broadcast(room, None, &msg);
         }
         self.flush_keyframe_gates(room, now);
         if relayout {

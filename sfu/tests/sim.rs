@@ -81,9 +81,11 @@ impl Client {
         let pt = self.pt(Codec::Opus);
         let mut api = self.rtc.direct_api();
         let tx = api.stream_tx_by_mid(mid, None).expect("audio stream");
-        let mut ext = str0m::rtp::ExtensionValues::default();
-        ext.audio_level = Some(-20);
-        ext.voice_activity = Some(true);
+        let ext = str0m::rtp::ExtensionValues {
+            audio_level: Some(-20),
+            voice_activity: Some(true),
+            ..Default::default()
+        };
         tx.write_rtp(
             RtpWrite::new(pt, u64::from(n).into(), n * 960, now, vec![0xfc, 1, 2]).ext_vals(ext),
         );
@@ -315,12 +317,12 @@ fn media(net: &mut Net, step: u32) {
             continue;
         }
         let now = net.now;
-        if step % 33 == 0 {
+        if step.is_multiple_of(33) {
             let key = c.seq % 30 == 0 || !c.keyframe_requests.is_empty();
             c.keyframe_requests.clear();
             c.send_video(now, key);
         }
-        if step % 20 == 0 {
+        if step.is_multiple_of(20) {
             c.send_audio(now, step / 20);
         }
     }
