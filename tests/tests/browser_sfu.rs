@@ -26,12 +26,12 @@ fn check_tools() {
     );
 }
 
-/// Four accounts: the first starts a group call inviting the three others,
-/// who join it; returns the join URL and the four join tokens.
-async fn tickets(server: &Server) -> (String, Vec<String>) {
+/// `n` accounts: the first starts a group call inviting the others, who
+/// join it; returns the join URL and the join tokens.
+async fn tickets(server: &Server, n: usize) -> (String, Vec<String>) {
     let mut clients = Vec::new();
     let mut accounts = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..n {
         let (c, reg) = server.device(&phone()).await;
         clients.push(c);
         accounts.push(reg.account);
@@ -52,20 +52,12 @@ async fn tickets(server: &Server) -> (String, Vec<String>) {
     (url, tokens)
 }
 
-#[tokio::test]
-async fn three_chromium_participants_leave_and_late_join() {
-    check_tools();
-    let server = Server::start();
-    let (join_url, tokens) = tickets(&server).await;
-    let spec = serde_json::json!({
-        "joinUrl": join_url,
-        "tokens": tokens,
-        "minFps": 15,
-        "seconds": 3,
-    });
+/// Runs a driver script under tests/browser and returns its JSON result.
+async fn drive(server: &Server, script: &str, spec: serde_json::Value) -> serde_json::Value {
+    let script = browser_dir().join(script);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .arg(browser_dir().join("sfu.mjs"))
+            .arg(script)
             .arg(spec.to_string())
             .output()
             .expect("run node")
@@ -87,4 +79,39 @@ async fn three_chromium_participants_leave_and_late_join() {
         server.log()
     );
     eprintln!("{result:#}");
+    result
+}
+
+#[tokio::test]
+async fn three_chromium_participants_leave_and_late_join() {
+    check_tools();
+    let server = Server::start();
+    let (join_url, tokens) = tickets(&server, 4).await;
+    let spec = serde_json::json!({
+        "joinUrl": join_url,
+        "tokens": tokens,
+        "minFps": 15,
+        "seconds": 3,
+    });
+    drive(&server, "sfu.mjs", spec).await;
+}
+
+#[tokio::test]
+async fn chromium_simulcast_switches_up_and_keeps_decoding() {
+    check_tools();
+    let server = Server::start();
+    let (join_url, tokens) = tickets(&server, 2).await;
+    let spec = serde_json::json!({
+        "joinUrl": join_url,
+        "tokens": tokens,
+        "minFps": 15,
+        "seconds": 3,
+    });
+    let r = drive(&server, "sfu-simulcast.mjs", spec).await;
+    // Started on q (320 px wide), then f (640 px) was decoded.
+    assert_eq!(r["widths"][0], 320, "{r:#}");
+    assert!(
+        r["widths"].as_array().unwrap().iter().any(|w| w == 640),
+        "{r:#}"
+    );
 }
