@@ -72,7 +72,7 @@ impl Worker {
         };
         let Some(t) = sub
             .tracks_out
-            .iter()
+            .values()
             .find(|t| t.open_mid() == Some(req.mid))
         else {
             return;
@@ -147,7 +147,7 @@ impl Worker {
         };
         let wanted: Vec<_> = sub
             .tracks_out
-            .iter()
+            .values()
             .filter(|t| t.kind == MediaKind::Video)
             .filter(|t| t.open_mid().is_some_and(|m| opened.contains(&m)))
             .map(|t| (t.source, t.source_mid, t.target))
@@ -196,13 +196,13 @@ fn retarget(
 ) {
     let videos = p
         .tracks_out
-        .iter()
+        .values()
         .filter(|t| t.kind == MediaKind::Video && t.open_mid().is_some())
         .count()
         .max(1) as u64;
     let budget = p.bwe.unwrap_or(1_000_000) / videos;
     let mut desired = 0;
-    for t in p.tracks_out.iter_mut().filter(|t| t.open_mid().is_some()) {
+    for t in p.tracks_out.values_mut().filter(|t| t.open_mid().is_some()) {
         let Some(layers) = rates.get(&(t.source, t.source_mid)) else {
             continue;
         };
@@ -310,13 +310,24 @@ fn forward_to(
         stream: t.stream.clone(),
         rid: inc.rid.map(|r| r.to_string()).unwrap_or_default(),
     });
-    let Some(pt) = s
-        .rtc
-        .codec_config()
-        .match_params(inc.params)
-        .map(|p| p.pt())
-    else {
-        return false;
+    let in_pt = inc.params.pt();
+    let cached = t.pt_cache.filter(|(i, _)| *i == in_pt).map(|(_, o)| o);
+    let pt = match cached {
+        Some(o) => o,
+        None => {
+            let Some(o) = s
+                .rtc
+                .codec_config()
+                .match_params(inc.params)
+                .map(|p| p.pt())
+            else {
+                return false;
+            };
+            if let Some(t) = s.tracks_out.get_mut(&(inc.publisher, inc.mid)) {
+                t.pt_cache = Some((in_pt, o));
+            }
+            o
+        }
     };
     let mut api = s.rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {

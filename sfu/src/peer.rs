@@ -8,7 +8,7 @@ use palaver_proto::join_token::JoinClaims;
 use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, MediaKind, Mid, Rid};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::demux::PeerKey;
@@ -52,6 +52,8 @@ pub(crate) struct TrackOut {
     /// Video waits for a keyframe before the first packet and after a
     /// switch of source.
     pub(crate) has_keyframe: bool,
+    /// The last payload type mapping (publisher's pt, subscriber's pt).
+    pub(crate) pt_cache: Option<(Pt, Pt)>,
 }
 
 impl TrackOut {
@@ -76,7 +78,8 @@ pub(crate) struct Peer {
     pending: Option<SdpPendingOffer>,
     pub(crate) tracks_in: Vec<TrackIn>,
     pub(crate) ssrc_cache: HashMap<Ssrc, (Mid, Option<Rid>)>,
-    pub(crate) tracks_out: Vec<TrackOut>,
+    /// Keyed by source participant and its mid.
+    pub(crate) tracks_out: HashMap<(PeerKey, Mid), TrackOut>,
     /// Latest egress bandwidth estimate, bits per second.
     pub(crate) bwe: Option<u64>,
     /// Messages waiting for the channel to open.
@@ -106,7 +109,7 @@ impl Peer {
             pending: None,
             tracks_in: Vec::new(),
             ssrc_cache: HashMap::new(),
-            tracks_out: Vec::new(),
+            tracks_out: HashMap::new(),
             bwe: None,
             outbox: Vec::new(),
             closing: false,
@@ -154,7 +157,7 @@ impl Peer {
             return false;
         }
         let mut change = self.rtc.sdp_api();
-        for t in &mut self.tracks_out {
+        for t in self.tracks_out.values_mut() {
             match t.state {
                 OutState::ToOpen => {
                     let mid = change.add_media(
@@ -196,20 +199,20 @@ impl Peer {
             .accept_answer(pending, answer)
             .map_err(|e| e.to_string())?;
         let mut opened = Vec::new();
-        for t in &mut self.tracks_out {
+        for t in self.tracks_out.values_mut() {
             if let OutState::Negotiating(m) = t.state {
                 t.state = OutState::Open(m);
                 opened.push(m);
             }
         }
         self.tracks_out
-            .retain(|t| !matches!(t.state, OutState::NegotiatingStop(_)));
+            .retain(|_, t| !matches!(t.state, OutState::NegotiatingStop(_)));
         Ok(opened)
     }
 
     /// Stops every track received from `source`.
     pub(crate) fn drop_source(&mut self, source: PeerKey) {
-        self.tracks_out.retain_mut(|t| {
+        self.tracks_out.retain(|_, t| {
             if t.source != source {
                 return true;
             }
@@ -225,9 +228,7 @@ impl Peer {
     }
 
     pub(crate) fn track_out_mut(&mut self, source: PeerKey, mid: Mid) -> Option<&mut TrackOut> {
-        self.tracks_out
-            .iter_mut()
-            .find(|t| t.source == source && t.source_mid == mid)
+        self.tracks_out.get_mut(&(source, mid))
     }
 }
 

@@ -271,7 +271,8 @@ impl Worker {
             other.send(&joined);
             if peer.claims.subscribe && other.claims.publish {
                 for t in &other.tracks_in {
-                    peer.tracks_out.push(new_track_out(other, t));
+                    let out = new_track_out(other, t);
+                    peer.tracks_out.insert((out.source, out.source_mid), out);
                 }
             }
             self.dirty.push(*k);
@@ -361,20 +362,25 @@ impl Worker {
     /// Polls every participant touched until all are quiet, then removes
     /// those that left.
     pub(crate) fn drive(&mut self, now: Instant) {
+        let mut leaving = Vec::new();
         loop {
+            // Only the participants just polled can have started leaving:
+            // no scan over the room or the worker.
             while let Some(key) = self.dirty.pop() {
                 self.poll_peer(key, now);
+                if self
+                    .peers
+                    .get(&key)
+                    .is_some_and(|p| p.closing || !p.rtc.is_alive())
+                    && !leaving.contains(&key)
+                {
+                    leaving.push(key);
+                }
             }
-            let closing: Vec<PeerKey> = self
-                .peers
-                .values()
-                .filter(|p| p.closing || !p.rtc.is_alive())
-                .map(|p| p.key)
-                .collect();
-            if closing.is_empty() {
+            if leaving.is_empty() {
                 return;
             }
-            for k in closing {
+            for k in leaving.drain(..) {
                 self.remove_peer(k, now);
             }
         }
@@ -487,7 +493,7 @@ impl Worker {
         }
         for (k, out) in outs {
             if let Some(sub) = self.peers.get_mut(&k).filter(|s| s.claims.subscribe) {
-                sub.tracks_out.push(out);
+                sub.tracks_out.insert((out.source, out.source_mid), out);
                 sub.needs_negotiation = true;
                 self.dirty.push(k);
             }
@@ -630,6 +636,7 @@ pub(crate) fn new_track_out(source: &Peer, track: &TrackIn) -> TrackOut {
         current: None,
         target: track.layers.first().map(|(rid, _)| *rid),
         has_keyframe: track.kind == MediaKind::Audio,
+        pt_cache: None,
     }
 }
 
