@@ -9,12 +9,15 @@
 mod chats;
 mod dev;
 pub mod e2e;
+mod group_call;
 mod groups;
 mod keys;
 pub mod media;
 pub use chats::ChatRef;
 #[cfg(feature = "transcode")]
 pub mod transcode;
+
+pub use group_call::{GroupCallTicket, sfu_join};
 
 pub use dev::dev_code;
 pub use palaver_proto as proto;
@@ -301,7 +304,8 @@ impl Client {
             | ServerFrame::CallSdp { .. }
             | ServerFrame::CallIce { .. }
             | ServerFrame::CallWaiting { .. }
-            | ServerFrame::CallPeer { .. }) => Event::Call(f),
+            | ServerFrame::CallPeer { .. }
+            | ServerFrame::GroupCallIncoming { .. }) => Event::Call(f),
             other => return Err(Error::Protocol(format!("unexpected frame {other:?}"))),
         };
         self.events.push_back(event);
@@ -683,7 +687,8 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | KeyBundles { id, .. }
         | Settings { id, .. }
         | Business { id, .. }
-        | LinkCode { id, .. } => Some(*id),
+        | LinkCode { id, .. }
+        | GroupCallTicket { id, .. } => Some(*id),
         Error(e) => e.id,
         Hello { .. }
         | Envelope { .. }
@@ -699,7 +704,8 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | CallWaiting { .. }
         | CallPeer { .. }
         | KeysLow { .. }
-        | SettingsChanged { .. } => None,
+        | SettingsChanged { .. }
+        | GroupCallIncoming { .. } => None,
     }
 }
 

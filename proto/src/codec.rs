@@ -58,6 +58,8 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "settings_put",
     "link_code_create",
     "link",
+    "group_call_start",
+    "group_call_join",
 ];
 
 /// A client frame that could not be decoded.

@@ -387,6 +387,16 @@ pub enum ClientFrame {
     },
     /// How many one-time keys this device has left.
     KeysCount { id: RequestId },
+    /// Start an ad-hoc group call and ring `invite`; answered by
+    /// `group_call_ticket` (this device joins the SFU with it).
+    GroupCallStart {
+        id: RequestId,
+        invite: Vec<AccountId>,
+        media: Media,
+    },
+    /// Join a group call this account started or was invited to; answered
+    /// by `group_call_ticket`.
+    GroupCallJoin { id: RequestId, room: String },
 }
 
 /// A STUN or TURN server, as `RTCIceServer` wants it.
@@ -627,6 +637,26 @@ pub enum ServerFrame {
         code: String,
         expires_in_ms: u64,
     },
+    /// What a device needs to join a group call on the SFU (reply to
+    /// `group_call_start` and `group_call_join`): POST an SDP offer to
+    /// `{sfu_url}/v1/rooms/{room}/join` with `Authorization: Bearer {token}`
+    /// before `expires_at` (Unix seconds). See docs/sfu.md.
+    GroupCallTicket {
+        id: RequestId,
+        room: String,
+        sfu_url: String,
+        token: String,
+        expires_at: u64,
+        ice_servers: Vec<IceServer>,
+    },
+    /// Someone invited this account to a group call; join it with
+    /// `group_call_join`.
+    GroupCallIncoming {
+        room: String,
+        from: AccountId,
+        from_device: DeviceId,
+        media: Media,
+    },
     /// A request or frame failed.
     Error(ErrorFrame),
 }
@@ -718,7 +748,9 @@ impl ClientFrame {
             | SettingsGet { id }
             | SettingsPut { id, .. }
             | LinkCodeCreate { id }
-            | Link { id, .. } => Some(*id),
+            | Link { id, .. }
+            | GroupCallStart { id, .. }
+            | GroupCallJoin { id, .. } => Some(*id),
             Ack { .. } | Typing { .. } => None,
         }
     }

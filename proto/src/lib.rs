@@ -11,6 +11,7 @@ pub mod error;
 pub mod frames;
 pub mod groups;
 pub mod ids;
+pub mod join_token;
 pub mod keys;
 
 pub use error::ErrorCode;

@@ -22,6 +22,7 @@ pub struct AdminState {
     pub turn: Option<palaver_turn::StatsHandle>,
     /// The messaging store, for the reports list (signaling roles only).
     pub store: Option<Arc<dyn palaver_messaging::Store>>,
+    pub sfu: Option<Arc<palaver_sfu::Sfu>>,
 }
 
 pub fn routes(state: AdminState) -> Router {
@@ -59,6 +60,9 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
     if let Some(turn) = &state.turn {
         text.push_str(&openmetrics_counters(&turn.get().to_prometheus()));
+    }
+    if let Some(sfu) = &state.sfu {
+        text.push_str(&sfu.stats().await.to_openmetrics());
     }
     text.push_str(&process_metrics());
     text.push_str("# EOF\n");

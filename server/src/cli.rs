@@ -42,8 +42,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run only the signaling gateway and messaging core.
     Signaling(ServeArgs),
-    /// Run only the SFU for group calls (not implemented yet).
-    Sfu,
+    /// Run only the SFU for group calls: the HTTP join endpoint on
+    /// sfu.listen and the media UDP sockets (config section `sfu`; needs
+    /// `sfu.token_secret`, the secret shared with signaling).
+    Sfu(ServeArgs),
     /// Run only the STUN/TURN server (config section `turn`; needs
     /// `calls.turn_secret`, the secret shared with signaling).
     Turn(ServeArgs),

@@ -73,6 +73,8 @@ pub struct Config {
     pub turn: palaver_turn::Config,
     /// Which roles `palaver serve` runs.
     pub serve: ServeSection,
+    /// The SFU for group calls (`palaver sfu`, and inside `palaver serve`).
+    pub sfu: crate::sfu::SfuSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -80,11 +82,16 @@ pub struct Config {
 pub struct ServeSection {
     /// Run the STUN/TURN server inside `palaver serve`.
     pub turn: bool,
+    /// Run the SFU inside `palaver serve`.
+    pub sfu: bool,
 }
 
 impl Default for ServeSection {
     fn default() -> Self {
-        ServeSection { turn: true }
+        ServeSection {
+            turn: true,
+            sfu: true,
+        }
     }
 }
 
@@ -103,6 +110,7 @@ impl Default for Config {
             serve: ServeSection::default(),
             media: MediaSection::default(),
             transcoder: TranscoderSection::default(),
+            sfu: crate::sfu::SfuSection::default(),
         }
     }
 }
@@ -694,6 +702,7 @@ pub struct Secrets {
     pub media_capability_secret: Option<Secret>,
     pub media_master_keys: Option<Secret>,
     pub media_s3_secret_access_key: Option<Secret>,
+    pub sfu_token_secret: Option<Secret>,
 }
 
 fn one_of(
@@ -787,7 +796,21 @@ impl Config {
                 &self.media.s3.secret_access_key,
                 &self.media.s3.secret_access_key_file,
             )?,
+            sfu_token_secret: one_of(
+                "sfu.token_secret",
+                &self.sfu.token_secret,
+                &self.sfu.token_secret_file,
+            )?,
         };
+        self.sfu.validate()?;
+        if let Some(s) = &secrets.sfu_token_secret
+            && s.expose().len() < 32
+        {
+            return Err(key_err(
+                "sfu.token_secret",
+                "must be at least 32 characters",
+            ));
+        }
         for (key, d) in [
             ("calls.ring_timeout", self.calls.ring_timeout),
             ("calls.reconnect_grace", self.calls.reconnect_grace),

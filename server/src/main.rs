@@ -10,6 +10,7 @@ mod config;
 mod http;
 mod media;
 mod run;
+mod sfu;
 mod telemetry;
 mod transcode;
 mod webhook;

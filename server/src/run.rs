@@ -24,16 +24,12 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             print_config(&cfg);
             Ok(())
         }
-        Command::Sfu => not_yet("sfu"),
+        Command::Sfu(args) => sfu_only(cli.config, args).await,
         Command::Media(args) => media_only(cli.config, args).await,
         Command::Transcoder(args) => transcoder_only(cli.config, args).await,
         // Handled in main before the runtime starts.
         Command::TranscodeWorker => Ok(()),
     }
-}
-
-fn not_yet(role: &str) -> anyhow::Result<()> {
-    anyhow::bail!("the `{role}` role is not implemented yet; see the README for what works today")
 }
 
 fn load(path: Option<std::path::PathBuf>, args: &ServeArgs) -> anyhow::Result<Config> {
@@ -113,14 +109,22 @@ enum Role {
 /// is made once and kept in the data directory (mode 0600), so that TURN
 /// credentials issued before a restart stay valid after it.
 fn local_turn_secret(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    local_secret_file(data_dir, "turn.secret", "calls.turn_secret_file")
+}
+
+/// Reads `<data_dir>/<name>`, or makes it (32 random bytes, base64, mode
+/// 0600) if it does not exist yet.
+pub fn local_secret_file(
+    data_dir: &std::path::Path,
+    name: &str,
+    key: &str,
+) -> anyhow::Result<String> {
     use base64::Engine;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("turn.secret");
+    let path = data_dir.join(name);
     if path.exists() {
-        return Ok(config::read_secret_file("calls.turn_secret_file", &path)?
-            .expose()
-            .to_owned());
+        return Ok(config::read_secret_file(key, &path)?.expose().to_owned());
     }
     let bytes: [u8; 32] = rand::random();
     let secret = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
@@ -201,6 +205,7 @@ async fn serve(
             token: secrets.admin_token.clone(),
             turn: turn_stats,
             store: None,
+            sfu: None,
         });
         background.push(tokio::spawn(http::serve(
             admin_listener,
@@ -261,6 +266,13 @@ async fn serve(
         }
     };
 
+    let main_listener = TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on server.listen = {}", cfg.server.listen))?;
+    let admin_listener = TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
+    let main_addr = main_listener.local_addr()?;
     let mut gateway_config = cfg.signaling.gateway_config(&cfg.calls, None);
     gateway_config.ice.turn_secret = turn_secret;
     if let (true, Some((udp, tcp))) = (cfg.calls.turn_urls.is_empty(), local_turn) {
@@ -271,6 +283,8 @@ async fn serve(
             .chain(tcp.map(|t| format!("turn:{t}?transport=tcp")))
             .collect();
     }
+    let sfu_secret = group_call_secret(&cfg, &secrets, role)?;
+    gateway_config.group_calls = group_calls(&cfg, sfu_secret.as_deref(), main_addr, role);
     let gw = Gateway::new(
         gateway_config,
         store.clone(),
@@ -279,13 +293,6 @@ async fn serve(
         metrics,
     );
 
-    let main_listener = TcpListener::bind(cfg.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on server.listen = {}", cfg.server.listen))?;
-    let admin_listener = TcpListener::bind(cfg.admin.listen)
-        .await
-        .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
-    let main_addr = main_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
     let opts = HttpOptions {
@@ -293,7 +300,19 @@ async fn serve(
         max_connections: cfg.server.max_connections,
         shutdown_timeout: cfg.server.shutdown_timeout,
     };
-    let main_app = palaver_signaling::http::routes(gw.clone());
+    let mut main_app = palaver_signaling::http::routes(gw.clone());
+    let sfu = if role == Role::Serve && cfg.serve.sfu {
+        let secret = sfu_secret.clone().unwrap_or_default();
+        let sfu = palaver_sfu::Sfu::start(&cfg.sfu.driver_config(), secret.into_bytes())
+            .context("cannot start the SFU (config section `sfu`)")?;
+        for addr in sfu.udp_addrs() {
+            announce("sfu udp", addr);
+        }
+        main_app = main_app.merge(palaver_sfu::http::routes(sfu.clone()));
+        Some(sfu)
+    } else {
+        None
+    };
     let media = if cfg.media.enabled {
         Some(
             crate::media::start(
@@ -314,6 +333,7 @@ async fn serve(
         token: secrets.admin_token.clone(),
         turn: turn_stats,
         store: Some(store.clone()),
+        sfu: sfu.clone(),
     });
     let main_task = tokio::spawn(http::serve(
         main_listener,
@@ -361,8 +381,86 @@ async fn serve(
     if let Some(m) = media {
         stop_media(m, cfg.server.shutdown_timeout).await;
     }
+    if let Some(sfu) = sfu {
+        sfu.shutdown();
+    }
     store.health().await.context("final flush of the store")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The join-token secret: configured, or in `palaver serve` with the SFU
+/// inside, the one kept in the data directory.
+fn group_call_secret(
+    cfg: &Config,
+    secrets: &config::Secrets,
+    role: Role,
+) -> anyhow::Result<Option<String>> {
+    Ok(match &secrets.sfu_token_secret {
+        Some(s) => Some(s.expose().to_owned()),
+        None if role == Role::Serve && cfg.serve.sfu => {
+            Some(crate::sfu::local_secret(&cfg.data_dir)?)
+        }
+        None => None,
+    })
+}
+
+/// Group calls are offered when signaling knows the SFU's URL and secret.
+fn group_calls(
+    cfg: &Config,
+    secret: Option<&str>,
+    main_addr: std::net::SocketAddr,
+    role: Role,
+) -> Option<palaver_signaling::group_calls::GroupCallConfig> {
+    let sfu_url = match (&cfg.sfu.public_url, role) {
+        (Some(u), _) => u.trim_end_matches('/').to_owned(),
+        (None, Role::Serve) if cfg.serve.sfu => format!("http://{main_addr}"),
+        _ => return None,
+    };
+    Some(palaver_signaling::group_calls::GroupCallConfig {
+        sfu_url,
+        token_secret: secret?.as_bytes().to_vec(),
+        token_ttl: cfg.sfu.token_ttl,
+        max_invites: cfg.sfu.room_limit.saturating_sub(1),
+        room_ttl: std::time::Duration::from_secs(24 * 3600),
+    })
+}
+
+/// `palaver sfu`: the join endpoint on sfu.listen and the media workers.
+async fn sfu_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = load(path, &args)?;
+    let secrets = cfg.validate()?;
+    crate::telemetry::init(&cfg.log)?;
+    let secret = secrets.sfu_token_secret.clone().context(
+        "config key `sfu.token_secret`: required by `palaver sfu` (shared with signaling)",
+    )?;
+    let sfu = palaver_sfu::Sfu::start(
+        &cfg.sfu.driver_config(),
+        secret.expose().as_bytes().to_vec(),
+    )
+    .context("cannot start the SFU (config section `sfu`)")?;
+    let listener = TcpListener::bind(cfg.sfu.listen)
+        .await
+        .with_context(|| format!("cannot listen on sfu.listen = {}", cfg.sfu.listen))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let opts = HttpOptions {
+        header_timeout: cfg.server.header_timeout,
+        max_connections: 10_000,
+        shutdown_timeout: cfg.server.shutdown_timeout,
+    };
+    let app = palaver_sfu::http::routes(sfu.clone())
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let task = tokio::spawn(http::serve(listener, app, opts, stop.clone()));
+    for udp in sfu.udp_addrs() {
+        announce("sfu udp", udp);
+    }
+    announce("sfu", addr);
+    tracing::info!(%addr, "palaver sfu started");
+    wait_for_signal().await?;
+    stop.cancel();
+    let _ = task.await;
+    sfu.shutdown();
     Ok(())
 }
 

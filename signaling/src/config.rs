@@ -105,6 +105,8 @@ pub struct GatewayConfig {
     pub calls: crate::calls::CallConfig,
     /// STUN/TURN servers handed to call participants.
     pub ice: crate::calls::IceConfig,
+    /// Group calls on an SFU; `None` refuses the `group_call_*` frames.
+    pub group_calls: Option<crate::group_calls::GroupCallConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -136,6 +138,7 @@ impl Default for GatewayConfig {
                 credential_ttl: Duration::from_secs(12 * 3600),
                 ..Default::default()
             },
+            group_calls: None,
         }
     }
 }

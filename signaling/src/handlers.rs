@@ -1,5 +1,7 @@
 //! What each client frame does.
 
+mod group_calls;
+
 use crate::calls::{CallError, Calls, Offer, Party};
 use crate::conn::{Conn, Identity};
 use crate::now_ms;
@@ -192,6 +194,10 @@ impl Conn {
                 }
                 self.call_op(id, |c, _, me| c.relay_ice(me.device, call, candidate))
             }
+            F::GroupCallStart { id, invite, media } => {
+                self.group_call_start(id, invite, media).await
+            }
+            F::GroupCallJoin { id, room } => self.group_call_join(id, room),
             F::CallHistory { id, before, limit } => {
                 let me = self.me()?;
                 let limit = limit.unwrap_or(50).clamp(1, 500);

@@ -21,6 +21,7 @@ pub mod calls;
 mod chats;
 pub mod config;
 mod conn;
+pub mod group_calls;
 mod groups;
 mod handlers;
 pub mod http;
@@ -51,6 +52,7 @@ pub struct Gateway {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: tokio_util::task::TaskTracker,
     pub(crate) calls: calls::CallHub,
+    pub(crate) group_calls: parking_lot::Mutex<group_calls::Rooms>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -71,6 +73,7 @@ impl Gateway {
         Arc::new(Gateway {
             limits: ratelimit::Limits::new(&config.rate_limits),
             calls: calls::CallHub::new(calls::Calls::new(config.calls)),
+            group_calls: Default::default(),
             store,
             router,
             verifier,

@@ -45,6 +45,8 @@ pub struct Server {
     pub admin_url: String,
     /// The media listener, `http://127.0.0.1:PORT` (empty if disabled).
     pub media_url: String,
+    /// The SFU's media UDP address (empty if the SFU is disabled).
+    pub sfu_udp: String,
     pub stderr_log: PathBuf,
     /// Extra environment of the process (kept for restarts).
     env: Vec<(String, String)>,
@@ -90,13 +92,14 @@ impl Server {
             .env("PALAVER__TURN__LISTEN_UDP", "\"127.0.0.1:0\"")
             .env("PALAVER__TURN__LISTEN_TCP", "\"127.0.0.1:0\"")
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("PALAVER__SFU__UDP_PORT", "0")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("start palaver");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut main, mut admin, mut media) = (None, None, None);
+        let (mut main, mut admin, mut media, mut sfu_udp) = (None, None, None, None);
         while main.is_none() || admin.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
@@ -109,6 +112,8 @@ impl Server {
                 admin = Some(addr);
             } else if line.starts_with("palaver: media listening on") {
                 media = Some(addr);
+            } else if line.starts_with("palaver: sfu udp listening on") {
+                sfu_udp = Some(addr);
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -121,6 +126,7 @@ impl Server {
             ws_url: format!("ws://{}/v1/ws", main.unwrap()),
             admin_url: format!("http://{}", admin.unwrap()),
             media_url: media.map(|m| format!("http://{m}")).unwrap_or_default(),
+            sfu_udp: sfu_udp.unwrap_or_default(),
             stderr_log,
             env,
         }

@@ -125,9 +125,10 @@ fn config_errors_name_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("signaling.max_devices"), "{err}");
 
+    // `palaver sfu` needs the join-token secret it shares with signaling.
     let out = Command::new(palaver_bin()).arg("sfu").output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sfu.token_secret"));
 
     let out = Command::new(palaver_bin()).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);

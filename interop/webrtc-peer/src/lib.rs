@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod group;
 pub mod media;
 
 use anyhow::{Context, Result, anyhow, bail};

@@ -1,0 +1,89 @@
+//! Simulcast layer choice: the best layer a subscriber's bandwidth
+//! estimate allows, measured from what the publisher actually sends.
+
+use std::time::{Duration, Instant};
+
+/// How long a byte counter window lasts.
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// Measures a layer's bitrate over one-second windows.
+#[derive(Debug, Default)]
+pub struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    /// Bits per second over the last complete window.
+    rate: u64,
+}
+
+impl RateMeter {
+    pub fn add(&mut self, bytes: usize, now: Instant) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= WINDOW {
+            self.rate = self.bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
+            self.bytes = 0;
+            self.window_start = Some(now);
+        }
+        self.bytes += bytes as u64;
+    }
+
+    /// Bits per second, 0 before the first window completes.
+    pub fn bitrate(&self) -> u64 {
+        self.rate
+    }
+}
+
+/// Picks the index of the layer to forward from `rates` (bits per second,
+/// lowest layer first; 0 = not measured yet) within `budget` bits per
+/// second. `current` adds hysteresis: going up needs 20 % headroom.
+pub fn choose_layer(rates: &[u64], budget: u64, current: Option<usize>) -> usize {
+    let mut best = 0;
+    for (i, &rate) in rates.iter().enumerate() {
+        if rate == 0 {
+            continue;
+        }
+        let needed = if current.is_some_and(|c| i > c) {
+            rate + rate / 5
+        } else {
+            rate
+        };
+        if needed <= budget {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_best_layer_that_fits() {
+        let rates = [150_000, 500_000, 1_500_000];
+        assert_eq!(
+            choose_layer(&rates, 100_000, None),
+            0,
+            "lowest when nothing fits"
+        );
+        assert_eq!(choose_layer(&rates, 600_000, None), 1);
+        assert_eq!(choose_layer(&rates, 3_000_000, None), 2);
+        // Up from 1 to 2 needs 1.8 Mbit/s.
+        assert_eq!(choose_layer(&rates, 1_600_000, Some(1)), 1);
+        assert_eq!(choose_layer(&rates, 1_800_000, Some(1)), 2);
+        // Staying on 2 needs only its own rate.
+        assert_eq!(choose_layer(&rates, 1_600_000, Some(2)), 2);
+        // An unmeasured layer is never picked.
+        assert_eq!(choose_layer(&[150_000, 0, 0], 9_000_000, None), 0);
+    }
+
+    #[test]
+    fn meter_measures_per_second() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        for i in 0..=50 {
+            m.add(1000, t0 + Duration::from_millis(20 * i));
+        }
+        assert_eq!(m.bitrate(), 400_000);
+    }
+}

@@ -1,0 +1,97 @@
+//! Messages on the `palaver` data channel between a participant and the
+//! SFU (JSON text). Documented in `docs/sfu.md`.
+
+use palaver_proto::{AccountId, DeviceId};
+use serde::{Deserialize, Serialize};
+
+/// Who is in the room. `stream` is the MediaStream id of this participant's
+/// tracks in the SDP the SFU sends (`a=msid`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub account: AccountId,
+    pub device: DeviceId,
+    pub stream: String,
+}
+
+/// From the SFU to a participant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message once the channel opens: who you are, who is here.
+    Welcome {
+        you: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+    },
+    /// A renegotiation offer; answer with [`ClientMessage::Answer`].
+    Offer {
+        sdp: String,
+    },
+    Joined {
+        participant: ParticipantInfo,
+    },
+    Left {
+        participant: ParticipantInfo,
+    },
+    Muted {
+        participant: ParticipantInfo,
+        kind: MediaKindName,
+        muted: bool,
+    },
+    /// The loudest participant changed.
+    ActiveSpeaker {
+        participant: ParticipantInfo,
+    },
+    /// The simulcast layer forwarded to you for `stream`'s video changed.
+    Layer {
+        stream: String,
+        rid: String,
+    },
+    /// A client message was not understood.
+    Error {
+        message: String,
+    },
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKindName {
+    Audio,
+    Video,
+}
+
+/// From a participant to the SFU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// The answer to the SFU's last offer.
+    Answer { sdp: String },
+    /// Tell the others a track was muted or unmuted.
+    Mute { kind: MediaKindName, muted: bool },
+    /// Leave the room now (closing the peer connection also works, later).
+    Leave,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shape() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"mute","kind":"audio","muted":true}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Mute {
+                kind: MediaKindName::Audio,
+                muted: true
+            }
+        );
+        let s = serde_json::to_string(&ServerMessage::Layer {
+            stream: "a1d2".into(),
+            rid: "h".into(),
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"type":"layer","stream":"a1d2","rid":"h"}"#);
+    }
+}

@@ -1,0 +1,72 @@
+//! Group calls over signaling: `group_call_start` rings the invited
+//! accounts, `group_call_join` hands out tickets only to members, and a
+//! ticket opens the SFU's join endpoint.
+
+use palaver_client::{Event, sfu_join};
+use palaver_proto::ErrorCode;
+use palaver_proto::frames::{Media, ServerFrame};
+use palaver_tests::{Server, next_event, phone};
+use std::time::Instant;
+
+fn offer() -> String {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    let mut change = rtc.sdp_api();
+    change.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::SendOnly,
+        None,
+        None,
+        None,
+    );
+    change.add_channel("palaver".into());
+    change.apply().unwrap().0.to_sdp_string()
+}
+
+#[tokio::test]
+async fn invited_accounts_ring_and_join_others_cannot() {
+    let server = Server::start();
+    let (mut a, _) = server.device(&phone()).await;
+    let (mut b, rb) = server.device(&phone()).await;
+    let (mut c, _) = server.device(&phone()).await;
+    let t = a
+        .group_call_start(vec![rb.account], Media::Audio)
+        .await
+        .unwrap();
+    assert!(t.sfu_url.starts_with("http://127.0.0.1:"), "{}", t.sfu_url);
+    assert!(!t.ice_servers.is_empty(), "TURN credentials come along");
+    let room = match next_event(&mut b).await {
+        Event::Call(ServerFrame::GroupCallIncoming { room, media, .. }) => {
+            assert_eq!(media, Media::Audio);
+            room
+        }
+        e => panic!("expected group_call_incoming, got {e:?}"),
+    };
+    assert_eq!(room, t.room);
+    let tb = b.group_call_join(&room).await.unwrap();
+    assert_ne!(tb.token, t.token);
+    // Not invited: the room does not exist for c.
+    let e = c.group_call_join(&room).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    let e = c.group_call_join("nope").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    // The tickets open the SFU.
+    let answer = sfu_join(&t, &offer()).await.unwrap();
+    assert!(answer.starts_with("v=0"));
+    sfu_join(&tb, &offer()).await.unwrap();
+    // A ticket for one room does not open another.
+    let mut wrong = tb.clone();
+    wrong.room = "elsewhere".into();
+    let e = sfu_join(&wrong, &offer()).await.unwrap_err();
+    assert!(e.to_string().contains("403"), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_invitees_are_refused() {
+    let server = Server::start();
+    let (mut a, _) = server.device(&phone()).await;
+    let e = a
+        .group_call_start(vec![palaver_proto::AccountId(999_999)], Media::Video)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+}
