@@ -1222,6 +1222,3 @@ impl Store for SqliteStore {
         .await
     }
 }
-
-#[cfg(test)]
-mod tests;

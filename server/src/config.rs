@@ -59,6 +59,7 @@ pub struct Config {
     pub server: ServerSection,
     pub log: LogSection,
     pub storage: StorageSection,
+    pub cluster: ClusterSection,
     pub signaling: SignalingSection,
     pub verifier: VerifierSection,
     pub admin: AdminSection,
@@ -90,6 +91,7 @@ impl Default for Config {
             server: ServerSection::default(),
             log: LogSection::default(),
             storage: StorageSection::default(),
+            cluster: ClusterSection::default(),
             signaling: SignalingSection::default(),
             verifier: VerifierSection::default(),
             admin: AdminSection::default(),
@@ -155,7 +157,10 @@ impl Default for LogSection {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// One embedded database file: one node.
     Sqlite,
+    /// A PostgreSQL server shared by every node.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -176,6 +181,14 @@ pub struct StorageSection {
     pub durability: Durability,
     /// Most writes grouped into one commit.
     pub max_batch: usize,
+    /// The PostgreSQL connection URL (`postgres://user:password@host/db`),
+    /// required for `backend = "postgres"`. A secret.
+    pub postgres_url: Option<Secret>,
+    pub postgres_url_file: Option<PathBuf>,
+    /// The schema holding Palaver's tables; created if missing.
+    pub postgres_schema: String,
+    /// Most PostgreSQL connections per process.
+    pub postgres_pool_size: usize,
 }
 
 impl Default for StorageSection {
@@ -185,6 +198,10 @@ impl Default for StorageSection {
             sqlite_path: None,
             durability: Durability::Full,
             max_batch: 1024,
+            postgres_url: None,
+            postgres_url_file: None,
+            postgres_schema: "public".into(),
+            postgres_pool_size: 16,
         }
     }
 }
@@ -316,6 +333,41 @@ impl Default for CallsSection {
             turn_secret: None,
             turn_secret_file: None,
             turn_credential_ttl: d.ice.credential_ttl,
+        }
+    }
+}
+
+/// Several signaling nodes: routing between them through Redis.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// `redis://[:password@]host:port/`; absent: a single node, routing in
+    /// process. A secret.
+    pub redis_url: Option<Secret>,
+    pub redis_url_file: Option<PathBuf>,
+    /// This node's name in the registry; default: a random one per start.
+    pub node_id: Option<String>,
+    /// How often this node renews its registry entries.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How long entries of a node that stopped renewing them stay.
+    #[serde(with = "humantime_serde")]
+    pub registry_ttl: Duration,
+    /// How often each connection re-reads its queue, in case a
+    /// notification between nodes was lost.
+    #[serde(with = "humantime_serde")]
+    pub catch_up_interval: Duration,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            redis_url: None,
+            redis_url_file: None,
+            node_id: None,
+            heartbeat: Duration::from_secs(5),
+            registry_ttl: Duration::from_secs(15),
+            catch_up_interval: Duration::from_secs(30),
         }
     }
 }
@@ -544,6 +596,8 @@ pub struct Secrets {
     pub turn_secret: Option<Secret>,
     pub media_capability_secret: Option<Secret>,
     pub media_master_keys: Option<Secret>,
+    pub postgres_url: Option<Secret>,
+    pub redis_url: Option<Secret>,
 }
 
 fn one_of(
@@ -632,7 +686,18 @@ impl Config {
                 &self.media.master_keys,
                 &self.media.master_keys_file,
             )?,
+            postgres_url: one_of(
+                "storage.postgres_url",
+                &self.storage.postgres_url,
+                &self.storage.postgres_url_file,
+            )?,
+            redis_url: one_of(
+                "cluster.redis_url",
+                &self.cluster.redis_url,
+                &self.cluster.redis_url_file,
+            )?,
         };
+        self.validate_cluster(&secrets)?;
         for (key, d) in [
             ("calls.ring_timeout", self.calls.ring_timeout),
             ("calls.reconnect_grace", self.calls.reconnect_grace),
@@ -694,6 +759,62 @@ impl Config {
             }
         }
         Ok(secrets)
+    }
+
+    fn validate_cluster(&self, secrets: &Secrets) -> Result<(), ConfigError> {
+        let st = &self.storage;
+        if st.postgres_pool_size == 0 || st.postgres_pool_size > 1000 {
+            return Err(key_err("storage.postgres_pool_size", "must be 1 to 1000"));
+        }
+        if !palaver_messaging::postgres::valid_schema(&st.postgres_schema) {
+            return Err(key_err(
+                "storage.postgres_schema",
+                "lower-case letters, digits and _, not starting with a digit, at most 63",
+            ));
+        }
+        match (st.backend, &secrets.postgres_url) {
+            (Backend::Postgres, None) => {
+                return Err(key_err(
+                    "storage.postgres_url",
+                    "required for backend = \"postgres\" (or storage.postgres_url_file)",
+                ));
+            }
+            (Backend::Postgres, Some(url))
+                if !url.expose().starts_with("postgres://")
+                    && !url.expose().starts_with("postgresql://") =>
+            {
+                return Err(key_err(
+                    "storage.postgres_url",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(url) = &secrets.redis_url {
+            if st.backend != Backend::Postgres {
+                return Err(key_err(
+                    "cluster.redis_url",
+                    "several nodes need a shared database: set storage.backend = \"postgres\"",
+                ));
+            }
+            if !url.expose().starts_with("redis://") {
+                return Err(key_err("cluster.redis_url", "must be a redis:// URL"));
+            }
+        }
+        let c = &self.cluster;
+        if c.heartbeat.is_zero() || c.registry_ttl <= c.heartbeat {
+            return Err(key_err(
+                "cluster.registry_ttl",
+                "must be longer than cluster.heartbeat, which must be longer than zero",
+            ));
+        }
+        if c.catch_up_interval.is_zero() {
+            return Err(key_err(
+                "cluster.catch_up_interval",
+                "must be longer than zero",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_media(&self, secrets: &Secrets) -> Result<(), ConfigError> {

@@ -101,6 +101,10 @@ pub struct GatewayConfig {
     pub calls: crate::calls::CallConfig,
     /// STUN/TURN servers handed to call participants.
     pub ice: crate::calls::IceConfig,
+    /// With several nodes: how often each connection re-reads its queue in
+    /// case a notification from another node was lost. `None`: one node,
+    /// where notifications cannot be lost.
+    pub catch_up_interval: Option<Duration>,
 }
 
 impl Default for GatewayConfig {
@@ -130,6 +134,7 @@ impl Default for GatewayConfig {
                 credential_ttl: Duration::from_secs(12 * 3600),
                 ..Default::default()
             },
+            catch_up_interval: None,
         }
     }
 }

@@ -1,0 +1,206 @@
+//! Two `palaver signaling` nodes sharing a PostgreSQL database and routing
+//! through Redis, both started by scripts/test.sh (scripts/postgres.sh and
+//! scripts/redis.sh): accounts on different nodes chat 1:1 and in groups,
+//! see each other's presence and typing, and killing a node with SIGKILL
+//! loses no message the server acknowledged.
+
+use palaver_client::proto::ClientMsgId;
+use palaver_client::proto::frames::EnvelopeKind;
+use palaver_client::{Client, Event, Registration};
+use palaver_tests::{Server, fresh_schema, next_envelope, next_event, phone};
+use std::collections::BTreeSet;
+
+fn id(s: &str) -> ClientMsgId {
+    ClientMsgId::new(s).unwrap()
+}
+
+/// Two nodes on one fresh schema.
+fn two_nodes() -> (Server, Server) {
+    let schema = fresh_schema();
+    let a = Server::start_node(&schema, "node-a");
+    let b = Server::start_node(&schema, "node-b");
+    (a, b)
+}
+
+/// Connects an existing device to `node`.
+async fn reconnect(node: &Server, reg: &Registration) -> Client {
+    let mut c = node.connect().await;
+    c.auth(reg.device, &reg.credential).await.expect("auth");
+    c
+}
+
+/// Waits for the next event that is not a presence or typing notice.
+async fn next_non_presence(c: &mut Client) -> Event {
+    loop {
+        match next_event(c).await {
+            Event::Presence(_) | Event::Typing { .. } => continue,
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn accounts_on_different_nodes_chat_and_see_each_other() {
+    let (n1, n2) = two_nodes();
+    let (mut alice, a) = n1.device(&phone()).await;
+    let (mut bob, b) = n2.device(&phone()).await;
+
+    // Presence: Bob is online, on the other node.
+    let p = alice.subscribe_presence(vec![b.account]).await.unwrap();
+    assert_eq!(p[0].online, Some(true));
+
+    // 1:1, both ways, with receipts.
+    alice
+        .send(b.account, &id("a1"), vec![(b.device, b"hi bob".to_vec())])
+        .await
+        .unwrap();
+    let env = next_envelope(&mut bob).await;
+    assert_eq!((env.from, env.msg.clone()), (a.account, id("a1")));
+    assert_eq!(env.payload.as_deref(), Some(&b"hi bob"[..]));
+    bob.ack(vec![env.seq]).await.unwrap();
+    let receipt = next_envelope(&mut alice).await;
+    assert_eq!(receipt.kind, EnvelopeKind::Delivered);
+    assert_eq!(receipt.msg, id("a1"));
+    alice.ack(vec![receipt.seq]).await.unwrap();
+    bob.send(a.account, &id("b1"), vec![(a.device, b"hi alice".to_vec())])
+        .await
+        .unwrap();
+    let env = next_envelope(&mut alice).await;
+    assert_eq!((env.from, env.msg.clone()), (b.account, id("b1")));
+    alice.ack(vec![env.seq]).await.unwrap();
+
+    // Typing crosses nodes.
+    bob.typing(a.account, true).await.unwrap();
+    loop {
+        match next_event(&mut alice).await {
+            Event::Typing { from, typing, .. } => {
+                assert_eq!((from, typing), (b.account, true));
+                break;
+            }
+            Event::Envelope(e) => panic!("unexpected envelope {e:?}"),
+            _ => continue,
+        }
+    }
+
+    // A group with members on both nodes.
+    let (mut carol, c) = n2.device(&phone()).await;
+    let group = alice
+        .group_create("both nodes", &[b.account, c.account])
+        .await
+        .unwrap();
+    for client in [&mut bob, &mut carol] {
+        let created = next_envelope(client).await;
+        assert_eq!(created.kind, EnvelopeKind::GroupEvent);
+        client.ack(vec![created.seq]).await.unwrap();
+    }
+    let created = next_envelope(&mut alice).await;
+    assert_eq!(created.kind, EnvelopeKind::GroupEvent);
+    alice.ack(vec![created.seq]).await.unwrap();
+    alice
+        .group_send(group.group, &id("g1"), b"to all".to_vec())
+        .await
+        .unwrap();
+    for client in [&mut bob, &mut carol] {
+        let env = next_envelope(client).await;
+        assert_eq!((env.msg.clone(), env.group), (id("g1"), Some(group.group)));
+        client.ack(vec![env.seq]).await.unwrap();
+    }
+    carol
+        .group_send(group.group, &id("g2"), b"from n2".to_vec())
+        .await
+        .unwrap();
+    let env = next_envelope(&mut alice).await;
+    assert_eq!((env.from, env.msg.clone()), (c.account, id("g2")));
+
+    // Bob leaves: Alice, on the other node, sees him go offline.
+    bob.close().await.unwrap();
+    loop {
+        if let Event::Presence(p) = next_event(&mut alice).await
+            && p.account == b.account
+        {
+            assert_eq!(p.online, Some(false));
+            break;
+        }
+    }
+    let p = alice.subscribe_presence(vec![b.account]).await.unwrap();
+    assert_eq!(p[0].online, Some(false));
+}
+
+#[tokio::test]
+async fn a_killed_node_loses_no_acknowledged_message() {
+    let (mut n1, n2) = two_nodes();
+    let (mut alice, _) = n2.device(&phone()).await;
+    let (mut carol, c) = n1.device(&phone()).await;
+    let (mut bob, b) = n1.device(&phone()).await;
+    let mut expected = BTreeSet::new();
+
+    // Carol (on the node that dies) and Alice (on the survivor) send to
+    // Bob (on the node that dies); every send is acknowledged.
+    for i in 0..20 {
+        let m = format!("c{i}");
+        let sent = carol
+            .send(b.account, &id(&m), vec![(b.device, m.clone().into_bytes())])
+            .await
+            .unwrap();
+        assert!(!sent.duplicate);
+        expected.insert(m);
+        let m = format!("a{i}");
+        alice
+            .send(b.account, &id(&m), vec![(b.device, m.clone().into_bytes())])
+            .await
+            .unwrap();
+        expected.insert(m);
+    }
+    // Bob got some of them live and acknowledged none.
+    let first = next_envelope(&mut bob).await;
+    assert_eq!(first.kind, EnvelopeKind::Message);
+
+    n1.kill();
+    assert!(bob.next_event().await.is_err(), "the connection died");
+    assert!(carol.next_event().await.is_err(), "the connection died");
+
+    // While Bob is away, more arrive; then he reconnects to the survivor.
+    for i in 20..30 {
+        let m = format!("a{i}");
+        alice
+            .send(b.account, &id(&m), vec![(b.device, m.clone().into_bytes())])
+            .await
+            .unwrap();
+        expected.insert(m);
+    }
+    let mut bob = reconnect(&n2, &b).await;
+    // And more while he is connected there, live.
+    for i in 30..40 {
+        let m = format!("a{i}");
+        alice
+            .send(b.account, &id(&m), vec![(b.device, m.clone().into_bytes())])
+            .await
+            .unwrap();
+        expected.insert(m);
+    }
+    let mut got = BTreeSet::new();
+    let mut last_seq = 0;
+    while got.len() < expected.len() {
+        let Event::Envelope(env) = next_non_presence(&mut bob).await else {
+            continue;
+        };
+        assert!(env.seq.0 > last_seq, "in order, no repeats");
+        last_seq = env.seq.0;
+        assert_eq!(env.payload.as_deref(), Some(env.msg.as_str().as_bytes()));
+        got.insert(env.msg.as_str().to_owned());
+        bob.ack(vec![env.seq]).await.unwrap();
+    }
+    assert_eq!(got, expected);
+
+    // Carol's device moves too, and her delivered receipts wait for her.
+    let mut carol = reconnect(&n2, &c).await;
+    let mut receipts = BTreeSet::new();
+    while receipts.len() < 20 {
+        let Event::Envelope(env) = next_non_presence(&mut carol).await else {
+            continue;
+        };
+        assert_eq!(env.kind, EnvelopeKind::Delivered);
+        receipts.insert(env.msg.as_str().to_owned());
+        carol.ack(vec![env.seq]).await.unwrap();
+    }
+}
