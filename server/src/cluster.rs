@@ -22,6 +22,7 @@ pub async fn start(
     let config = ClusterConfig {
         redis_url: redis_url.expose().to_owned(),
         node_id,
+        name: cfg.cluster.name.clone(),
         heartbeat: cfg.cluster.heartbeat,
         registry_ttl: cfg.cluster.registry_ttl,
     };

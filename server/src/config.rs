@@ -347,6 +347,9 @@ pub struct ClusterSection {
     pub redis_url_file: Option<PathBuf>,
     /// This node's name in the registry; default: a random one per start.
     pub node_id: Option<String>,
+    /// Prefix of the cluster's Redis keys and channels: clusters sharing a
+    /// Redis keep apart by name.
+    pub name: String,
     /// How often this node renews its registry entries.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
@@ -365,6 +368,7 @@ impl Default for ClusterSection {
             redis_url: None,
             redis_url_file: None,
             node_id: None,
+            name: "palaver".into(),
             heartbeat: Duration::from_secs(5),
             registry_ttl: Duration::from_secs(15),
             catch_up_interval: Duration::from_secs(30),
@@ -806,6 +810,21 @@ impl Config {
             return Err(key_err(
                 "cluster.registry_ttl",
                 "must be longer than cluster.heartbeat, which must be longer than zero",
+            ));
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !name_ok(&c.name) {
+            return Err(key_err("cluster.name", "1 to 64 of A-Z, a-z, 0-9, - and _"));
+        }
+        if c.node_id.as_deref().is_some_and(|n| !name_ok(n)) {
+            return Err(key_err(
+                "cluster.node_id",
+                "1 to 64 of A-Z, a-z, 0-9, - and _",
             ));
         }
         if c.catch_up_interval.is_zero() {

@@ -3,7 +3,8 @@
 //! - Registry: `palaver:dev:{device}` names the node holding a device's
 //!   connection and `palaver:acct:{account}` (a hash device -> node) lists an
 //!   account's connected devices. Entries live `registry_ttl` and each node
-//!   renews its own every `heartbeat`, as well as `palaver:alive:{node}`: a
+//!   renews its own every `heartbeat`, as well as `palaver:alive:{node}`
+//!   (`palaver` is `cluster.name`): a
 //!   node that dies stops renewing, and its entries stop counting at once
 //!   (readers check the node is alive) and vanish after the TTL.
 //! - Inbox: every node subscribes to `palaver:inbox:{node}` and to
@@ -39,6 +40,9 @@ pub struct ClusterConfig {
     pub redis_url: String,
     /// This node's name in the registry.
     pub node_id: String,
+    /// Prefix of every Redis key and channel: clusters sharing one Redis
+    /// keep apart by name.
+    pub name: String,
     pub heartbeat: Duration,
     pub registry_ttl: Duration,
 }
@@ -48,6 +52,7 @@ impl std::fmt::Debug for ClusterConfig {
         f.debug_struct("ClusterConfig")
             .field("redis_url", &"[redacted]")
             .field("node_id", &self.node_id)
+            .field("name", &self.name)
             .field("heartbeat", &self.heartbeat)
             .field("registry_ttl", &self.registry_ttl)
             .finish()
@@ -168,6 +173,7 @@ enum Outbound {
 /// This node's view of the cluster.
 pub struct Cluster {
     config: ClusterConfig,
+    keys: Keys,
     redis: ConnectionManager,
     router: Arc<Router>,
     out: mpsc::UnboundedSender<Outbound>,
@@ -181,23 +187,33 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn dev_key(d: DeviceId) -> String {
-    format!("palaver:dev:{}", d.0)
+/// Names of this cluster's keys and channels.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
 }
 
-fn acct_key(a: AccountId) -> String {
-    format!("palaver:acct:{}", a.0)
-}
+impl Keys {
+    fn dev(&self, d: DeviceId) -> String {
+        format!("{}:dev:{}", self.prefix, d.0)
+    }
 
-fn alive_key(node: &str) -> String {
-    format!("palaver:alive:{node}")
-}
+    fn acct(&self, a: AccountId) -> String {
+        format!("{}:acct:{}", self.prefix, a.0)
+    }
 
-fn inbox(node: &str) -> String {
-    format!("palaver:inbox:{node}")
-}
+    fn alive(&self, node: &str) -> String {
+        format!("{}:alive:{node}", self.prefix)
+    }
 
-const BROADCAST: &str = "palaver:broadcast";
+    fn inbox(&self, node: &str) -> String {
+        format!("{}:inbox:{node}", self.prefix)
+    }
+
+    fn broadcast(&self) -> String {
+        format!("{}:broadcast", self.prefix)
+    }
+}
 
 /// Deletes a registry entry only if it still names this node.
 const UNREGISTER: &str = r#"
@@ -216,12 +232,16 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, ClusterError> {
         let client = redis::Client::open(config.redis_url.as_str())?;
         let redis = client.get_connection_manager().await?;
+        let keys = Keys {
+            prefix: config.name.clone(),
+        };
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(inbox(&config.node_id)).await?;
-        pubsub.subscribe(BROADCAST).await?;
+        pubsub.subscribe(keys.inbox(&config.node_id)).await?;
+        pubsub.subscribe(keys.broadcast()).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             config,
+            keys,
             redis,
             router,
             out: tx,
@@ -255,21 +275,21 @@ impl Cluster {
         let node = &self.config.node_id;
         let result: redis::RedisResult<(Option<String>,)> = redis::pipe()
             .cmd("SET")
-            .arg(dev_key(device))
+            .arg(self.keys.dev(device))
             .arg(node)
             .arg("PX")
             .arg(self.ttl_ms())
             .arg("GET")
-            .hset(acct_key(account), device.0, node)
+            .hset(self.keys.acct(account), device.0, node)
             .ignore()
-            .pexpire(acct_key(account), self.ttl_ms() as i64)
+            .pexpire(self.keys.acct(account), self.ttl_ms() as i64)
             .ignore()
             .query_async(&mut r)
             .await;
         match result {
             Ok((Some(old),)) if old != *node => {
                 let msg = Wire::Replaced { device };
-                self.publish(&mut r, &inbox(&old), &msg).await;
+                self.publish(&mut r, &self.keys.inbox(&old), &msg).await;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot register a device in Redis"),
@@ -280,8 +300,8 @@ impl Cluster {
     pub(crate) async fn unregister(&self, account: AccountId, device: DeviceId) {
         let mut r = self.redis.clone();
         let result: redis::RedisResult<i64> = redis::Script::new(UNREGISTER)
-            .key(dev_key(device))
-            .key(acct_key(account))
+            .key(self.keys.dev(device))
+            .key(self.keys.acct(account))
             .arg(&self.config.node_id)
             .arg(device.0)
             .invoke_async(&mut r)
@@ -294,7 +314,7 @@ impl Cluster {
     /// Devices of `account` connected to other live nodes.
     pub(crate) async fn devices_elsewhere(&self, account: AccountId) -> Vec<DeviceId> {
         let mut r = self.redis.clone();
-        let entries: HashMap<u64, String> = match r.hgetall(acct_key(account)).await {
+        let entries: HashMap<u64, String> = match r.hgetall(self.keys.acct(account)).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the registry");
@@ -312,7 +332,7 @@ impl Cluster {
     }
 
     async fn alive(&self, r: &mut ConnectionManager, node: &str) -> bool {
-        r.exists(alive_key(node)).await.unwrap_or(false)
+        r.exists(self.keys.alive(node)).await.unwrap_or(false)
     }
 
     pub(crate) fn typing(&self, from: AccountId, from_device: DeviceId, to: AccountId, on: bool) {
@@ -375,7 +395,7 @@ impl Cluster {
         if remote.is_empty() {
             return HashMap::new();
         }
-        let keys: Vec<String> = remote.iter().map(|d| dev_key(*d)).collect();
+        let keys: Vec<String> = remote.iter().map(|d| self.keys.dev(*d)).collect();
         let nodes: Vec<Option<String>> = match redis::cmd("MGET").arg(&keys).query_async(r).await {
             Ok(n) => n,
             Err(e) => {
@@ -397,15 +417,19 @@ impl Cluster {
                 Outbound::Envelopes(envs) => self.forward_envelopes(&mut r, &envs).await,
                 Outbound::Revoked(device) => {
                     if let Some(node) = self.nodes_of(&mut r, &[device]).await.remove(&device) {
-                        self.publish(&mut r, &inbox(&node), &Wire::Revoked { device })
+                        self.publish(&mut r, &self.keys.inbox(&node), &Wire::Revoked { device })
                             .await;
                     }
                 }
                 Outbound::Frame(device, frame) => {
                     if let Some(node) = self.nodes_of(&mut r, &[device]).await.remove(&device) {
                         let frame = Box::new((*frame).clone());
-                        self.publish(&mut r, &inbox(&node), &Wire::Frame { device, frame })
-                            .await;
+                        self.publish(
+                            &mut r,
+                            &self.keys.inbox(&node),
+                            &Wire::Frame { device, frame },
+                        )
+                        .await;
                     }
                 }
                 Outbound::Typing {
@@ -427,10 +451,10 @@ impl Cluster {
                         typing,
                     };
                     for node in nodes {
-                        self.publish(&mut r, &inbox(&node), &msg).await;
+                        self.publish(&mut r, &self.keys.inbox(&node), &msg).await;
                     }
                 }
-                Outbound::Presence(msg) => self.publish(&mut r, BROADCAST, &msg).await,
+                Outbound::Presence(msg) => self.publish(&mut r, &self.keys.broadcast(), &msg).await,
             }
         }
     }
@@ -451,7 +475,7 @@ impl Cluster {
             }
         }
         for (node, envelopes) in per_node {
-            self.publish(r, &inbox(node), &Wire::Envelopes { envelopes })
+            self.publish(r, &self.keys.inbox(node), &Wire::Envelopes { envelopes })
                 .await;
         }
     }
@@ -463,7 +487,7 @@ impl Cluster {
         let node = &self.config.node_id;
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
-            .arg(alive_key(node))
+            .arg(self.keys.alive(node))
             .arg(1)
             .arg("PX")
             .arg(ttl)
@@ -471,15 +495,15 @@ impl Cluster {
         for (account, devices) in self.router.local_devices() {
             for d in &devices {
                 pipe.cmd("SET")
-                    .arg(dev_key(*d))
+                    .arg(self.keys.dev(*d))
                     .arg(node)
                     .arg("PX")
                     .arg(ttl)
                     .ignore()
-                    .hset(acct_key(account), d.0, node)
+                    .hset(self.keys.acct(account), d.0, node)
                     .ignore();
             }
-            pipe.pexpire(acct_key(account), ttl as i64).ignore();
+            pipe.pexpire(self.keys.acct(account), ttl as i64).ignore();
         }
         pipe.query_async::<()>(&mut r).await
     }
@@ -498,7 +522,7 @@ impl Cluster {
         }
         // A clean stop: other nodes stop routing here at once.
         let mut r = self.redis.clone();
-        let _: redis::RedisResult<i64> = r.del(alive_key(&self.config.node_id)).await;
+        let _: redis::RedisResult<i64> = r.del(self.keys.alive(&self.config.node_id)).await;
     }
 
     async fn subscriber(
@@ -538,8 +562,8 @@ impl Cluster {
 
     async fn resubscribe(&self, client: &redis::Client) -> redis::RedisResult<redis::aio::PubSub> {
         let mut p = client.get_async_pubsub().await?;
-        p.subscribe(inbox(&self.config.node_id)).await?;
-        p.subscribe(BROADCAST).await?;
+        p.subscribe(self.keys.inbox(&self.config.node_id)).await?;
+        p.subscribe(self.keys.broadcast()).await?;
         Ok(p)
     }
 

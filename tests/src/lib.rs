@@ -118,6 +118,8 @@ impl Server {
         let mut env = postgres_env(schema);
         env.push(("PALAVER__CLUSTER__REDIS_URL".into(), redis_url()));
         env.push(("PALAVER__CLUSTER__NODE_ID".into(), name.into()));
+        // Tests share one Redis: each cluster keeps to its own keys.
+        env.push(("PALAVER__CLUSTER__NAME".into(), schema.into()));
         env.push(("PALAVER__MEDIA__ENABLED".into(), "false".into()));
         // Short, so a killed node's registry entries lapse within a test.
         env.push(("PALAVER__CLUSTER__HEARTBEAT".into(), "500ms".into()));
