@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL for the tests: a fresh cluster in a temporary
 # directory, listening on 127.0.0.1 only, on a free port, with a random
-# password, tuned for speed over durability (fsync off: test data only).
+# password, tuned for speed over durability (fsync off: test data only;
+# commits still write the WAL, so a test can find what was stored on disk).
 #
 #   eval "$(scripts/postgres.sh start)"   # exports PALAVER_TEST_POSTGRES_URL
 #                                         # and PALAVER_TEST_POSTGRES_DIR
@@ -40,7 +41,7 @@ start() {
     port=$((20000 + RANDOM % 30000))
     if as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 start -o \
       "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir \
-       -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+       -c fsync=off -c full_page_writes=off \
        -c max_connections=400 -c shared_buffers=64MB" >/dev/null 2>&1; then
       echo "export PALAVER_TEST_POSTGRES_URL='postgres://palaver:$password@127.0.0.1:$port/postgres'"
       echo "export PALAVER_TEST_POSTGRES_DIR='$dir'"
