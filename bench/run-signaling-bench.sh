@@ -5,6 +5,7 @@
 #
 #   bench/run-signaling-bench.sh idle [idle-conns flags...]
 #   bench/run-signaling-bench.sh throughput [msg-throughput flags...]
+#   bench/run-signaling-bench.sh fanout [group-fanout flags...]
 #
 # Environment:
 #   CARGO_TARGET_DIR  build directory (default: target)
@@ -22,9 +23,9 @@ set -euo pipefail
 mode=${1:-}
 shift || true
 case "$mode" in
-idle | throughput) ;;
+idle | throughput | fanout) ;;
 *)
-    echo "usage: $0 idle|throughput [generator flags...]" >&2
+    echo "usage: $0 idle|throughput|fanout [generator flags...]" >&2
     exit 2
     ;;
 esac
@@ -124,6 +125,12 @@ if [[ "$mode" == idle ]]; then
     start_server
     sleep 2
     "$target/release/idle-conns" --cache "$cache" --server-pid "$server_pid" "$@"
+elif [[ "$mode" == fanout ]]; then
+    export PALAVER__STORAGE__DURABILITY=${DURABILITY:-full}
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    start_server
+    "$target/release/group-fanout" --cache "$data/fanout-creds.txt" --server-pid "$server_pid" \
+        --label "sqlite, $PALAVER__STORAGE__DURABILITY" "$@"
 else
     export PALAVER__STORAGE__DURABILITY=${DURABILITY:-full}
     echo "durability: $PALAVER__STORAGE__DURABILITY" >&2

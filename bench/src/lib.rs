@@ -110,7 +110,8 @@ pub fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | ServerFrame::Sent { id, .. }
         | ServerFrame::Done { id }
         | ServerFrame::PresenceList { id, .. }
-        | ServerFrame::Pong { id } => Some(*id),
+        | ServerFrame::Pong { id }
+        | ServerFrame::Group { id, .. } => Some(*id),
         ServerFrame::Error(e) => e.id,
         _ => None,
     }

@@ -1,6 +1,7 @@
 //! Delete for everyone, timers, synced settings and device-link codes.
 
 use crate::{Client, Registration, Result, unexpected};
+use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{ClientFrame, Payload, ServerFrame};
 use palaver_proto::{AccountId, ClientMsgId, GroupId};
 
@@ -17,6 +18,77 @@ impl Client {
         let id = self.id();
         let msg = msg.clone();
         self.call_done(ClientFrame::Revoke { id, msg }).await
+    }
+
+    /// Posts a status for `audience` (encrypt `payload` for them); it
+    /// disappears after a day. Delete it early with [`Client::revoke`].
+    pub async fn status_post(
+        &mut self,
+        msg: &ClientMsgId,
+        audience: &[AccountId],
+        payload: Vec<u8>,
+    ) -> Result<crate::Sent> {
+        let id = self.id();
+        let frame = ClientFrame::StatusPost {
+            id,
+            msg: msg.clone(),
+            audience: audience.to_vec(),
+            payload: Payload(payload),
+        };
+        match self.call(frame).await? {
+            ServerFrame::Sent { ts, duplicate, .. } => Ok(crate::Sent { ts, duplicate }),
+            f => Err(unexpected(f)),
+        }
+    }
+
+    /// Tells the author that this account viewed their status.
+    pub async fn status_view(&mut self, author: AccountId, msg: &ClientMsgId) -> Result<()> {
+        let id = self.id();
+        let msg = msg.clone();
+        self.call_done(ClientFrame::StatusView { id, author, msg })
+            .await
+    }
+
+    /// Reports an account to the operators, optionally disclosing messages
+    /// (their ids and decrypted content) and blocking it.
+    pub async fn report(
+        &mut self,
+        account: AccountId,
+        reason: &str,
+        msgs: &[ClientMsgId],
+        evidence: Option<Vec<u8>>,
+        block: bool,
+    ) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::Report {
+            id,
+            account,
+            reason: reason.to_owned(),
+            msgs: msgs.to_vec(),
+            evidence: evidence.map(Payload),
+            block,
+        })
+        .await
+    }
+
+    /// Publishes this account's business profile and/or automatic messages.
+    pub async fn business_set(
+        &mut self,
+        profile: Option<BusinessProfile>,
+        auto: Option<AutoMessages>,
+    ) -> Result<()> {
+        let id = self.id();
+        self.call_done(ClientFrame::BusinessSet { id, profile, auto })
+            .await
+    }
+
+    /// The business profile of an account, if it has one.
+    pub async fn business_get(&mut self, account: AccountId) -> Result<Option<BusinessProfile>> {
+        let id = self.id();
+        match self.call(ClientFrame::BusinessGet { id, account }).await? {
+            ServerFrame::Business { profile, .. } => Ok(profile),
+            f => Err(unexpected(f)),
+        }
     }
 
     /// Sets a chat's disappearing-message timer (seconds; 0 turns it off).

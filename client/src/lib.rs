@@ -101,8 +101,10 @@ pub struct Envelope {
     pub event: Option<GroupEvent>,
     /// For edits: the message this one replaces.
     pub edit_of: Option<ClientMsgId>,
-    /// For `timer` envelopes: the new timer (seconds) and the other party.
-    pub timer: Option<(u64, AccountId)>,
+    /// For `timer` envelopes: the new timer, in seconds.
+    pub timer: Option<u64>,
+    /// For `timer` and `auto` envelopes: the chat is between `from` and `to`.
+    pub to: Option<AccountId>,
 }
 
 /// The result of linking a device.
@@ -273,7 +275,8 @@ impl Client {
                 group,
                 event: event.map(|e| *e),
                 edit_of,
-                timer: timer.zip(to),
+                timer,
+                to,
             }),
             ServerFrame::Typing {
                 from,
@@ -677,6 +680,7 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | KeysStock { id, .. }
         | KeyBundles { id, .. }
         | Settings { id, .. }
+        | Business { id, .. }
         | LinkCode { id, .. } => Some(*id),
         Error(e) => e.id,
         Hello { .. }

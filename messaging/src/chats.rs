@@ -11,6 +11,8 @@ pub const TIMER_CHOICES: [u64; 4] = [0, 86_400, 604_800, 7_776_000];
 pub enum Chat {
     Direct(AccountId),
     Group(GroupId),
+    /// A status post (to its audience).
+    Status,
 }
 
 /// Whether `seconds` is one of [`TIMER_CHOICES`].
@@ -33,6 +35,14 @@ pub fn message_expiry(now_ms: u64, queue_expiry_ms: u64, timer_s: u64) -> u64 {
 pub struct TimerNote {
     pub seconds: u64,
     /// The account the timer was set with.
+    pub to: AccountId,
+}
+
+/// What a stored `auto` envelope (a business's automatic message) carries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AutoNote {
+    pub text: String,
+    /// The customer the chat is with.
     pub to: AccountId,
 }
 

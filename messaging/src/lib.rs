@@ -5,6 +5,7 @@
 //! - [`policy`]: pure rules with no I/O (phone numbers, codes, credentials,
 //!   which devices a send must cover, when a code is accepted). They take
 //!   `now` as an argument and are unit-tested in isolation.
+//! - [`business`]: business profiles, opening hours, automatic messages.
 //! - [`chats`]: edit and delete-for-everyone windows, disappearing timers.
 //! - [`groups`]: pure rules of group chats (roles, permissions, limits,
 //!   the events each change produces).
@@ -21,6 +22,7 @@
 //!
 //! [`Seq`]: palaver_proto::Seq
 
+pub mod business;
 pub mod chats;
 pub mod groups;
 pub mod keys;
@@ -34,6 +36,7 @@ mod store_tests;
 
 pub use store::{
     GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, KeyClaim, LinkOutcome,
-    NewDevice, NewGroup, Notifier, RevokeRequest, SendOutcome, SendRequest, Store, StoreError,
-    StoredEnvelope, TimerError, TimerRequest, VerifyOutcome,
+    NewDevice, NewGroup, Notifier, ReportRecord, RevokeRequest, SendOutcome, SendRequest,
+    StatusOutcome, StatusRequest, Store, StoreError, StoredEnvelope, TimerError, TimerRequest,
+    VerifyOutcome,
 };

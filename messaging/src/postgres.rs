@@ -32,11 +32,13 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 mod account;
+mod business;
 mod chats;
 mod groups;
 mod keys;
 mod messages;
 mod migrations;
+mod status;
 mod store_impl;
 
 /// Settings of the PostgreSQL store.
@@ -171,6 +173,9 @@ pub(crate) fn kind_to_i16(kind: EnvelopeKind) -> i16 {
         EnvelopeKind::GroupEvent => 3,
         EnvelopeKind::Revoke => 4,
         EnvelopeKind::Timer => 5,
+        EnvelopeKind::Status => 6,
+        EnvelopeKind::StatusView => 7,
+        EnvelopeKind::Auto => 8,
     }
 }
 
@@ -182,6 +187,9 @@ pub(crate) fn kind_from_i16(v: i16) -> PgResult<EnvelopeKind> {
         3 => EnvelopeKind::GroupEvent,
         4 => EnvelopeKind::Revoke,
         5 => EnvelopeKind::Timer,
+        6 => EnvelopeKind::Status,
+        7 => EnvelopeKind::StatusView,
+        8 => EnvelopeKind::Auto,
         _ => return Err(PgError::Data(format!("unknown envelope kind {v}"))),
     })
 }

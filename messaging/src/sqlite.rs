@@ -14,6 +14,7 @@ use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::{CodeDecision, CodeRecord, Phone, check_coverage, decide_code};
 use crate::store::*;
 use async_trait::async_trait;
+use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
@@ -131,12 +132,17 @@ CREATE TABLE blocks (
     groups::MIGRATION,
     keys::MIGRATION,
     chats::MIGRATION,
+    status::MIGRATION,
+    business::MIGRATION,
+    account::MIGRATION,
 ];
 
 mod account;
+mod business;
 mod chats;
 mod groups;
 mod keys;
+mod status;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Connection, &mut Batch) + Send>;
@@ -150,6 +156,8 @@ struct Batch {
     revoked: Vec<DeviceId>,
     replies: Vec<Reply>,
     devices: std::collections::HashMap<AccountId, Vec<DeviceId>>,
+    /// Businesses with automatic messages (`None`: not one).
+    business: std::collections::HashMap<AccountId, Option<Arc<business::Business>>>,
 }
 
 /// Accounts whose device lists the writer keeps at most.
@@ -404,6 +412,9 @@ fn kind_to_i64(kind: EnvelopeKind) -> i64 {
         EnvelopeKind::GroupEvent => 3,
         EnvelopeKind::Revoke => 4,
         EnvelopeKind::Timer => 5,
+        EnvelopeKind::Status => 6,
+        EnvelopeKind::StatusView => 7,
+        EnvelopeKind::Auto => 8,
     }
 }
 
@@ -415,6 +426,9 @@ fn kind_from_i64(v: i64) -> rusqlite::Result<EnvelopeKind> {
         3 => EnvelopeKind::GroupEvent,
         4 => EnvelopeKind::Revoke,
         5 => EnvelopeKind::Timer,
+        6 => EnvelopeKind::Status,
+        7 => EnvelopeKind::StatusView,
+        8 => EnvelopeKind::Auto,
         _ => return Err(rusqlite::Error::IntegralValueOutOfRange(0, v)),
     })
 }
@@ -590,6 +604,9 @@ fn do_send(
                 ref_msg: req.edit_of.clone(),
             },
         )?;
+    }
+    if req.to != req.from && !they_block {
+        business::after_customer_message(conn, batch, req.to, req.from, req.now_ms, expires_ms)?;
     }
     Ok(SendOutcome::Stored { ts: req.now_ms })
 }
@@ -1197,6 +1214,52 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn post_status(&self, req: StatusRequest) -> Result<StatusOutcome, StoreError> {
+        self.write(move |conn, batch| status::post(conn, batch, req))
+            .await
+    }
+
+    async fn view_status(
+        &self,
+        viewer: (AccountId, DeviceId),
+        author: AccountId,
+        msg: ClientMsgId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn, batch| status::view(conn, batch, viewer, author, msg, now_ms))
+            .await
+    }
+
+    async fn set_business(
+        &self,
+        account: AccountId,
+        profile: Option<BusinessProfile>,
+        auto: Option<AutoMessages>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn, batch| {
+            business::set(conn, batch, account, profile.as_ref(), auto.as_ref())
+        })
+        .await
+    }
+
+    async fn business_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<BusinessProfile>, StoreError> {
+        self.read(move |conn| business::profile(conn, account))
+            .await
+    }
+
+    async fn report(&self, report: ReportRecord) -> Result<bool, StoreError> {
+        self.write(move |conn, _| account::report(conn, report))
+            .await
+    }
+
+    async fn reports(&self, before_ms: u64, limit: u32) -> Result<Vec<ReportRecord>, StoreError> {
+        self.read(move |conn| account::reports(conn, before_ms, limit))
+            .await
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await?;
@@ -1217,6 +1280,7 @@ impl Store for SqliteStore {
                 .execute([to_i64(dedup_before_ms)])?;
             conn.prepare_cached("DELETE FROM codes WHERE expires_ms < ?1")?
                 .execute([to_i64(now_ms.saturating_sub(86_400_000))])?;
+            status::expire(conn, now_ms)?;
             Ok(n as u64)
         })
         .await

@@ -5,6 +5,7 @@ use crate::groups::{GroupError, GroupOp};
 use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::{CodeDecision, DeviceMismatch, Phone};
 use async_trait::async_trait;
+use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
 use palaver_proto::keys::KeyBundle;
@@ -195,6 +196,55 @@ pub enum TimerError {
     Group(GroupError),
     UnknownAccount,
     Blocked,
+}
+
+/// A report of an account, for the operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReportRecord {
+    pub reporter: AccountId,
+    pub reported: AccountId,
+    pub reason: String,
+    pub msgs: Vec<ClientMsgId>,
+    /// What the reporter chose to disclose, base64 in JSON.
+    #[serde(serialize_with = "as_base64")]
+    pub evidence: Option<Vec<u8>>,
+    pub created_ms: u64,
+}
+
+fn as_base64<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine;
+    match v {
+        Some(b) => s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(b)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A status post.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    pub author: AccountId,
+    pub device: DeviceId,
+    pub msg: ClientMsgId,
+    pub payload: Vec<u8>,
+    /// The accounts that may see it (distinct).
+    pub audience: Vec<AccountId>,
+    pub now_ms: u64,
+    /// When the status disappears (24 h after posting by default).
+    pub expires_at_ms: u64,
+}
+
+/// The result of `post_status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusOutcome {
+    /// Stored; `reached` audience accounts (blocked ones are skipped).
+    Stored {
+        ts: u64,
+        reached: usize,
+    },
+    Duplicate {
+        ts: u64,
+    },
+    UnknownAccount(AccountId),
 }
 
 /// The result of linking a device with a code from another device.
@@ -446,6 +496,42 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         max_devices: u32,
     ) -> Result<LinkOutcome, StoreError>;
+
+    /// Posts a status: one envelope per device of the audience (and the
+    /// author's other devices), all expiring with the status. Deleting it
+    /// early is a `revoke` of its message id.
+    async fn post_status(&self, req: StatusRequest) -> Result<StatusOutcome, StoreError>;
+
+    /// Queues a `status_view` receipt to the author's devices. False if the
+    /// status is gone or `viewer` is not in its audience.
+    async fn view_status(
+        &self,
+        viewer: (AccountId, DeviceId),
+        author: AccountId,
+        msg: ClientMsgId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets a business's public profile and/or automatic messages (`None`
+    /// leaves that part unchanged).
+    async fn set_business(
+        &self,
+        account: AccountId,
+        profile: Option<BusinessProfile>,
+        auto: Option<AutoMessages>,
+    ) -> Result<(), StoreError>;
+
+    /// The business profile of an account, if it published one.
+    async fn business_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<BusinessProfile>, StoreError>;
+
+    /// Stores a report. False if the reported account does not exist.
+    async fn report(&self, report: ReportRecord) -> Result<bool, StoreError>;
+
+    /// Reports filed before `before_ms`, newest first.
+    async fn reports(&self, before_ms: u64, limit: u32) -> Result<Vec<ReportRecord>, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

@@ -122,6 +122,7 @@ on_both!(
     call_history_is_kept_for_both_parties_newest_first,
     blocking_drops_messages_silently_or_refuses_them,
     data_survives_reopen,
+    statuses_disappear_with_their_lifetime,
     concurrent_fan_outs_keep_every_device_in_order,
     concurrent_claims_never_share_a_one_time_key,
     concurrent_group_changes_number_events_once,
@@ -462,6 +463,42 @@ async fn chat_timers_cut_queue_life_short(f: Fixture) {
     f.store.expire(100 + 86_400_001, 0).await.unwrap();
     let left = f.store.fetch(bob.1, Seq(0), 10).await.unwrap();
     assert!(left.iter().any(|e| e.msg == msg("b2")));
+}
+
+async fn statuses_disappear_with_their_lifetime(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
+    let post = crate::store::StatusRequest {
+        author: alice.0,
+        device: alice.1,
+        msg: msg("s1"),
+        payload: b"p".to_vec(),
+        audience: vec![bob.0],
+        now_ms: 100,
+        expires_at_ms: 1_000,
+    };
+    let out = f.store.post_status(post).await.unwrap();
+    assert_eq!(
+        out,
+        crate::store::StatusOutcome::Stored {
+            ts: 100,
+            reached: 1
+        }
+    );
+    assert!(
+        f.store
+            .view_status(bob, alice.0, msg("s1"), 500)
+            .await
+            .unwrap()
+    );
+    f.store.expire(1_000, 0).await.unwrap();
+    assert!(f.store.fetch(bob.1, Seq(0), 10).await.unwrap().is_empty());
+    assert!(
+        !f.store
+            .view_status(bob, alice.0, msg("s1"), 1_001)
+            .await
+            .unwrap()
+    );
 }
 
 async fn data_survives_reopen(f: Fixture) {

@@ -1,6 +1,7 @@
 //! The frames of protocol version 1. Every frame is one WebSocket text
 //! message holding a JSON object whose `type` field names the frame.
 
+use crate::business::{AutoMessages, BusinessProfile};
 use crate::error::ErrorCode;
 use crate::groups::{GroupEdit, GroupEvent, GroupInfo};
 use crate::ids::{AccountId, CallId, ClientMsgId, DeviceId, GroupId, RequestId, Seq};
@@ -117,6 +118,14 @@ pub enum EnvelopeKind {
     Revoke,
     /// `from` set the chat's disappearing-message timer to `timer` seconds.
     Timer,
+    /// A status post of `from` (`payload`); it disappears with the status.
+    Status,
+    /// `from` viewed your status `msg`.
+    StatusView,
+    /// An automatic message (greeting or away) of the business `from` in its
+    /// chat with `to`; `payload` is its text (UTF-8, not end-to-end
+    /// encrypted: the business published it to the server).
+    Auto,
 }
 
 /// A frame sent by a client.
@@ -291,6 +300,45 @@ pub enum ClientFrame {
         /// This message replaces an earlier one of yours in the group.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         edit_of: Option<ClientMsgId>,
+    },
+    /// Publish (or replace) this account's business profile and/or its
+    /// automatic messages.
+    BusinessSet {
+        id: RequestId,
+        #[serde(default)]
+        profile: Option<BusinessProfile>,
+        #[serde(default)]
+        auto: Option<AutoMessages>,
+    },
+    /// The business profile of an account.
+    BusinessGet { id: RequestId, account: AccountId },
+    /// Report an account to the operators, optionally with messages the
+    /// reporter chooses to disclose (decrypted by the reporter's client)
+    /// and blocking it at the same time.
+    Report {
+        id: RequestId,
+        account: AccountId,
+        reason: String,
+        #[serde(default)]
+        msgs: Vec<ClientMsgId>,
+        #[serde(default)]
+        evidence: Option<Payload>,
+        #[serde(default)]
+        block: bool,
+    },
+    /// Post a status (a payload encrypted for the audience) that disappears
+    /// after `signaling.status_ttl` (24 h). Delete it early with `revoke`.
+    StatusPost {
+        id: RequestId,
+        msg: ClientMsgId,
+        audience: Vec<AccountId>,
+        payload: Payload,
+    },
+    /// Tell the author you viewed their status `msg`.
+    StatusView {
+        id: RequestId,
+        author: AccountId,
+        msg: ClientMsgId,
     },
     /// Delete one of your messages for everyone: queued copies are dropped,
     /// devices that already got it receive a `revoke` envelope.
@@ -564,6 +612,13 @@ pub enum ServerFrame {
         version: u64,
         blob: Payload,
     },
+    /// A business profile (reply to `business_get`); `None` if the account
+    /// published none.
+    Business {
+        id: RequestId,
+        account: AccountId,
+        profile: Option<BusinessProfile>,
+    },
     /// Another device of this account stored settings `version`.
     SettingsChanged { version: u64 },
     /// A device-link code (reply to `link_code_create`).
@@ -654,6 +709,11 @@ impl ClientFrame {
             | KeysClaim { id, .. }
             | KeysCount { id }
             | Revoke { id, .. }
+            | StatusPost { id, .. }
+            | BusinessSet { id, .. }
+            | BusinessGet { id, .. }
+            | Report { id, .. }
+            | StatusView { id, .. }
             | SetTimer { id, .. }
             | SettingsGet { id }
             | SettingsPut { id, .. }

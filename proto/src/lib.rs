@@ -5,6 +5,7 @@
 //! protocol is documented frame by frame in `docs/protocol.md`, and
 //! [`codec`] holds the only functions that turn bytes into frames.
 
+pub mod business;
 pub mod codec;
 pub mod error;
 pub mod frames;

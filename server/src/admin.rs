@@ -20,6 +20,8 @@ pub struct AdminState {
     pub verifier: Option<Arc<dyn Verifier>>,
     pub token: Option<Secret>,
     pub turn: Option<palaver_turn::StatsHandle>,
+    /// The messaging store, for the reports list (signaling roles only).
+    pub store: Option<Arc<dyn palaver_messaging::Store>>,
 }
 
 pub fn routes(state: AdminState) -> Router {
@@ -27,6 +29,7 @@ pub fn routes(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/dev/codes/{phone}", get(dev_code))
+        .route("/reports", get(reports))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -95,6 +98,34 @@ fn process_metrics() -> String {
         "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n\
          # TYPE process_open_fds gauge\nprocess_open_fds {fds}\n"
     )
+}
+
+#[derive(serde::Deserialize)]
+struct ReportsQuery {
+    before: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// Reports filed by users, newest first, as JSON.
+async fn reports(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<ReportsQuery>,
+) -> Response {
+    let Some(store) = state.store else {
+        return (StatusCode::NOT_FOUND, "no messaging store in this role\n").into_response();
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match store.reports(q.before.unwrap_or(u64::MAX), limit).await {
+        Ok(list) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&list).unwrap_or_default(),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list reports");
+            (StatusCode::INTERNAL_SERVER_ERROR, "store error\n").into_response()
+        }
+    }
 }
 
 async fn dev_code(State(state): State<AdminState>, Path(phone): Path<String>) -> Response {

@@ -234,6 +234,9 @@ pub struct SignalingSection {
     #[serde(with = "humantime_serde")]
     pub link_code_ttl: Duration,
     pub max_settings_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub status_ttl: Duration,
+    pub max_status_audience: usize,
     pub rate_limits: RateLimits,
 }
 
@@ -257,6 +260,8 @@ impl Default for SignalingSection {
             edit_window: d.edit_window,
             link_code_ttl: d.link_code_ttl,
             max_settings_bytes: d.max_settings_bytes,
+            status_ttl: d.status_ttl,
+            max_status_audience: d.max_status_audience,
             rate_limits: d.rate_limits,
         }
     }
@@ -295,6 +300,8 @@ impl SignalingSection {
             edit_window: self.edit_window,
             link_code_ttl: self.link_code_ttl,
             max_settings_bytes: self.max_settings_bytes,
+            status_ttl: self.status_ttl,
+            max_status_audience: self.max_status_audience,
             rate_limits: self.rate_limits.clone(),
             ..palaver_signaling::GatewayConfig::default()
         }

@@ -199,6 +199,7 @@ async fn serve(
             verifier: None,
             token: secrets.admin_token.clone(),
             turn: turn_stats,
+            store: None,
         });
         background.push(tokio::spawn(http::serve(
             admin_listener,
@@ -315,6 +316,7 @@ async fn serve(
         verifier: dev_codes.then(|| verifier.clone()),
         token: secrets.admin_token.clone(),
         turn: turn_stats,
+        store: Some(store.clone()),
     });
     let main_task = tokio::spawn(http::serve(
         main_listener,

@@ -9,7 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use palaver_messaging::chats::{AmendError, Chat, valid_timer};
 use palaver_messaging::policy::{hash_credential, link_code_hash, new_credential};
-use palaver_messaging::{LinkOutcome, RevokeRequest, TimerError, TimerRequest};
+use palaver_messaging::{
+    LinkOutcome, RevokeRequest, StatusOutcome, StatusRequest, TimerError, TimerRequest,
+};
 use palaver_proto::frames::{ClientFrame, Payload, ServerFrame};
 use palaver_proto::{AccountId, ClientMsgId, ErrorCode, GroupId, RequestId};
 use rand::RngCore;
@@ -55,6 +57,67 @@ impl Conn {
             }
             F::SettingsPut { id, version, blob } => self.settings_put(id, version, blob).await,
             F::LinkCodeCreate { id } => self.link_code_create(id).await,
+            F::StatusPost {
+                id,
+                msg,
+                audience,
+                payload,
+            } => self.status_post(id, msg, audience, payload.0).await,
+            F::BusinessSet { id, profile, auto } => {
+                let me = self.me()?;
+                let bad = |e: palaver_messaging::business::BusinessError| {
+                    ReqError::new(ErrorCode::InvalidArgument, e.to_string())
+                };
+                if let Some(p) = &profile {
+                    palaver_messaging::business::check_profile(p).map_err(bad)?;
+                }
+                if let Some(a) = &auto {
+                    palaver_messaging::business::check_auto(a).map_err(bad)?;
+                }
+                self.gw
+                    .store
+                    .set_business(me.account, profile, auto)
+                    .await?;
+                self.reply(ServerFrame::Done { id });
+                Ok(())
+            }
+            F::Report {
+                id,
+                account,
+                reason,
+                msgs,
+                evidence,
+                block,
+            } => {
+                self.report(id, account, reason, msgs, evidence, block)
+                    .await
+            }
+            F::BusinessGet { id, account } => {
+                self.me()?;
+                let profile = self.gw.store.business_profile(account).await?;
+                self.reply(ServerFrame::Business {
+                    id,
+                    account,
+                    profile,
+                });
+                Ok(())
+            }
+            F::StatusView { id, author, msg } => {
+                let me = self.me()?;
+                let seen = self
+                    .gw
+                    .store
+                    .view_status((me.account, me.device), author, msg, now_ms())
+                    .await?;
+                if !seen {
+                    return Err(ReqError::new(
+                        ErrorCode::NotFound,
+                        "no such status, or it is not for you",
+                    ));
+                }
+                self.reply(ServerFrame::Done { id });
+                Ok(())
+            }
             F::Link {
                 id,
                 code,
@@ -78,6 +141,90 @@ impl Conn {
         };
         self.gw.store.revoke(req).await?.map_err(amend_error)?;
         self.reply(ServerFrame::Done { id });
+        Ok(())
+    }
+
+    async fn report(
+        &mut self,
+        id: RequestId,
+        account: AccountId,
+        reason: String,
+        msgs: Vec<ClientMsgId>,
+        evidence: Option<Payload>,
+        block: bool,
+    ) -> Reply {
+        let me = self.me()?;
+        self.check_send_rate(me)?;
+        let bad = |m: &str| Err(ReqError::new(ErrorCode::InvalidArgument, m));
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return bad("reason is 1 to 500 characters");
+        }
+        if msgs.len() > 50 || evidence.as_ref().is_some_and(|e| e.0.len() > 64 * 1024) {
+            return bad("at most 50 message ids and 64 KiB of evidence");
+        }
+        let record = palaver_messaging::ReportRecord {
+            reporter: me.account,
+            reported: account,
+            reason,
+            msgs,
+            evidence: evidence.map(|e| e.0),
+            created_ms: now_ms(),
+        };
+        if !self.gw.store.report(record).await? {
+            return Err(ReqError::new(
+                ErrorCode::NotFound,
+                "no such account or device",
+            ));
+        }
+        if block {
+            self.gw
+                .store
+                .set_block(me.account, account, true, now_ms())
+                .await?;
+        }
+        tracing::info!(reported = account.0, "account reported");
+        self.reply(ServerFrame::Done { id });
+        Ok(())
+    }
+
+    async fn status_post(
+        &mut self,
+        id: RequestId,
+        msg: ClientMsgId,
+        mut audience: Vec<AccountId>,
+        payload: Vec<u8>,
+    ) -> Reply {
+        let me = self.me()?;
+        self.check_send_rate(me)?;
+        let max = self.gw.config.max_status_audience;
+        audience.sort_unstable();
+        audience.dedup();
+        if audience.len() > max {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                format!("a status reaches at most {max} accounts"),
+            ));
+        }
+        let now = now_ms();
+        let req = StatusRequest {
+            author: me.account,
+            device: me.device,
+            msg: msg.clone(),
+            payload,
+            audience,
+            now_ms: now,
+            expires_at_ms: now + self.gw.config.status_ttl.as_millis() as u64,
+        };
+        match self.gw.store.post_status(req).await? {
+            StatusOutcome::Stored { ts, .. } => self.sent(id, msg, ts, false),
+            StatusOutcome::Duplicate { ts } => self.sent(id, msg, ts, true),
+            StatusOutcome::UnknownAccount(a) => {
+                return Err(ReqError::new(
+                    ErrorCode::NotFound,
+                    format!("account {a} does not exist"),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -96,6 +96,10 @@ pub struct GatewayConfig {
     pub link_code_ttl: Duration,
     /// Largest settings blob, in bytes.
     pub max_settings_bytes: usize,
+    /// How long a status post stays visible.
+    pub status_ttl: Duration,
+    /// Most accounts in a status audience.
+    pub max_status_audience: usize,
     pub rate_limits: RateLimits,
     /// Call timers.
     pub calls: crate::calls::CallConfig,
@@ -128,6 +132,8 @@ impl Default for GatewayConfig {
             edit_window: Duration::from_secs(15 * 60),
             link_code_ttl: Duration::from_secs(300),
             max_settings_bytes: 64 * 1024,
+            status_ttl: Duration::from_secs(24 * 3600),
+            max_status_audience: 5000,
             rate_limits: RateLimits::default(),
             calls: crate::calls::CallConfig::default(),
             ice: crate::calls::IceConfig {

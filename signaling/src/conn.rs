@@ -290,37 +290,7 @@ impl Conn {
         self.last_pushed = env.seq;
         self.unacked.insert(env.seq);
         self.gw.metrics.envelopes_pushed.inc();
-        let (mut payload, mut event, mut timer) = (None, None, None);
-        match env.kind {
-            // The store keeps these details as JSON; they go out as fields.
-            EnvelopeKind::GroupEvent => {
-                event = env
-                    .payload
-                    .as_deref()
-                    .and_then(|p| serde_json::from_slice(p).ok())
-                    .map(Box::new);
-            }
-            EnvelopeKind::Timer => {
-                timer = env.payload.as_deref().and_then(|p| {
-                    serde_json::from_slice::<palaver_messaging::chats::TimerNote>(p).ok()
-                });
-            }
-            _ => payload = env.payload.clone().map(palaver_proto::frames::Payload),
-        }
-        self.out.push(ServerFrame::Envelope {
-            seq: env.seq,
-            kind: env.kind,
-            from: env.from,
-            from_device: env.from_device,
-            msg: env.msg.clone(),
-            ts: env.ts,
-            payload,
-            group: env.group,
-            event,
-            edit_of: env.ref_msg.clone(),
-            timer: timer.map(|t| t.seconds),
-            to: timer.map(|t| t.to),
-        });
+        self.out.push(envelope_frame(env));
     }
 
     /// Reads the queue from the store while there is room in the window and
@@ -448,4 +418,46 @@ fn is_too_large(e: axum::Error) -> bool {
         inner.downcast_ref::<tungstenite::Error>(),
         Some(tungstenite::Error::Capacity(_))
     )
+}
+
+/// The frame of a queued envelope. The store keeps the details of group
+/// events, timer changes and automatic messages as JSON in the payload;
+/// they go out as fields.
+fn envelope_frame(env: &palaver_messaging::StoredEnvelope) -> ServerFrame {
+    use palaver_messaging::chats::{AutoNote, TimerNote};
+    use palaver_proto::frames::Payload;
+    let raw = env.payload.as_deref();
+    let (mut payload, mut event, mut timer, mut to) = (None, None, None, None);
+    match env.kind {
+        EnvelopeKind::GroupEvent => {
+            event = raw
+                .and_then(|p| serde_json::from_slice(p).ok())
+                .map(Box::new);
+        }
+        EnvelopeKind::Timer => {
+            let note = raw.and_then(|p| serde_json::from_slice::<TimerNote>(p).ok());
+            timer = note.map(|n| n.seconds);
+            to = note.map(|n| n.to);
+        }
+        EnvelopeKind::Auto => {
+            let note = raw.and_then(|p| serde_json::from_slice::<AutoNote>(p).ok());
+            to = note.as_ref().map(|n| n.to);
+            payload = note.map(|n| Payload(n.text.into_bytes()));
+        }
+        _ => payload = env.payload.clone().map(Payload),
+    }
+    ServerFrame::Envelope {
+        seq: env.seq,
+        kind: env.kind,
+        from: env.from,
+        from_device: env.from_device,
+        msg: env.msg.clone(),
+        ts: env.ts,
+        payload,
+        group: env.group,
+        event,
+        edit_of: env.ref_msg.clone(),
+        timer,
+        to,
+    }
 }

@@ -219,6 +219,11 @@ impl Conn {
                 self.keys_frame(f).await
             }
             f @ (F::Revoke { .. }
+            | F::StatusPost { .. }
+            | F::StatusView { .. }
+            | F::BusinessSet { .. }
+            | F::BusinessGet { .. }
+            | F::Report { .. }
             | F::SetTimer { .. }
             | F::SettingsGet { .. }
             | F::SettingsPut { .. }

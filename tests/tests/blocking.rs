@@ -77,3 +77,58 @@ async fn blocked_accounts_reach_nobody_and_cannot_tell() {
     let env = next_envelope(&mut alice).await;
     assert_eq!(env.msg, id("b2"));
 }
+
+#[tokio::test]
+async fn reports_reach_the_operators_and_can_block() {
+    let server = Server::start();
+    let (mut alice, a) = server.device(&phone()).await;
+    let (mut bob, b) = server.device(&phone()).await;
+    alice
+        .report(
+            b.account,
+            "spam",
+            &[id("m1"), id("m2")],
+            Some(b"buy now!!!".to_vec()),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(alice.blocked_list().await.unwrap(), vec![b.account]);
+    let (status, body) = palaver_tests::http_get(&server.admin_url, "/reports").await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let r = &list[0];
+    assert_eq!(
+        (r["reporter"].as_u64(), r["reported"].as_u64()),
+        (Some(a.account.0), Some(b.account.0))
+    );
+    assert_eq!(r["reason"], "spam");
+    assert_eq!(r["msgs"], serde_json::json!(["m1", "m2"]));
+    assert_eq!(r["evidence"], "YnV5IG5vdyEhIQ==");
+    // Bad reports change nothing.
+    let e = bob
+        .report(
+            palaver_client::proto::AccountId(999_999),
+            "x",
+            &[],
+            None,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    let e = bob
+        .report(a.account, "", &[], None, false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument));
+    let (_, body) = palaver_tests::http_get(&server.admin_url, "/reports").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -35,7 +35,8 @@ async fn delete_for_everyone_and_edits() {
     let (bob, b) = server.device(&phone()).await;
     bob.close().await.unwrap();
 
-    // Revoked while still queued: Bob never sees it, nor a revoke for it.
+    // Revoked while still queued: Bob never sees it, only that it was
+    // deleted (as WhatsApp shows "this message was deleted").
     text(&mut alice, b.account, b.device, "m1").await;
     text(&mut alice, b.account, b.device, "m2").await;
     alice.revoke(&id("m1")).await.unwrap();
@@ -43,6 +44,8 @@ async fn delete_for_everyone_and_edits() {
     bob.auth(b.device, &b.credential).await.unwrap();
     let e = next_item(&mut bob).await;
     assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Message, "m2"));
+    let e = next_item(&mut bob).await;
+    assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Revoke, "m1"));
 
     // Revoked after delivery: Bob gets a revoke naming the message.
     text(&mut alice, b.account, b.device, "m3").await;
@@ -107,6 +110,8 @@ async fn delete_for_everyone_and_edits() {
     text(&mut alice, b.account, b.device, "m5").await;
     let mut bob = server.connect().await;
     bob.auth(b.device, &b.credential).await.unwrap();
+    let e = next_item(&mut bob).await;
+    assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Revoke, "m4"));
     assert_eq!(next_item(&mut bob).await.msg.as_str(), "m5");
 }
 
@@ -145,7 +150,10 @@ async fn disappearing_timers_are_announced() {
     for c in [&mut alice, &mut bob] {
         let e = next_item(c).await;
         assert_eq!(e.kind, EnvelopeKind::Timer);
-        assert_eq!((e.from, e.timer), (a.account, Some((86_400, b.account))));
+        assert_eq!(
+            (e.from, e.timer, e.to),
+            (a.account, Some(86_400), Some(b.account))
+        );
     }
     let err = alice
         .set_timer(ChatRef::Direct(b.account), 3600)
@@ -242,4 +250,92 @@ async fn a_device_links_with_a_code_from_another() {
     let (code, _) = alice.link_code().await.unwrap();
     let err = laptop.link(&code, "x").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::AlreadyAuthenticated));
+}
+
+#[tokio::test]
+async fn status_posts_reach_their_audience_only() {
+    let server = Server::start();
+    let (mut alice, a) = server.device(&phone()).await;
+    let (mut bob, b) = server.device(&phone()).await;
+    let (mut carol, c) = server.device(&phone()).await;
+
+    alice
+        .status_post(&id("s1"), &[b.account], b"sunset photo".to_vec())
+        .await
+        .unwrap();
+    let e = next_item(&mut bob).await;
+    assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Status, "s1"));
+    assert_eq!(e.payload.as_deref(), Some(&b"sunset photo"[..]));
+    // Carol is not in the audience: the next thing she gets is this probe.
+    text(&mut alice, c.account, c.device, "probe").await;
+    assert_eq!(next_item(&mut carol).await.msg.as_str(), "probe");
+    let err = carol.status_view(a.account, &id("s1")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+
+    // Bob's view receipt reaches Alice.
+    bob.status_view(a.account, &id("s1")).await.unwrap();
+    let e = next_item(&mut alice).await;
+    assert_eq!(
+        (e.kind, e.from, e.msg.as_str()),
+        (EnvelopeKind::StatusView, b.account, "s1")
+    );
+
+    // Deleted early: Bob, who saw it, is told.
+    alice.revoke(&id("s1")).await.unwrap();
+    let e = next_item(&mut bob).await;
+    assert_eq!((e.kind, e.msg.as_str()), (EnvelopeKind::Revoke, "s1"));
+    let err = alice
+        .status_post(&id("s2"), &[AccountId(999_999)], b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+}
+
+#[tokio::test]
+async fn businesses_greet_and_answer_when_away() {
+    use palaver_client::proto::business::{AutoMessages, AwaySchedule, BusinessProfile};
+    let server = Server::start();
+    let (mut shop, s) = server.device(&phone()).await;
+    let (mut bob, b) = server.device(&phone()).await;
+    let profile = BusinessProfile {
+        name: "Corner Bakery".into(),
+        website: "https://bakery.example".into(),
+        ..BusinessProfile::default()
+    };
+    let auto = AutoMessages {
+        greeting: Some("Hello from the bakery!".into()),
+        away: Some("We are closed right now.".into()),
+        away_schedule: Some(AwaySchedule::Always),
+    };
+    shop.business_set(Some(profile.clone()), Some(auto))
+        .await
+        .unwrap();
+    assert_eq!(bob.business_get(s.account).await.unwrap(), Some(profile));
+    assert_eq!(shop.business_get(b.account).await.unwrap(), None);
+
+    // Bob's first message: greeting and away message, to him and the shop.
+    text(&mut bob, s.account, s.device, "hi").await;
+    for want in ["Hello from the bakery!", "We are closed right now."] {
+        let e = next_item(&mut bob).await;
+        assert_eq!(
+            (e.kind, e.from, e.to),
+            (EnvelopeKind::Auto, s.account, Some(b.account))
+        );
+        assert_eq!(e.payload.as_deref(), Some(want.as_bytes()));
+    }
+    assert_eq!(next_item(&mut shop).await.msg.as_str(), "hi");
+    assert_eq!(next_item(&mut shop).await.kind, EnvelopeKind::Auto);
+    assert_eq!(next_item(&mut shop).await.kind, EnvelopeKind::Auto);
+
+    // The second message triggers nothing; the shop's reply comes next.
+    text(&mut bob, s.account, s.device, "again").await;
+    text(&mut shop, b.account, b.device, "reply").await;
+    assert_eq!(next_item(&mut bob).await.msg.as_str(), "reply");
+
+    let bad = BusinessProfile {
+        utc_offset_minutes: 5000,
+        ..BusinessProfile::default()
+    };
+    let err = shop.business_set(Some(bad), None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
 }

@@ -118,6 +118,12 @@ fn show(event: &Event) {
             EnvelopeKind::GroupEvent => println!("  (group event {:?})", e.event),
             EnvelopeKind::Revoke => println!("  ({} deleted {} for everyone)", e.from, e.msg),
             EnvelopeKind::Timer => println!("  (disappearing timer {:?})", e.timer),
+            EnvelopeKind::Status => println!("  (status {} from {})", e.msg, e.from),
+            EnvelopeKind::StatusView => println!("  ({} viewed status {})", e.from, e.msg),
+            EnvelopeKind::Auto => {
+                let text = String::from_utf8_lossy(e.payload.as_deref().unwrap_or_default());
+                println!("[{} (automatic)] {}", e.from, text);
+            }
             EnvelopeKind::Delivered => println!("  (delivered {} to {})", e.msg, e.from),
             EnvelopeKind::Read => println!("  (read {} by {})", e.msg, e.from),
         },

@@ -1,10 +1,10 @@
-//! Per-account state in PostgreSQL: the synced settings blob and
-//! device-link codes.
+//! Per-account state in PostgreSQL: the synced settings blob, device-link
+//! codes and reports.
 
-use super::messages::{current_devices, insert_device, lock_account};
-use super::{PgResult, Tx, execute, query_opt, to_i64, to_u64};
-use crate::store::LinkOutcome;
-use palaver_proto::AccountId;
+use super::messages::{account_exists, current_devices, insert_device, lock_account};
+use super::{PgResult, Tx, execute, query, query_opt, to_i64, to_u64};
+use crate::store::{LinkOutcome, ReportRecord};
+use palaver_proto::{AccountId, ClientMsgId};
 
 pub(super) async fn settings(tx: &Tx<'_>, account: AccountId) -> PgResult<(u64, Vec<u8>)> {
     Ok(query_opt(
@@ -100,4 +100,55 @@ pub(super) async fn link_with_code(
     execute(tx, "DELETE FROM link_codes WHERE hash = $1", &[&&hash[..]]).await?;
     let device = insert_device(tx, account, name, credential_hash, now_ms).await?;
     Ok(LinkOutcome::Linked { account, device })
+}
+
+pub(super) async fn report(tx: &Tx<'_>, r: &ReportRecord) -> PgResult<bool> {
+    if !account_exists(tx, r.reported).await? {
+        return Ok(false);
+    }
+    let msgs: Vec<&str> = r.msgs.iter().map(|m| m.as_str()).collect();
+    execute(
+        tx,
+        "INSERT INTO reports (reporter, reported, reason, msgs, evidence, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &to_i64(r.reporter.0),
+            &to_i64(r.reported.0),
+            &r.reason,
+            &msgs.join(" "),
+            &r.evidence,
+            &to_i64(r.created_ms),
+        ],
+    )
+    .await?;
+    Ok(true)
+}
+
+pub(super) async fn reports(
+    tx: &Tx<'_>,
+    before_ms: u64,
+    limit: u32,
+) -> PgResult<Vec<ReportRecord>> {
+    let rows = query(
+        tx,
+        "SELECT reporter, reported, reason, msgs, evidence, created_ms FROM reports
+         WHERE created_ms < $1 ORDER BY created_ms DESC, id DESC LIMIT $2",
+        &[&to_i64(before_ms), &i64::from(limit)],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ReportRecord {
+            reporter: AccountId(to_u64(r.get(0))),
+            reported: AccountId(to_u64(r.get(1))),
+            reason: r.get(2),
+            msgs: r
+                .get::<_, String>(3)
+                .split(' ')
+                .filter_map(|m| ClientMsgId::new(m).ok())
+                .collect(),
+            evidence: r.get(4),
+            created_ms: to_u64(r.get(5)),
+        })
+        .collect())
 }

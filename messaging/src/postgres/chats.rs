@@ -18,15 +18,24 @@ pub(super) async fn record_sent(
     ts: u64,
     chat: Chat,
 ) -> PgResult<Option<u64>> {
-    let (to, group) = match chat {
-        Chat::Direct(a) => (Some(to_i64(a.0)), None),
-        Chat::Group(g) => (None, Some(to_i64(g.0))),
+    let (to, group, status) = match chat {
+        Chat::Direct(a) => (Some(to_i64(a.0)), None, false),
+        Chat::Group(g) => (None, Some(to_i64(g.0)), false),
+        Chat::Status => (None, None, true),
     };
     let inserted = execute(
         tx,
-        "INSERT INTO sent (device_id, msg, ts, to_account, group_id) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO sent (device_id, msg, ts, to_account, group_id, is_status)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (device_id, msg) DO NOTHING",
-        &[&to_i64(device.0), &msg.as_str(), &to_i64(ts), &to, &group],
+        &[
+            &to_i64(device.0),
+            &msg.as_str(),
+            &to_i64(ts),
+            &to,
+            &group,
+            &status,
+        ],
     )
     .await?;
     if inserted == 1 {
@@ -47,17 +56,19 @@ pub(super) async fn find_sent(
 ) -> PgResult<Option<SentRecord>> {
     let row = query_opt(
         tx,
-        "SELECT s.ts, s.to_account, s.group_id, s.revoked
+        "SELECT s.ts, s.to_account, s.group_id, s.revoked, s.is_status
          FROM devices d JOIN sent s ON s.device_id = d.id AND s.msg = $2
          WHERE d.account_id = $1 ORDER BY s.ts DESC LIMIT 1",
         &[&to_i64(account.0), &msg.as_str()],
     )
     .await?;
     Ok(row.and_then(|r| {
-        let chat = match (r.get::<_, Option<i64>>(1), r.get::<_, Option<i64>>(2)) {
-            (Some(a), _) => Chat::Direct(AccountId(to_u64(a))),
-            (None, Some(g)) => Chat::Group(GroupId(to_u64(g))),
-            (None, None) => return None,
+        let to = r.get::<_, Option<i64>>(1);
+        let chat = match (to, r.get::<_, Option<i64>>(2), r.get::<_, bool>(4)) {
+            (Some(a), _, _) => Chat::Direct(AccountId(to_u64(a))),
+            (None, Some(g), _) => Chat::Group(GroupId(to_u64(g))),
+            (None, None, true) => Chat::Status,
+            (None, None, false) => return None,
         };
         Some(SentRecord {
             chat,
@@ -87,7 +98,12 @@ pub(super) async fn direct_timer(tx: &Tx<'_>, a: AccountId, b: AccountId) -> PgR
 
 /// Every device of a chat as `account` sees it: the other party's (unless
 /// they block `account`) or the group members', and `account`'s own.
-async fn chat_devices(tx: &Tx<'_>, account: AccountId, chat: Chat) -> PgResult<Vec<DeviceId>> {
+async fn chat_devices(
+    tx: &Tx<'_>,
+    account: AccountId,
+    chat: Chat,
+    msg: &ClientMsgId,
+) -> PgResult<Vec<DeviceId>> {
     let mut accounts = vec![account];
     match chat {
         Chat::Direct(to) if to != account => {
@@ -100,6 +116,7 @@ async fn chat_devices(tx: &Tx<'_>, account: AccountId, chat: Chat) -> PgResult<V
             let members = super::groups::members(tx, g).await?.unwrap_or_default();
             accounts.extend(members.into_iter().filter(|m| *m != account));
         }
+        Chat::Status => accounts.extend(super::status::audience(tx, account, msg).await?),
     }
     let mut devices = Vec::new();
     for a in accounts {
@@ -136,24 +153,21 @@ pub(super) async fn revoke(
     }
     let group = match sent.chat {
         Chat::Group(g) => Some(g),
-        Chat::Direct(_) => None,
+        Chat::Direct(_) | Chat::Status => None,
     };
     let (from, msg) = (to_i64(req.account.0), req.msg.as_str());
-    for device in chat_devices(tx, req.account, sent.chat).await? {
+    for device in chat_devices(tx, req.account, sent.chat, &req.msg).await? {
         let d = to_i64(device.0);
-        let dropped = execute(
-            tx,
-            "DELETE FROM queue WHERE device_id = $1 AND from_account = $2 AND msg = $3 AND kind = 0",
-            &[&d, &from, &msg],
-        )
-        .await?;
         execute(
             tx,
-            "DELETE FROM queue WHERE device_id = $1 AND from_account = $2 AND ref_msg = $3",
+            "DELETE FROM queue WHERE device_id = $1 AND from_account = $2
+             AND ((msg = $3 AND kind IN (0, 6)) OR ref_msg = $3)",
             &[&d, &from, &msg],
         )
         .await?;
-        if dropped > 0 || device == req.device {
+        // Even a copy still in the queue may already be on the device
+        // (pushed, not yet acknowledged): every device hears of it.
+        if device == req.device {
             continue;
         }
         batch.enqueue(NewEnvelope {
@@ -194,6 +208,7 @@ pub(super) async fn set_timer(
                 .map_err(TimerError::Group));
         }
         Chat::Direct(to) => to,
+        Chat::Status => return Ok(Err(TimerError::UnknownAccount)),
     };
     if !account_exists(tx, to).await? {
         return Ok(Err(TimerError::UnknownAccount));
@@ -215,7 +230,7 @@ pub(super) async fn set_timer(
         to,
     })
     .expect("plain data serializes");
-    for device in chat_devices(tx, req.actor, req.chat).await? {
+    for device in chat_devices(tx, req.actor, req.chat, &msg).await? {
         batch.enqueue(NewEnvelope {
             device,
             kind: EnvelopeKind::Timer,

@@ -125,6 +125,12 @@ pub(super) async fn send(
             ref_msg: req.edit_of.clone(),
         });
     }
+    if req.to != req.from && !they_block {
+        super::business::after_customer_message(
+            tx, batch, req.to, req.from, req.now_ms, expires_ms,
+        )
+        .await?;
+    }
     Ok(SendOutcome::Stored { ts: req.now_ms })
 }
 

@@ -6,7 +6,8 @@ use crate::store::StoreError;
 use deadpool_postgres::Pool;
 
 /// Applied in order; `schema_version` holds how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     id BIGSERIAL PRIMARY KEY,
     phone TEXT NOT NULL UNIQUE,
@@ -129,7 +130,47 @@ CREATE TABLE link_codes (
     account BIGINT NOT NULL,
     expires_ms BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE sent ADD COLUMN is_status BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE TABLE statuses (
+    author BIGINT NOT NULL,
+    msg TEXT NOT NULL,
+    posted_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (author, msg)
+);
+CREATE INDEX statuses_by_expiry ON statuses(expires_ms);
+CREATE TABLE status_audience (
+    author BIGINT NOT NULL,
+    msg TEXT NOT NULL,
+    viewer BIGINT NOT NULL,
+    PRIMARY KEY (author, msg, viewer)
+);
+CREATE TABLE business (
+    account BIGINT PRIMARY KEY,
+    profile TEXT,
+    auto TEXT
+);
+CREATE TABLE business_contacts (
+    business BIGINT NOT NULL,
+    customer BIGINT NOT NULL,
+    last_in_ms BIGINT,
+    last_away_ms BIGINT,
+    PRIMARY KEY (business, customer)
+);
+CREATE TABLE reports (
+    id BIGSERIAL PRIMARY KEY,
+    reporter BIGINT NOT NULL,
+    reported BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    msgs TEXT NOT NULL,
+    evidence BYTEA,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX reports_by_time ON reports(created_ms);
+"#,
+];
 
 /// Creates the schema if needed and applies the missing migrations.
 pub(super) async fn run(pool: &Pool, schema: &str) -> Result<(), StoreError> {

@@ -1,8 +1,8 @@
 //! [`Store`] for [`PostgresStore`]: each method is one transaction.
 
 use super::{
-    PostgresStore, account, chats, execute, groups, keys, messages, privacy_to_i16, query,
-    query_opt, to_i64, to_u64,
+    PostgresStore, account, business, chats, execute, groups, keys, messages, privacy_to_i16,
+    query, query_opt, status, to_i64, to_u64,
 };
 use crate::chats::AmendError;
 use crate::groups::GroupError;
@@ -10,6 +10,7 @@ use crate::keys::{CheckedUpload, KeyError};
 use crate::policy::Phone;
 use crate::store::*;
 use async_trait::async_trait;
+use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{CallLogEntry, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
@@ -545,6 +546,64 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn post_status(&self, req: StatusRequest) -> Result<StatusOutcome, StoreError> {
+        self.write(move |tx, batch| {
+            let req = req.clone();
+            Box::pin(async move { status::post(tx, batch, &req).await })
+        })
+        .await
+    }
+
+    async fn view_status(
+        &self,
+        viewer: (AccountId, DeviceId),
+        author: AccountId,
+        msg: ClientMsgId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, batch| {
+            let msg = msg.clone();
+            Box::pin(async move { status::view(tx, batch, viewer, author, &msg, now_ms).await })
+        })
+        .await
+    }
+
+    async fn set_business(
+        &self,
+        account: AccountId,
+        profile: Option<BusinessProfile>,
+        auto: Option<AutoMessages>,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx, _| {
+            let (profile, auto) = (profile.clone(), auto.clone());
+            Box::pin(
+                async move { business::set(tx, account, profile.as_ref(), auto.as_ref()).await },
+            )
+        })
+        .await
+    }
+
+    async fn business_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<BusinessProfile>, StoreError> {
+        self.read(move |tx| Box::pin(async move { business::profile(tx, account).await }))
+            .await
+    }
+
+    async fn report(&self, report: ReportRecord) -> Result<bool, StoreError> {
+        self.write(move |tx, _| {
+            let report = report.clone();
+            Box::pin(async move { account::report(tx, &report).await })
+        })
+        .await
+    }
+
+    async fn reports(&self, before_ms: u64, limit: u32) -> Result<Vec<ReportRecord>, StoreError> {
+        self.read(move |tx| Box::pin(async move { account::reports(tx, before_ms, limit).await }))
+            .await
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.read(|tx| Box::pin(async move { query(tx, "SELECT 1", &[]).await.map(|_| ()) }))
             .await
@@ -574,6 +633,7 @@ impl Store for PostgresStore {
                     &[&to_i64(now_ms.saturating_sub(86_400_000))],
                 )
                 .await?;
+                status::expire(tx, now_ms).await?;
                 Ok(n)
             })
         })

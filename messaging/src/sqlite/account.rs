@@ -2,8 +2,8 @@
 //! codes.
 
 use super::{Batch, current_devices, to_i64, to_u64};
-use crate::store::LinkOutcome;
-use palaver_proto::{AccountId, DeviceId};
+use crate::store::{LinkOutcome, ReportRecord};
+use palaver_proto::{AccountId, ClientMsgId, DeviceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub(super) fn settings(conn: &Connection, account: AccountId) -> rusqlite::Result<(u64, Vec<u8>)> {
@@ -86,4 +86,63 @@ pub(super) fn link_with_code(
         account,
         device: DeviceId(to_u64(device)),
     })
+}
+
+pub(super) const MIGRATION: &str = r#"
+CREATE TABLE reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    reporter INTEGER NOT NULL,
+    reported INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    msgs TEXT NOT NULL,
+    evidence BLOB,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX reports_by_time ON reports(created_ms);
+"#;
+
+pub(super) fn report(conn: &Connection, r: ReportRecord) -> rusqlite::Result<bool> {
+    if !super::account_exists(conn, r.reported)? {
+        return Ok(false);
+    }
+    let msgs: Vec<&str> = r.msgs.iter().map(|m| m.as_str()).collect();
+    conn.prepare_cached(
+        "INSERT INTO reports (reporter, reported, reason, msgs, evidence, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        to_i64(r.reporter.0),
+        to_i64(r.reported.0),
+        r.reason,
+        msgs.join(" "),
+        r.evidence,
+        to_i64(r.created_ms)
+    ])?;
+    Ok(true)
+}
+
+pub(super) fn reports(
+    conn: &Connection,
+    before_ms: u64,
+    limit: u32,
+) -> rusqlite::Result<Vec<ReportRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT reporter, reported, reason, msgs, evidence, created_ms FROM reports
+         WHERE created_ms < ?1 ORDER BY created_ms DESC, id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![to_i64(before_ms), i64::from(limit)], |r| {
+        let msgs: String = r.get(3)?;
+        Ok(ReportRecord {
+            reporter: AccountId(to_u64(r.get(0)?)),
+            reported: AccountId(to_u64(r.get(1)?)),
+            reason: r.get(2)?,
+            msgs: msgs
+                .split(' ')
+                .filter_map(|m| ClientMsgId::new(m).ok())
+                .collect(),
+            evidence: r.get(4)?,
+            created_ms: to_u64(r.get(5)?),
+        })
+    })?;
+    rows.collect()
 }

@@ -42,19 +42,22 @@ pub(super) fn record_sent(
     _from: AccountId,
     chat: Chat,
 ) -> rusqlite::Result<()> {
-    let (to, group) = match chat {
-        Chat::Direct(a) => (Some(to_i64(a.0)), None),
-        Chat::Group(g) => (None, Some(to_i64(g.0))),
+    let (to, group, status) = match chat {
+        Chat::Direct(a) => (Some(to_i64(a.0)), None, 0),
+        Chat::Group(g) => (None, Some(to_i64(g.0)), 0),
+        Chat::Status => (None, None, 1),
     };
     conn.prepare_cached(
-        "INSERT INTO sent (device_id, msg, ts, to_account, group_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO sent (device_id, msg, ts, to_account, group_id, is_status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         to_i64(device.0),
         msg.as_str(),
         to_i64(ts),
         to,
-        group
+        group,
+        status
     ])?;
     Ok(())
 }
@@ -65,21 +68,23 @@ pub(super) fn find_sent(
     account: AccountId,
     msg: &ClientMsgId,
 ) -> rusqlite::Result<Option<SentRecord>> {
-    let row: Option<(i64, Option<i64>, Option<i64>, i64)> = conn
+    type Row = (i64, Option<i64>, Option<i64>, i64, i64);
+    let row: Option<Row> = conn
         .prepare_cached(
-            "SELECT s.ts, s.to_account, s.group_id, s.revoked
+            "SELECT s.ts, s.to_account, s.group_id, s.revoked, s.is_status
              FROM devices d JOIN sent s ON s.device_id = d.id AND s.msg = ?2
              WHERE d.account_id = ?1 ORDER BY s.ts DESC LIMIT 1",
         )?
         .query_row(params![to_i64(account.0), msg.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    Ok(row.and_then(|(ts, to, group, revoked)| {
-        let chat = match (to, group) {
-            (Some(a), _) => Chat::Direct(AccountId(to_u64(a))),
-            (None, Some(g)) => Chat::Group(GroupId(to_u64(g))),
-            (None, None) => return None,
+    Ok(row.and_then(|(ts, to, group, revoked, status)| {
+        let chat = match (to, group, status) {
+            (Some(a), _, _) => Chat::Direct(AccountId(to_u64(a))),
+            (None, Some(g), _) => Chat::Group(GroupId(to_u64(g))),
+            (None, None, 1) => Chat::Status,
+            (None, None, _) => return None,
         };
         Some(SentRecord {
             chat,
@@ -107,6 +112,7 @@ fn chat_devices(
     batch: &mut Batch,
     account: AccountId,
     chat: Chat,
+    msg: &ClientMsgId,
 ) -> rusqlite::Result<Vec<DeviceId>> {
     let mut accounts = vec![account];
     match chat {
@@ -120,6 +126,7 @@ fn chat_devices(
             let members = super::groups::members(conn, g)?.unwrap_or_default();
             accounts.extend(members.into_iter().filter(|m| *m != account));
         }
+        Chat::Status => accounts.extend(super::status::audience(conn, account, msg)?),
     }
     let mut devices = Vec::new();
     for a in accounts {
@@ -148,22 +155,19 @@ pub(super) fn revoke(
     .execute(params![to_i64(req.account.0), req.msg.as_str()])?;
     let group = match sent.chat {
         Chat::Group(g) => Some(g),
-        Chat::Direct(_) => None,
+        Chat::Direct(_) | Chat::Status => None,
     };
     let (from, msg) = (to_i64(req.account.0), req.msg.as_str());
-    for device in chat_devices(conn, batch, req.account, sent.chat)? {
+    for device in chat_devices(conn, batch, req.account, sent.chat, &req.msg)? {
         let d = to_i64(device.0);
-        let dropped = conn
-            .prepare_cached(
-                "DELETE FROM queue WHERE device_id = ?1 AND from_account = ?2 AND msg = ?3
-                 AND kind = 0",
-            )?
-            .execute(params![d, from, msg])?;
         conn.prepare_cached(
-            "DELETE FROM queue WHERE device_id = ?1 AND from_account = ?2 AND ref_msg = ?3",
+            "DELETE FROM queue WHERE device_id = ?1 AND from_account = ?2
+             AND ((msg = ?3 AND kind IN (0, 6)) OR ref_msg = ?3)",
         )?
         .execute(params![d, from, msg])?;
-        if dropped > 0 || device == req.device {
+        // Even a copy still in the queue may already be on the device (pushed,
+        // not yet acknowledged), so every device hears of the deletion.
+        if device == req.device {
             continue;
         }
         enqueue(
@@ -212,6 +216,7 @@ pub(super) fn set_timer(
                 .map_err(TimerError::Group));
         }
         Chat::Direct(to) => to,
+        Chat::Status => return Ok(Err(TimerError::UnknownAccount)),
     };
     if !account_exists(conn, to)? {
         return Ok(Err(TimerError::UnknownAccount));
@@ -230,7 +235,7 @@ pub(super) fn set_timer(
     )?
     .execute(params![to_i64(lo.0), to_i64(hi.0), to_i64(req.seconds)])?;
     let msg = ClientMsgId::new(format!("timer.{}", req.now_ms)).expect("a valid message id");
-    for device in chat_devices(conn, batch, req.actor, req.chat)? {
+    for device in chat_devices(conn, batch, req.actor, req.chat, &msg)? {
         enqueue(
             conn,
             batch,
