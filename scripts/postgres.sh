@@ -7,6 +7,7 @@
 #   eval "$(scripts/postgres.sh start)"   # exports PALAVER_TEST_POSTGRES_URL
 #                                         # and PALAVER_TEST_POSTGRES_DIR
 #   scripts/postgres.sh stop "$PALAVER_TEST_POSTGRES_DIR"
+#   PALAVER_PG_DURABLE=1 scripts/postgres.sh start   # fsync on (benchmarks)
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the
 # `postgres` user that Debian's package creates.
@@ -29,6 +30,9 @@ start() {
   pg_bin >/dev/null || apt_install postgresql
   local bin dir port password tries
   bin=$(pg_bin)
+  # PALAVER_PG_DURABLE=1 (benchmarks): keep PostgreSQL's fsync on commit.
+  local durability="-c fsync=off -c full_page_writes=off"
+  [ "${PALAVER_PG_DURABLE:-0}" = 1 ] && durability=""
   dir=$(mktemp -d "${TMPDIR:-/tmp}/palaver-pg.XXXXXX")
   [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
   password=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -41,7 +45,7 @@ start() {
     port=$((20000 + RANDOM % 30000))
     if as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 start -o \
       "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir \
-       -c fsync=off -c full_page_writes=off \
+       $durability \
        -c max_connections=400 -c shared_buffers=64MB" >/dev/null 2>&1; then
       echo "export PALAVER_TEST_POSTGRES_URL='postgres://palaver:$password@127.0.0.1:$port/postgres'"
       echo "export PALAVER_TEST_POSTGRES_DIR='$dir'"

@@ -463,6 +463,9 @@ impl PostgresStore {
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(1))
             .runtime(Runtime::Tokio1)
+            // A dead or saturated database answers with an error, not a hang.
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(|e| StoreError::Database(format!("cannot build the pool: {e}")))?;
         let store = PostgresStore {

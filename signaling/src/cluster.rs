@@ -215,6 +215,13 @@ impl Keys {
     }
 }
 
+/// Longest a connection waits for Redis before going on without it.
+const REDIS_WAIT: Duration = Duration::from_secs(2);
+
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(REDIS_WAIT, f).await.ok()
+}
+
 /// Deletes a registry entry only if it still names this node.
 const UNREGISTER: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -271,6 +278,15 @@ impl Cluster {
     /// Records that `device` is connected here; tells the node that held it
     /// before to close its connection there.
     pub(crate) async fn register(&self, account: AccountId, device: DeviceId) {
+        if bounded(self.register_inner(account, device))
+            .await
+            .is_none()
+        {
+            tracing::warn!("Redis did not answer a registration in time");
+        }
+    }
+
+    async fn register_inner(&self, account: AccountId, device: DeviceId) {
         let mut r = self.redis.clone();
         let node = &self.config.node_id;
         let result: redis::RedisResult<(Option<String>,)> = redis::pipe()
@@ -298,6 +314,15 @@ impl Cluster {
 
     /// Forgets `device`'s registration, if it still names this node.
     pub(crate) async fn unregister(&self, account: AccountId, device: DeviceId) {
+        if bounded(self.unregister_inner(account, device))
+            .await
+            .is_none()
+        {
+            tracing::warn!("Redis did not answer an unregistration in time");
+        }
+    }
+
+    async fn unregister_inner(&self, account: AccountId, device: DeviceId) {
         let mut r = self.redis.clone();
         let result: redis::RedisResult<i64> = redis::Script::new(UNREGISTER)
             .key(self.keys.dev(device))
@@ -311,8 +336,15 @@ impl Cluster {
         }
     }
 
-    /// Devices of `account` connected to other live nodes.
+    /// Devices of `account` connected to other live nodes (none if Redis
+    /// does not answer in time).
     pub(crate) async fn devices_elsewhere(&self, account: AccountId) -> Vec<DeviceId> {
+        bounded(self.devices_elsewhere_inner(account))
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn devices_elsewhere_inner(&self, account: AccountId) -> Vec<DeviceId> {
         let mut r = self.redis.clone();
         let entries: HashMap<u64, String> = match r.hgetall(self.keys.acct(account)).await {
             Ok(e) => e,

@@ -115,6 +115,11 @@ impl Server {
     /// Starts `palaver signaling` as one node of a cluster: PostgreSQL in
     /// `schema`, shared with the other nodes, and Redis between them.
     pub fn start_node(schema: &str, name: &str) -> Server {
+        Self::start_node_with(schema, name, &[])
+    }
+
+    /// Like [`Server::start_node`], with extra environment (overrides).
+    pub fn start_node_with(schema: &str, name: &str, extra: &[(&str, &str)]) -> Server {
         let mut env = postgres_env(schema);
         env.push(("PALAVER__CLUSTER__REDIS_URL".into(), redis_url()));
         env.push(("PALAVER__CLUSTER__NODE_ID".into(), name.into()));
@@ -124,6 +129,7 @@ impl Server {
         // Short, so a killed node's registry entries lapse within a test.
         env.push(("PALAVER__CLUSTER__HEARTBEAT".into(), "500ms".into()));
         env.push(("PALAVER__CLUSTER__REGISTRY_TTL".into(), "2s".into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Self::launch(
             "",
             Launch {

@@ -222,3 +222,57 @@ async fn a_killed_node_loses_no_acknowledged_message() {
         carol.ack(vec![env.seq]).await.unwrap();
     }
 }
+
+/// Runs `redis-cli` against the test Redis.
+fn redis_cli(args: &[&str]) -> String {
+    // redis://:PASSWORD@HOST:PORT/ (scripts/redis.sh); the password goes in
+    // the environment, not on the command line.
+    let url = palaver_tests::redis_url();
+    let rest = url.trim_start_matches("redis://").trim_end_matches('/');
+    let (auth, hostport) = rest.split_once('@').expect("a password in the URL");
+    let (host, port) = hostport.rsplit_once(':').expect("host:port");
+    let out = std::process::Command::new("redis-cli")
+        .env("REDISCLI_AUTH", auth.trim_start_matches(':'))
+        .args(["-h", host, "-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli (scripts/redis.sh installs it)");
+    assert!(out.status.success(), "redis-cli {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_lost_notification_is_caught_up_by_the_next_one() {
+    // A slow heartbeat, so that nothing repairs the registry behind the
+    // test's back.
+    let slow = [
+        ("PALAVER__CLUSTER__HEARTBEAT", "60s"),
+        ("PALAVER__CLUSTER__REGISTRY_TTL", "120s"),
+    ];
+    let schema = fresh_schema();
+    let n1 = Server::start_node_with(&schema, "node-a", &slow);
+    let n2 = Server::start_node_with(&schema, "node-b", &slow);
+    let (mut alice, _) = n1.device(&phone()).await;
+    let (mut bob, b) = n2.device(&phone()).await;
+    let key = format!("{schema}:dev:{}", b.device.0);
+    assert_eq!(redis_cli(&["GET", &key]), "node-b");
+
+    // The registry points at a node that does not exist: the notification
+    // of m1 goes nowhere (as a lost pub/sub message would).
+    redis_cli(&["SET", &key, "node-gone", "PX", "120000"]);
+    alice
+        .send(b.account, &id("m1"), vec![(b.device, b"one".to_vec())])
+        .await
+        .unwrap();
+    redis_cli(&["SET", &key, "node-b", "PX", "120000"]);
+    alice
+        .send(b.account, &id("m2"), vec![(b.device, b"two".to_vec())])
+        .await
+        .unwrap();
+    // m2's notification shows a gap; Bob's connection re-reads its queue.
+    let first = next_of_kind(&mut bob, EnvelopeKind::Message).await;
+    assert_eq!(first.msg, id("m1"));
+    let second = next_of_kind(&mut bob, EnvelopeKind::Message).await;
+    assert_eq!(second.msg, id("m2"));
+    assert!(second.seq > first.seq);
+}
