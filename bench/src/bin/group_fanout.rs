@@ -100,12 +100,18 @@ async fn make_group(ws: &mut Ws, members: &[Creds]) -> anyhow::Result<GroupId> {
 
 type Sink = futures_util::stream::SplitSink<Ws, Message>;
 
+/// The id of the n-th message; unique per group, so reruns against the same
+/// database are not taken for resends.
+fn msg_id(group: GroupId, n: usize) -> String {
+    format!("f{}.{n}", group.0)
+}
+
 async fn send(ws: &mut Sink, group: GroupId, n: usize, payload: usize) -> anyhow::Result<u64> {
     let id = RequestId(1000 + n as u64);
     let frame = ClientFrame::GroupSend {
         id,
         group,
-        msg: ClientMsgId::new(format!("f{n}")).context("msg id")?,
+        msg: ClientMsgId::new(msg_id(group, n)).context("msg id")?,
         payload: Payload(vec![7; payload]),
         edit_of: None,
     };
@@ -177,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
     let mut times = Vec::new();
     for n in 0..a.messages {
         let at = send(&mut ws, group, n, a.payload_bytes).await?;
-        let last = last_delivery(&mut rx, &mut pending, &format!("f{n}"), fanout).await?;
+        let last = last_delivery(&mut rx, &mut pending, &msg_id(group, n), fanout).await?;
         times.push(((last - at) / 1000) as u32);
     }
     let start = now_us();
@@ -186,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut end = start;
     for n in a.messages..a.messages + a.burst {
-        end = end.max(last_delivery(&mut rx, &mut pending, &format!("f{n}"), fanout).await?);
+        end = end.max(last_delivery(&mut rx, &mut pending, &msg_id(group, n), fanout).await?);
     }
     let cpu_after = a
         .server_pid
