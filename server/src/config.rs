@@ -1007,6 +1007,38 @@ mod tests {
     }
 
     #[test]
+    fn postgres_and_redis_urls_are_checked_secrets() {
+        let url = "postgres://palaver:hunter2-secret@127.0.0.1:5432/palaver";
+        let c = load_str("[storage]\nbackend = \"postgres\"\n", &[]).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.postgres_url"), "{e}");
+        let c = load_str(
+            "[storage]\nbackend = \"postgres\"\n",
+            &[("PALAVER__STORAGE__POSTGRES_URL", url)],
+        )
+        .unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.postgres_url.as_ref().unwrap().expose(), url);
+        assert!(!format!("{c:?}{s:?}").contains("hunter2"));
+        // Redis routing needs the shared database.
+        let c = load_str(
+            "[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379/\"\n",
+            &[],
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("cluster.redis_url"), "{e}");
+        let mut c = Config::default();
+        c.storage.postgres_schema = "Bad-Name".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.postgres_schema"), "{e}");
+        let mut c = Config::default();
+        c.cluster.registry_ttl = c.cluster.heartbeat;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("cluster.registry_ttl"), "{e}");
+    }
+
+    #[test]
     fn public_admin_listener_needs_a_token() {
         let mut c = Config::default();
         c.admin.listen = "0.0.0.0:9090".parse().unwrap();
