@@ -12,6 +12,8 @@
 #   DATA_DIR          server data dir, reused across runs so registrations
 #                     are cached (default: /tmp/palaver-bench-<mode>)
 #   DURABILITY        full | normal (throughput; default full)
+#   BACKEND           sqlite | postgres (fanout; postgres starts a fresh
+#                     server with scripts/postgres.sh, fsync on)
 #   SKIP_BUILD=1      use the binaries already built
 #
 # The idle mode needs root: it raises fs.nr_open and fs.file-max (restored on
@@ -127,10 +129,21 @@ if [[ "$mode" == idle ]]; then
     "$target/release/idle-conns" --cache "$cache" --server-pid "$server_pid" "$@"
 elif [[ "$mode" == fanout ]]; then
     export PALAVER__STORAGE__DURABILITY=${DURABILITY:-full}
+    label="sqlite, $PALAVER__STORAGE__DURABILITY"
+    if [[ "${BACKEND:-sqlite}" == postgres ]]; then
+        # A fresh PostgreSQL with fsync on, like SQLite's durability=full.
+        eval "$(PALAVER_PG_DURABLE=1 "$root/scripts/postgres.sh" start)"
+        pg_dir=$PALAVER_TEST_POSTGRES_DIR
+        trap 'cleanup; "$root/scripts/postgres.sh" stop "$pg_dir"' EXIT
+        export PALAVER__STORAGE__BACKEND=postgres
+        export PALAVER__STORAGE__POSTGRES_URL=$PALAVER_TEST_POSTGRES_URL
+        label="postgres, fsync on"
+        rm -f "$data/fanout-creds.txt" # the accounts live in that database
+    fi
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     start_server
     "$target/release/group-fanout" --cache "$data/fanout-creds.txt" --server-pid "$server_pid" \
-        --label "sqlite, $PALAVER__STORAGE__DURABILITY" "$@"
+        --label "$label" "$@"
 else
     export PALAVER__STORAGE__DURABILITY=${DURABILITY:-full}
     echo "durability: $PALAVER__STORAGE__DURABILITY" >&2

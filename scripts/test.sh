@@ -23,5 +23,21 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# PostgreSQL and Redis for the store tests on PostgreSQL, the second pass
+# below and the multi-node test; both stop when this script exits.
+eval "$(scripts/postgres.sh start)"
+eval "$(scripts/redis.sh start)"
+trap 'scripts/postgres.sh stop "$PALAVER_TEST_POSTGRES_DIR"; scripts/redis.sh stop "$PALAVER_TEST_REDIS_DIR"' EXIT
+
 step "cargo nextest"
-cargo nextest run --workspace --locked --no-fail-fast "$@"
+status=0
+cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
+
+# The end-to-end tests of the messaging features again, on PostgreSQL.
+if [ $# -eq 0 ]; then
+  step "cargo nextest: messaging end to end on PostgreSQL"
+  PALAVER_TEST_BACKEND=postgres cargo nextest run -p palaver-tests --locked --no-fail-fast \
+    -E 'binary(chat) | binary(chats) | binary(groups) | binary(e2e_keys) | binary(blocking) | binary(lifecycle) | binary(crash) | binary(bad_input)' \
+    || status=$?
+fi
+exit $status

@@ -12,8 +12,8 @@
 //! - [`keys`]: pure rules of the end-to-end key directory (sizes, limits,
 //!   signatures of signed prekeys).
 //! - [`store`]: the [`Store`] trait, the only door to durable state, and
-//!   [`sqlite::SqliteStore`], its embedded implementation. A PostgreSQL
-//!   implementation will sit beside it.
+//!   [`sqlite::SqliteStore`], its embedded implementation, and
+//!   [`postgres::PostgresStore`], for several nodes sharing one database.
 //!
 //! Ordering contract: a store calls its [`Notifier`] after each commit, in
 //! commit order, for the envelopes that commit created. For a given device
@@ -27,8 +27,12 @@ pub mod chats;
 pub mod groups;
 pub mod keys;
 pub mod policy;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
+
+#[cfg(test)]
+mod store_tests;
 
 pub use store::{
     GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, KeyClaim, LinkOutcome,

@@ -1286,6 +1286,3 @@ impl Store for SqliteStore {
         .await
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -542,4 +542,12 @@ pub trait Store: Send + Sync + 'static {
     /// forgets message ids older than `dedup_before_ms`. Returns how many
     /// envelopes were deleted; call again while that is a full chunk.
     async fn expire(&self, now_ms: u64, dedup_before_ms: u64) -> Result<u64, StoreError>;
+
+    /// True if each device's sequence numbers are consecutive (1, 2, 3...),
+    /// so that a gap tells a connection that it missed a notification (one
+    /// from another node, say) and must re-read its queue. SQLite numbers
+    /// all queues from one counter: gaps there mean nothing.
+    fn dense_seqs(&self) -> bool {
+        false
+    }
 }

@@ -62,6 +62,7 @@ pub struct Config {
     pub server: ServerSection,
     pub log: LogSection,
     pub storage: StorageSection,
+    pub cluster: ClusterSection,
     pub signaling: SignalingSection,
     pub verifier: VerifierSection,
     pub admin: AdminSection,
@@ -102,6 +103,7 @@ impl Default for Config {
             server: ServerSection::default(),
             log: LogSection::default(),
             storage: StorageSection::default(),
+            cluster: ClusterSection::default(),
             signaling: SignalingSection::default(),
             verifier: VerifierSection::default(),
             admin: AdminSection::default(),
@@ -293,7 +295,10 @@ impl Default for LogSection {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// One embedded database file: one node.
     Sqlite,
+    /// A PostgreSQL server shared by every node.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -314,6 +319,14 @@ pub struct StorageSection {
     pub durability: Durability,
     /// Most writes grouped into one commit.
     pub max_batch: usize,
+    /// The PostgreSQL connection URL (`postgres://user:password@host/db`),
+    /// required for `backend = "postgres"`. A secret.
+    pub postgres_url: Option<Secret>,
+    pub postgres_url_file: Option<PathBuf>,
+    /// The schema holding Palaver's tables; created if missing.
+    pub postgres_schema: String,
+    /// Most PostgreSQL connections per process.
+    pub postgres_pool_size: usize,
 }
 
 impl Default for StorageSection {
@@ -323,6 +336,10 @@ impl Default for StorageSection {
             sqlite_path: None,
             durability: Durability::Full,
             max_batch: 1024,
+            postgres_url: None,
+            postgres_url_file: None,
+            postgres_schema: "public".into(),
+            postgres_pool_size: 16,
         }
     }
 }
@@ -461,6 +478,45 @@ impl Default for CallsSection {
             turn_secret: None,
             turn_secret_file: None,
             turn_credential_ttl: d.ice.credential_ttl,
+        }
+    }
+}
+
+/// Several signaling nodes: routing between them through Redis.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// `redis://[:password@]host:port/`; absent: a single node, routing in
+    /// process. A secret.
+    pub redis_url: Option<Secret>,
+    pub redis_url_file: Option<PathBuf>,
+    /// This node's name in the registry; default: a random one per start.
+    pub node_id: Option<String>,
+    /// Prefix of the cluster's Redis keys and channels: clusters sharing a
+    /// Redis keep apart by name.
+    pub name: String,
+    /// How often this node renews its registry entries.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How long entries of a node that stopped renewing them stay.
+    #[serde(with = "humantime_serde")]
+    pub registry_ttl: Duration,
+    /// How often each connection re-reads its queue, in case a
+    /// notification between nodes was lost.
+    #[serde(with = "humantime_serde")]
+    pub catch_up_interval: Duration,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            redis_url: None,
+            redis_url_file: None,
+            node_id: None,
+            name: "palaver".into(),
+            heartbeat: Duration::from_secs(5),
+            registry_ttl: Duration::from_secs(15),
+            catch_up_interval: Duration::from_secs(30),
         }
     }
 }
@@ -703,6 +759,8 @@ pub struct Secrets {
     pub media_master_keys: Option<Secret>,
     pub media_s3_secret_access_key: Option<Secret>,
     pub sfu_token_secret: Option<Secret>,
+    pub postgres_url: Option<Secret>,
+    pub redis_url: Option<Secret>,
 }
 
 fn one_of(
@@ -801,7 +859,18 @@ impl Config {
                 &self.sfu.token_secret,
                 &self.sfu.token_secret_file,
             )?,
+            postgres_url: one_of(
+                "storage.postgres_url",
+                &self.storage.postgres_url,
+                &self.storage.postgres_url_file,
+            )?,
+            redis_url: one_of(
+                "cluster.redis_url",
+                &self.cluster.redis_url,
+                &self.cluster.redis_url_file,
+            )?,
         };
+        self.validate_cluster(&secrets)?;
         self.sfu.validate()?;
         if let Some(s) = &secrets.sfu_token_secret
             && s.expose().len() < 32
@@ -872,6 +941,77 @@ impl Config {
             }
         }
         Ok(secrets)
+    }
+
+    fn validate_cluster(&self, secrets: &Secrets) -> Result<(), ConfigError> {
+        let st = &self.storage;
+        if st.postgres_pool_size == 0 || st.postgres_pool_size > 1000 {
+            return Err(key_err("storage.postgres_pool_size", "must be 1 to 1000"));
+        }
+        if !palaver_messaging::postgres::valid_schema(&st.postgres_schema) {
+            return Err(key_err(
+                "storage.postgres_schema",
+                "lower-case letters, digits and _, not starting with a digit, at most 63",
+            ));
+        }
+        match (st.backend, &secrets.postgres_url) {
+            (Backend::Postgres, None) => {
+                return Err(key_err(
+                    "storage.postgres_url",
+                    "required for backend = \"postgres\" (or storage.postgres_url_file)",
+                ));
+            }
+            (Backend::Postgres, Some(url))
+                if !url.expose().starts_with("postgres://")
+                    && !url.expose().starts_with("postgresql://") =>
+            {
+                return Err(key_err(
+                    "storage.postgres_url",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(url) = &secrets.redis_url {
+            if st.backend != Backend::Postgres {
+                return Err(key_err(
+                    "cluster.redis_url",
+                    "several nodes need a shared database: set storage.backend = \"postgres\"",
+                ));
+            }
+            if !url.expose().starts_with("redis://") {
+                return Err(key_err("cluster.redis_url", "must be a redis:// URL"));
+            }
+        }
+        let c = &self.cluster;
+        if c.heartbeat.is_zero() || c.registry_ttl <= c.heartbeat {
+            return Err(key_err(
+                "cluster.registry_ttl",
+                "must be longer than cluster.heartbeat, which must be longer than zero",
+            ));
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !name_ok(&c.name) {
+            return Err(key_err("cluster.name", "1 to 64 of A-Z, a-z, 0-9, - and _"));
+        }
+        if c.node_id.as_deref().is_some_and(|n| !name_ok(n)) {
+            return Err(key_err(
+                "cluster.node_id",
+                "1 to 64 of A-Z, a-z, 0-9, - and _",
+            ));
+        }
+        if c.catch_up_interval.is_zero() {
+            return Err(key_err(
+                "cluster.catch_up_interval",
+                "must be longer than zero",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_media(&self, secrets: &Secrets) -> Result<(), ConfigError> {
@@ -1045,6 +1185,38 @@ mod tests {
         );
         assert!(!format!("{s:?}").contains("secret\""));
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn postgres_and_redis_urls_are_checked_secrets() {
+        let url = "postgres://palaver:hunter2-secret@127.0.0.1:5432/palaver";
+        let c = load_str("[storage]\nbackend = \"postgres\"\n", &[]).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.postgres_url"), "{e}");
+        let c = load_str(
+            "[storage]\nbackend = \"postgres\"\n",
+            &[("PALAVER__STORAGE__POSTGRES_URL", url)],
+        )
+        .unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.postgres_url.as_ref().unwrap().expose(), url);
+        assert!(!format!("{c:?}{s:?}").contains("hunter2"));
+        // Redis routing needs the shared database.
+        let c = load_str(
+            "[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379/\"\n",
+            &[],
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("cluster.redis_url"), "{e}");
+        let mut c = Config::default();
+        c.storage.postgres_schema = "Bad-Name".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.postgres_schema"), "{e}");
+        let mut c = Config::default();
+        c.cluster.registry_ttl = c.cluster.heartbeat;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("cluster.registry_ttl"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod config;
 mod http;
 mod media;

@@ -2,9 +2,10 @@
 
 use crate::admin::{self, AdminState};
 use crate::cli::{Cli, Command, ServeArgs};
-use crate::config::{self, Config, Durability, VerifierKind};
+use crate::config::{self, Backend, Config, Durability, VerifierKind};
 use crate::http::{self, HttpOptions};
 use anyhow::Context;
+use palaver_messaging::postgres::{PostgresConfig, PostgresStore};
 use palaver_messaging::sqlite::{SqliteConfig, SqliteStore};
 use palaver_messaging::{Notifier, Store};
 use palaver_signaling::router::Router;
@@ -230,17 +231,17 @@ async fn serve(
     metrics.register(&mut registry);
 
     let router = Arc::new(Router::default());
-    let mut sqlite = SqliteConfig::new(cfg.sqlite_path());
-    sqlite.durability = match cfg.storage.durability {
-        Durability::Full => palaver_messaging::sqlite::Durability::Full,
-        Durability::Normal => palaver_messaging::sqlite::Durability::Normal,
+    let cluster = match &secrets.redis_url {
+        Some(url) => {
+            Some(crate::cluster::start(&cfg, url, router.clone(), http_stop.clone()).await?)
+        }
+        None => None,
     };
-    sqlite.max_batch = cfg.storage.max_batch;
-    let notifier: Arc<dyn Notifier> = router.clone();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(sqlite, notifier).with_context(|| {
-            format!("cannot open the database {}", cfg.sqlite_path().display())
-        })?);
+    let notifier: Arc<dyn Notifier> = match &cluster {
+        Some(c) => c.notifier(),
+        None => router.clone(),
+    };
+    let store = open_store(&cfg, &secrets, notifier).await?;
 
     let (verifier, dev_codes): (Arc<dyn Verifier>, bool) = match cfg.verifier.kind {
         VerifierKind::Dev => {
@@ -285,10 +286,14 @@ async fn serve(
     }
     let sfu_secret = group_call_secret(&cfg, &secrets, role)?;
     gateway_config.group_calls = group_calls(&cfg, sfu_secret.as_deref(), main_addr, role);
+    if cluster.is_some() {
+        gateway_config.catch_up_interval = Some(cfg.cluster.catch_up_interval);
+    }
     let gw = Gateway::new(
         gateway_config,
         store.clone(),
         router,
+        cluster,
         verifier.clone(),
         metrics,
     );
@@ -464,6 +469,43 @@ async fn sfu_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::
     Ok(())
 }
 
+/// Opens the configured storage backend.
+async fn open_store(
+    cfg: &Config,
+    secrets: &config::Secrets,
+    notifier: Arc<dyn Notifier>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    match cfg.storage.backend {
+        Backend::Sqlite => {
+            let mut sqlite = SqliteConfig::new(cfg.sqlite_path());
+            sqlite.durability = match cfg.storage.durability {
+                Durability::Full => palaver_messaging::sqlite::Durability::Full,
+                Durability::Normal => palaver_messaging::sqlite::Durability::Normal,
+            };
+            sqlite.max_batch = cfg.storage.max_batch;
+            let store = SqliteStore::open(sqlite, notifier).with_context(|| {
+                format!("cannot open the database {}", cfg.sqlite_path().display())
+            })?;
+            Ok(Arc::new(store))
+        }
+        Backend::Postgres => {
+            let url = secrets
+                .postgres_url
+                .as_ref()
+                .context("storage.postgres_url")?;
+            let mut pg = PostgresConfig::new(url.expose());
+            pg.schema = cfg.storage.postgres_schema.clone();
+            pg.pool_size = cfg.storage.postgres_pool_size;
+            // The URL is a secret: errors name the key, never the value.
+            let store = PostgresStore::open(pg, notifier)
+                .await
+                .context("cannot open the PostgreSQL store (storage.postgres_url)")?;
+            tracing::info!(schema = %cfg.storage.postgres_schema, "using PostgreSQL storage");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 async fn stop_media(m: crate::media::Running, grace: std::time::Duration) {
     let _ = m.maintenance.await;
     if let Some(t) = m.transcoder {
@@ -489,10 +531,7 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
     let secrets = cfg.validate()?;
     crate::telemetry::init(&cfg.log)?;
     prepare_data_dir(&cfg.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(SqliteConfig::new(cfg.sqlite_path()), Arc::new(NoNotifier))
-            .with_context(|| format!("cannot open the database {}", cfg.sqlite_path().display()))?,
-    );
+    let store = open_store(&cfg, &secrets, Arc::new(NoNotifier)).await?;
     let stop = CancellationToken::new();
     // No admin listener here: the metrics go nowhere.
     let mut registry = Registry::default();

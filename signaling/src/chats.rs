@@ -5,7 +5,6 @@ use crate::conn::Conn;
 use crate::groups::group_error;
 use crate::handlers::ReqError;
 use crate::now_ms;
-use crate::router::Push;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use palaver_messaging::chats::{AmendError, Chat, valid_timer};
@@ -303,9 +302,9 @@ impl Conn {
             }
         };
         let push = Arc::new(ServerFrame::SettingsChanged { version });
-        for device in self.gw.router.connected_devices(me.account) {
+        for device in self.gw.connected_devices(me.account).await {
             if device != me.device {
-                self.gw.router.deliver(device, Push::Frame(push.clone()));
+                self.gw.deliver_frame(device, push.clone());
             }
         }
         self.reply(ServerFrame::Settings { id, version, blob });

@@ -107,6 +107,10 @@ pub struct GatewayConfig {
     pub ice: crate::calls::IceConfig,
     /// Group calls on an SFU; `None` refuses the `group_call_*` frames.
     pub group_calls: Option<crate::group_calls::GroupCallConfig>,
+    /// With several nodes: how often each connection re-reads its queue in
+    /// case a notification from another node was lost. `None`: one node,
+    /// where notifications cannot be lost.
+    pub catch_up_interval: Option<Duration>,
 }
 
 impl Default for GatewayConfig {
@@ -139,6 +143,7 @@ impl Default for GatewayConfig {
                 ..Default::default()
             },
             group_calls: None,
+            catch_up_interval: None,
         }
     }
 }

@@ -59,6 +59,9 @@ pub(crate) struct Conn {
     need_fetch: bool,
     /// The in-flight window filled up; wait for acks before reading more.
     window_full: bool,
+    /// The store numbers each queue 1, 2, 3...: a gap means a missed
+    /// notification.
+    dense: bool,
     pub(crate) typing: LocalBucket,
     pub(crate) watching: Vec<AccountId>,
     out: Vec<ServerFrame>,
@@ -71,6 +74,7 @@ pub async fn serve_socket(gw: Arc<Gateway>, socket: WebSocket, ip: IpAddr) {
     let span = tracing::info_span!("conn", id, device = tracing::field::Empty);
     let conn = Conn {
         typing: LocalBucket::new(&gw.limits.typing, Instant::now()),
+        dense: gw.store.dense_seqs(),
         gw,
         ip,
         mailbox: Arc::new(Mailbox::default()),
@@ -103,6 +107,11 @@ impl Conn {
             idle_timeout_ms: gw.config.idle_timeout.as_millis() as u64,
         });
         let mut deadline = tokio::time::Instant::now() + gw.config.auth_timeout;
+        let mut catch_up = gw.config.catch_up_interval.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         let mut step = self.flush(&mut socket).await;
         while matches!(step, Step::Continue) {
             let authed = self.me.is_some();
@@ -113,6 +122,13 @@ impl Conn {
                     Step::Close(close_code::GOING_AWAY, "server shutting down")
                 }
                 _ = self.mailbox.wait(), if authed => self.on_mailbox().await,
+                _ = tick(&mut catch_up), if authed => {
+                    // Cheap insurance against notifications lost between
+                    // nodes: one read of the queue.
+                    self.need_fetch = true;
+                    self.catch_up().await;
+                    Step::Continue
+                }
                 msg = socket.recv() => {
                     if authed {
                         deadline = tokio::time::Instant::now() + gw.config.idle_timeout;
@@ -227,6 +243,12 @@ impl Conn {
                 Push::Envelope(env) => {
                     if env.seq <= self.last_pushed {
                         continue;
+                    }
+                    if self.dense && env.seq.0 > self.last_pushed.0 + 1 {
+                        // A notification before this one never came (it
+                        // was lost between nodes, or is still on its way):
+                        // the queue has it.
+                        self.need_fetch = true;
                     }
                     if self.need_fetch || self.unacked.len() >= self.gw.config.inflight_window {
                         self.need_fetch = true;
@@ -354,11 +376,19 @@ impl Conn {
             let gw = self.gw.clone();
             gw.calls.with(&gw, |c, now| c.disconnected(now, me.device));
         }
-        if let Transition::Changed = self
+        let transition = self
             .gw
             .router
-            .disconnect(me.account, me.device, &self.mailbox)
-        {
+            .disconnect(me.account, me.device, &self.mailbox);
+        let mut online_elsewhere = false;
+        if let Some(c) = &self.gw.cluster {
+            if self.mailbox.close_reason() != CloseReason::Replaced {
+                c.unregister(me.account, me.device).await;
+            }
+            online_elsewhere =
+                transition == Transition::Changed && self.gw.is_online(me.account).await;
+        }
+        if transition == Transition::Changed && !online_elsewhere {
             let now = crate::now_ms();
             let privacy = match self.gw.store.presence(me.account).await {
                 Ok(Some(p)) => p.privacy,
@@ -367,10 +397,18 @@ impl Conn {
             if let Err(e) = self.gw.store.set_last_seen(me.account, now).await {
                 tracing::warn!(error = %e, "cannot record last seen");
             }
-            self.gw
-                .router
-                .announce(me.account, false, Some(now), privacy);
+            self.gw.announce(me.account, false, Some(now), privacy);
         }
+    }
+}
+
+/// The next tick of an optional interval; never, without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -140,11 +140,11 @@ impl Conn {
                 let me = self.me()?;
                 // Only online targets can be told; check blocks only for them.
                 if self.typing.check(&self.gw.limits.typing, Instant::now())
-                    && self.gw.router.is_online(to)
+                    && self.gw.is_online(to).await
                 {
                     let (a, b) = self.gw.store.blocks(me.account, to).await?;
                     if !a && !b {
-                        self.gw.router.typing(me.account, me.device, to, typing);
+                        self.gw.typing(me.account, me.device, to, typing);
                     }
                 }
                 Ok(())
@@ -425,8 +425,13 @@ impl Conn {
             .gw
             .router
             .connect(record.account, device, &self.mailbox, privacy);
+        if let Some(c) = &self.gw.cluster {
+            // Before the first read of the queue: an envelope committed
+            // after that read finds this node in the registry.
+            c.register(record.account, device).await;
+        }
         if transition == Transition::Changed {
-            self.gw.router.announce(record.account, true, None, privacy);
+            self.gw.announce(record.account, true, None, privacy);
         }
         self.reply(ServerFrame::Authed {
             id,
@@ -608,9 +613,14 @@ impl Conn {
                 continue;
             }
             let visible = record.privacy == LastSeenPrivacy::Everyone;
+            let online = if visible {
+                Some(self.gw.is_online(account).await)
+            } else {
+                None
+            };
             presence.push(PresenceInfo {
                 account,
-                online: visible.then(|| self.gw.router.is_online(account)),
+                online,
                 last_seen: record.last_seen_ms.filter(|_| visible),
             });
             if !self.watching.contains(&account) {

@@ -19,6 +19,7 @@
 
 pub mod calls;
 mod chats;
+pub mod cluster;
 pub mod config;
 mod conn;
 pub mod group_calls;
@@ -53,6 +54,8 @@ pub struct Gateway {
     pub(crate) tasks: tokio_util::task::TaskTracker,
     pub(crate) calls: calls::CallHub,
     pub(crate) group_calls: parking_lot::Mutex<group_calls::Rooms>,
+    /// Routing to other nodes; `None` on a single node.
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -62,11 +65,13 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// A gateway over `store`, whose notifier must be `router`.
+    /// A gateway over `store`, whose notifier must be `router` (or, with
+    /// `cluster`, the cluster's notifier over `router`).
     pub fn new(
         config: GatewayConfig,
         store: Arc<dyn Store>,
         router: Arc<router::Router>,
+        cluster: Option<Arc<cluster::Cluster>>,
         verifier: Arc<dyn Verifier>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -81,6 +86,7 @@ impl Gateway {
             metrics,
             shutdown: CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
+            cluster,
         })
     }
 
@@ -122,6 +128,75 @@ impl Gateway {
             }
             self.expire_once().await;
             self.limits.cleanup();
+        }
+    }
+}
+
+/// Routing that spans the nodes: here first, then through the cluster.
+impl Gateway {
+    /// Whether any device of `account` is connected, here or elsewhere.
+    pub(crate) async fn is_online(&self, account: palaver_proto::AccountId) -> bool {
+        if self.router.is_online(account) {
+            return true;
+        }
+        match &self.cluster {
+            Some(c) => !c.devices_elsewhere(account).await.is_empty(),
+            None => false,
+        }
+    }
+
+    /// The connected devices of `account`, on every node.
+    pub(crate) async fn connected_devices(
+        &self,
+        account: palaver_proto::AccountId,
+    ) -> Vec<palaver_proto::DeviceId> {
+        let mut devices = self.router.connected_devices(account);
+        if let Some(c) = &self.cluster {
+            devices.extend(c.devices_elsewhere(account).await);
+            devices.sort_unstable();
+            devices.dedup();
+        }
+        devices
+    }
+
+    pub(crate) fn typing(
+        &self,
+        from: palaver_proto::AccountId,
+        from_device: palaver_proto::DeviceId,
+        to: palaver_proto::AccountId,
+        typing: bool,
+    ) {
+        self.router.typing(from, from_device, to, typing);
+        if let Some(c) = &self.cluster {
+            c.typing(from, from_device, to, typing);
+        }
+    }
+
+    pub(crate) fn announce(
+        &self,
+        account: palaver_proto::AccountId,
+        online: bool,
+        last_seen: Option<u64>,
+        privacy: palaver_proto::frames::LastSeenPrivacy,
+    ) {
+        self.router.announce(account, online, last_seen, privacy);
+        if let Some(c) = &self.cluster {
+            c.announce(account, online, last_seen, privacy);
+        }
+    }
+
+    /// Hands a frame to `device`'s connection, wherever it is.
+    pub(crate) fn deliver_frame(
+        &self,
+        device: palaver_proto::DeviceId,
+        frame: Arc<palaver_proto::frames::ServerFrame>,
+    ) {
+        if !self
+            .router
+            .deliver(device, router::Push::Frame(frame.clone()))
+            && let Some(c) = &self.cluster
+        {
+            c.deliver_frame(device, frame);
         }
     }
 }

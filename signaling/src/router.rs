@@ -301,15 +301,50 @@ impl Router {
         }
     }
 
-    /// Hands `push` to the connection of `device`, if it is connected here.
-    pub fn deliver(&self, device: DeviceId, push: Push) {
+    /// Hands `push` to the connection of `device`, if it is connected here;
+    /// false if it is not.
+    pub fn deliver(&self, device: DeviceId, push: Push) -> bool {
         let mailbox = self.shards[shard_of(device.0)]
             .lock()
             .devices
             .get(&device)
             .cloned();
-        if let Some(m) = mailbox {
-            m.push(push);
+        match mailbox {
+            Some(m) => {
+                m.push(push);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `device` is connected to this node.
+    pub fn has_device(&self, device: DeviceId) -> bool {
+        self.shards[shard_of(device.0)]
+            .lock()
+            .devices
+            .contains_key(&device)
+    }
+
+    /// Every account with devices connected here, with those devices.
+    pub fn local_devices(&self) -> Vec<(AccountId, Vec<DeviceId>)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            out.extend(
+                shard
+                    .accounts
+                    .iter()
+                    .map(|(a, e)| (*a, e.devices.iter().map(|(d, _)| *d).collect())),
+            );
+        }
+        out
+    }
+
+    /// The device connected on another node: its connection here closes.
+    pub fn replaced_elsewhere(&self, device: DeviceId) {
+        if let Some(m) = self.shards[shard_of(device.0)].lock().devices.get(&device) {
+            m.close(CloseReason::Replaced);
         }
     }
 

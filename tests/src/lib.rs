@@ -48,8 +48,57 @@ pub struct Server {
     /// The SFU's media UDP address (empty if the SFU is disabled).
     pub sfu_udp: String,
     pub stderr_log: PathBuf,
-    /// Extra environment of the process (kept for restarts).
+    /// How the process is started again by `restart`.
+    launch: Launch,
+}
+
+/// The role and environment of a server process.
+#[derive(Debug, Clone)]
+struct Launch {
+    role: &'static str,
     env: Vec<(String, String)>,
+}
+
+/// The PostgreSQL server of the tests (`scripts/postgres.sh`).
+pub fn postgres_url() -> String {
+    std::env::var("PALAVER_TEST_POSTGRES_URL").expect(
+        "PALAVER_TEST_POSTGRES_URL is not set: run scripts/test.sh, or \
+         `eval \"$(scripts/postgres.sh start)\"` first",
+    )
+}
+
+/// The Redis server of the tests (`scripts/redis.sh`).
+pub fn redis_url() -> String {
+    std::env::var("PALAVER_TEST_REDIS_URL").expect(
+        "PALAVER_TEST_REDIS_URL is not set: run scripts/test.sh, or \
+         `eval \"$(scripts/redis.sh start)\"` first",
+    )
+}
+
+/// Whether `Server::start*` use PostgreSQL (`PALAVER_TEST_BACKEND=postgres`,
+/// as the second pass of scripts/test.sh sets) instead of SQLite.
+pub fn on_postgres() -> bool {
+    match std::env::var("PALAVER_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("PALAVER_TEST_BACKEND={other}: use sqlite or postgres"),
+    }
+}
+
+/// A schema no other test uses.
+pub fn fresh_schema() -> String {
+    format!("t_{:016x}", rand::random::<u64>())
+}
+
+/// Environment that points a server at PostgreSQL, in `schema`. The URL
+/// travels in the environment, as a secret should.
+pub fn postgres_env(schema: &str) -> Vec<(String, String)> {
+    vec![
+        ("PALAVER__STORAGE__BACKEND".into(), "postgres".into()),
+        ("PALAVER__STORAGE__POSTGRES_URL".into(), postgres_url()),
+        ("PALAVER__STORAGE__POSTGRES_SCHEMA".into(), schema.into()),
+        ("PALAVER__STORAGE__POSTGRES_POOL_SIZE".into(), "8".into()),
+    ]
 }
 
 impl Server {
@@ -58,31 +107,71 @@ impl Server {
         Self::start_with("")
     }
 
-    /// Starts a server with extra TOML configuration.
+    /// Starts a server with extra TOML configuration, on the backend the
+    /// environment selects (see [`on_postgres`]).
     pub fn start_with(config: &str) -> Server {
         Self::start_with_env(config, Vec::new())
     }
 
     /// Starts a server with extra TOML configuration and environment
-    /// variables (`PALAVER__SECTION__KEY` overrides).
-    pub fn start_with_env(config: &str, env: Vec<(String, String)>) -> Server {
+    /// variables (`PALAVER__SECTION__KEY` overrides), on the backend the
+    /// environment selects.
+    pub fn start_with_env(config: &str, extra: Vec<(String, String)>) -> Server {
+        let mut env = if on_postgres() {
+            postgres_env(&fresh_schema())
+        } else {
+            Vec::new()
+        };
+        env.extend(extra);
+        Self::launch(config, Launch { role: "serve", env })
+    }
+
+    /// Starts `palaver signaling` as one node of a cluster: PostgreSQL in
+    /// `schema`, shared with the other nodes, and Redis between them.
+    pub fn start_node(schema: &str, name: &str) -> Server {
+        Self::start_node_with(schema, name, &[])
+    }
+
+    /// Like [`Server::start_node`], with extra environment (overrides).
+    pub fn start_node_with(schema: &str, name: &str, extra: &[(&str, &str)]) -> Server {
+        let mut env = postgres_env(schema);
+        env.push(("PALAVER__CLUSTER__REDIS_URL".into(), redis_url()));
+        env.push(("PALAVER__CLUSTER__NODE_ID".into(), name.into()));
+        // Tests share one Redis: each cluster keeps to its own keys.
+        env.push(("PALAVER__CLUSTER__NAME".into(), schema.into()));
+        env.push(("PALAVER__MEDIA__ENABLED".into(), "false".into()));
+        // Short, so a killed node's registry entries lapse within a test.
+        env.push(("PALAVER__CLUSTER__HEARTBEAT".into(), "500ms".into()));
+        env.push(("PALAVER__CLUSTER__REGISTRY_TTL".into(), "2s".into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::launch(
+            "",
+            Launch {
+                role: "signaling",
+                env,
+            },
+        )
+    }
+
+    fn launch(config: &str, launch: Launch) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let cfg = tmp.path().join("palaver.toml");
         std::fs::write(&cfg, config).expect("write config");
-        let mut s = Self::spawn(&data_dir, &cfg, tmp.path(), env);
+        let mut s = Self::spawn(&data_dir, &cfg, tmp.path(), launch);
         s._tmp = Some(tmp);
         s
     }
 
-    fn spawn(data_dir: &Path, cfg: &Path, log_dir: &Path, env: Vec<(String, String)>) -> Server {
+    fn spawn(data_dir: &Path, cfg: &Path, log_dir: &Path, launch: Launch) -> Server {
         static N: AtomicU32 = AtomicU32::new(0);
         let stderr_log = log_dir.join(format!("stderr-{}.log", N.fetch_add(1, Ordering::Relaxed)));
         let stderr = std::fs::File::create(&stderr_log).expect("log file");
         let mut child = Command::new(palaver_bin())
             .args(["--config"])
             .arg(cfg)
-            .arg("serve")
+            .arg(launch.role)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
@@ -91,7 +180,6 @@ impl Server {
             // Tests run in parallel: the embedded TURN server takes free ports.
             .env("PALAVER__TURN__LISTEN_UDP", "\"127.0.0.1:0\"")
             .env("PALAVER__TURN__LISTEN_TCP", "\"127.0.0.1:0\"")
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("PALAVER__SFU__UDP_PORT", "0")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -128,7 +216,7 @@ impl Server {
             media_url: media.map(|m| format!("http://{m}")).unwrap_or_default(),
             sfu_udp: sfu_udp.unwrap_or_default(),
             stderr_log,
-            env,
+            launch,
         }
     }
 
@@ -167,7 +255,7 @@ impl Server {
         assert!(self.child.is_none(), "stop the server first");
         let cfg = self.config.clone().expect("config");
         let log_dir = self.stderr_log.parent().expect("log dir").to_owned();
-        let mut next = Self::spawn(&self.data_dir, &cfg, &log_dir, self.env.clone());
+        let mut next = Self::spawn(&self.data_dir, &cfg, &log_dir, self.launch.clone());
         self.child = next.child.take();
         self.ws_url = std::mem::take(&mut next.ws_url);
         self.admin_url = std::mem::take(&mut next.admin_url);

@@ -27,7 +27,24 @@ fn server_bytes(server: &Server) -> Vec<u8> {
         }
     }
     all.extend(std::fs::read(&server.stderr_log).unwrap());
+    if palaver_tests::on_postgres() {
+        // The database lives in the test PostgreSQL cluster: its tables
+        // and its write-ahead log.
+        let dir = std::env::var("PALAVER_TEST_POSTGRES_DIR").expect("PALAVER_TEST_POSTGRES_DIR");
+        read_tree(&std::path::Path::new(&dir).join("data"), &mut all);
+    }
     all
+}
+
+fn read_tree(dir: &std::path::Path, into: &mut Vec<u8>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            read_tree(&path, into);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            into.extend(bytes);
+        }
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -1,8 +1,20 @@
-use super::*;
-use crate::policy::{hash_code, hash_credential};
+//! Tests of the [`Store`] contract, run on every backend: each test is an
+//! `async fn(Fixture)`, and `on_both!` makes a SQLite and a PostgreSQL test
+//! of it. The PostgreSQL ones need `PALAVER_TEST_POSTGRES_URL` (set by
+//! `scripts/test.sh`, which starts a server with `scripts/postgres.sh`);
+//! each test gets a schema of its own.
+
+use crate::policy::{CodeDecision, Phone, hash_code, hash_credential};
+use crate::postgres::{PostgresConfig, PostgresStore};
+use crate::sqlite::{SqliteConfig, SqliteStore};
+use crate::store::*;
+use palaver_proto::frames::EnvelopeKind;
+use palaver_proto::{AccountId, ClientMsgId, DeviceId, Seq};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 #[derive(Default)]
-struct Recorder {
+pub(crate) struct Recorder {
     seen: Mutex<Vec<Arc<StoredEnvelope>>>,
     revoked: Mutex<Vec<DeviceId>>,
 }
@@ -16,25 +28,108 @@ impl Notifier for Recorder {
     }
 }
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: SqliteStore,
-    notes: Arc<Recorder>,
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(PostgresConfig),
 }
 
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let notes = Arc::new(Recorder::default());
-    let store =
-        SqliteStore::open(SqliteConfig::new(dir.path().join("t.db")), notes.clone()).unwrap();
-    Fixture {
-        _dir: dir,
-        store,
-        notes,
+pub(crate) struct Fixture {
+    store: Arc<dyn Store>,
+    notes: Arc<Recorder>,
+    place: Place,
+}
+
+/// The server the PostgreSQL tests use.
+pub(crate) fn postgres_url() -> String {
+    std::env::var("PALAVER_TEST_POSTGRES_URL").expect(
+        "PALAVER_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, or \
+         `eval \"$(scripts/postgres.sh start)\"` first",
+    )
+}
+
+impl Fixture {
+    fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let notes = Arc::new(Recorder::default());
+        let store =
+            SqliteStore::open(SqliteConfig::new(dir.path().join("t.db")), notes.clone()).unwrap();
+        Fixture {
+            store: Arc::new(store),
+            notes,
+            place: Place::Sqlite(dir),
+        }
+    }
+
+    async fn postgres() -> Fixture {
+        let mut config = PostgresConfig::new(postgres_url());
+        config.schema = format!("t_{:016x}", rand::random::<u64>());
+        config.pool_size = 8;
+        let notes = Arc::new(Recorder::default());
+        let store = PostgresStore::open(config.clone(), notes.clone())
+            .await
+            .unwrap();
+        Fixture {
+            store: Arc::new(store),
+            notes,
+            place: Place::Postgres(config),
+        }
+    }
+
+    /// A second store on the same data, as after a restart.
+    async fn reopen(&self) -> Arc<dyn Store> {
+        let notes = Arc::new(Recorder::default());
+        match &self.place {
+            Place::Sqlite(dir) => Arc::new(
+                SqliteStore::open(SqliteConfig::new(dir.path().join("t.db")), notes).unwrap(),
+            ),
+            Place::Postgres(config) => {
+                Arc::new(PostgresStore::open(config.clone(), notes).await.unwrap())
+            }
+        }
     }
 }
 
-async fn link(store: &SqliteStore, phone: &str) -> (AccountId, DeviceId) {
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Fixture::sqlite()).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::postgres().await).await
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    codes_link_devices_and_are_single_use,
+    wrong_codes_exhaust_the_code,
+    send_fetch_ack_and_receipts,
+    sends_must_cover_current_devices,
+    revoke_drops_queue_and_notifies,
+    expiry_removes_old_envelopes,
+    chat_timers_cut_queue_life_short,
+    concurrent_sends_are_batched_and_ordered,
+    call_history_is_kept_for_both_parties_newest_first,
+    blocking_drops_messages_silently_or_refuses_them,
+    data_survives_reopen,
+    statuses_disappear_with_their_lifetime,
+    concurrent_fan_outs_keep_every_device_in_order,
+    concurrent_claims_never_share_a_one_time_key,
+    concurrent_group_changes_number_events_once,
+    settings_versions_conflict_under_concurrency,
+);
+
+async fn link(store: &dyn Store, phone: &str) -> (AccountId, DeviceId) {
     let phone = Phone::parse(phone).unwrap();
     store
         .put_code(&phone, hash_code(&phone, "123456"), 10_000)
@@ -85,9 +180,7 @@ fn send_req(
     }
 }
 
-#[tokio::test]
-async fn codes_link_devices_and_are_single_use() {
-    let f = fixture();
+async fn codes_link_devices_and_are_single_use(f: Fixture) {
     let phone = Phone::parse("+14155552671").unwrap();
     let new = |code: &str| NewDevice {
         phone: phone.clone(),
@@ -162,9 +255,7 @@ async fn codes_link_devices_and_are_single_use() {
     );
 }
 
-#[tokio::test]
-async fn wrong_codes_exhaust_the_code() {
-    let f = fixture();
+async fn wrong_codes_exhaust_the_code(f: Fixture) {
     let phone = Phone::parse("+14155552671").unwrap();
     f.store
         .put_code(&phone, hash_code(&phone, "123456"), 1000)
@@ -194,11 +285,9 @@ async fn wrong_codes_exhaust_the_code() {
     );
 }
 
-#[tokio::test]
-async fn send_fetch_ack_and_receipts() {
-    let f = fixture();
-    let alice = link(&f.store, "+14155552671").await;
-    let bob = link(&f.store, "+14155552672").await;
+async fn send_fetch_ack_and_receipts(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
     let out = f
         .store
         .send(send_req(alice, bob.0, "m1", &[bob.1]))
@@ -252,12 +341,10 @@ async fn send_fetch_ack_and_receipts() {
     assert_eq!(all.last().unwrap().kind, EnvelopeKind::Read);
 }
 
-#[tokio::test]
-async fn sends_must_cover_current_devices() {
-    let f = fixture();
-    let alice = link(&f.store, "+14155552671").await;
-    let alice2 = link(&f.store, "+14155552671").await;
-    let bob = link(&f.store, "+14155552672").await;
+async fn sends_must_cover_current_devices(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let alice2 = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
     assert_eq!(alice.0, alice2.0);
     let out = f
         .store
@@ -295,11 +382,9 @@ async fn sends_must_cover_current_devices() {
     assert_eq!(out, SendOutcome::UnknownRecipient);
 }
 
-#[tokio::test]
-async fn revoke_drops_queue_and_notifies() {
-    let f = fixture();
-    let alice = link(&f.store, "+14155552671").await;
-    let bob = link(&f.store, "+14155552672").await;
+async fn revoke_drops_queue_and_notifies(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
     f.store
         .send(send_req(alice, bob.0, "m1", &[bob.1]))
         .await
@@ -314,11 +399,9 @@ async fn revoke_drops_queue_and_notifies() {
     assert_eq!(f.store.devices(AccountId(1234)).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn expiry_removes_old_envelopes() {
-    let f = fixture();
-    let alice = link(&f.store, "+14155552671").await;
-    let bob = link(&f.store, "+14155552672").await;
+async fn expiry_removes_old_envelopes(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
     let mut req = send_req(alice, bob.0, "old", &[bob.1]);
     req.expires_at_ms = 500;
     f.store.send(req).await.unwrap();
@@ -332,12 +415,10 @@ async fn expiry_removes_old_envelopes() {
     assert_eq!(left[0].msg, msg("new"));
 }
 
-#[tokio::test]
-async fn chat_timers_cut_queue_life_short() {
-    let f = fixture();
-    let alice = link(&f.store, "+14155552671").await;
-    let bob = link(&f.store, "+14155552672").await;
-    let carol = link(&f.store, "+14155552673").await;
+async fn chat_timers_cut_queue_life_short(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
+    let carol = link(f.store.as_ref(), "+14155552673").await;
     let timer = |chat, seconds| crate::store::TimerRequest {
         actor: alice.0,
         chat,
@@ -384,11 +465,9 @@ async fn chat_timers_cut_queue_life_short() {
     assert!(left.iter().any(|e| e.msg == msg("b2")));
 }
 
-#[tokio::test]
-async fn statuses_disappear_with_their_lifetime() {
-    let f = fixture();
-    let alice = link(&f.store, "+14155552671").await;
-    let bob = link(&f.store, "+14155552672").await;
+async fn statuses_disappear_with_their_lifetime(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
     let post = crate::store::StatusRequest {
         author: alice.0,
         device: alice.1,
@@ -422,22 +501,18 @@ async fn statuses_disappear_with_their_lifetime() {
     );
 }
 
-#[tokio::test]
-async fn data_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
+async fn data_survives_reopen(f: Fixture) {
     let (alice, bob) = {
-        let store =
-            SqliteStore::open(SqliteConfig::new(&path), Arc::new(Recorder::default())).unwrap();
-        let alice = link(&store, "+14155552671").await;
-        let bob = link(&store, "+14155552672").await;
+        let store = &f.store;
+        let alice = link(store.as_ref(), "+14155552671").await;
+        let bob = link(store.as_ref(), "+14155552672").await;
         store
             .send(send_req(alice, bob.0, "m1", &[bob.1]))
             .await
             .unwrap();
         (alice, bob)
     };
-    let store = SqliteStore::open(SqliteConfig::new(&path), Arc::new(Recorder::default())).unwrap();
+    let store = f.reopen().await;
     let queued = store.fetch(bob.1, Seq(0), 10).await.unwrap();
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].from, alice.0);
@@ -448,12 +523,10 @@ async fn data_survives_reopen() {
     assert_eq!(again, SendOutcome::Duplicate { ts: 100 });
 }
 
-#[tokio::test]
-async fn concurrent_sends_are_batched_and_ordered() {
-    let f = fixture();
-    let alice = link(&f.store, "+14155552671").await;
-    let bob = link(&f.store, "+14155552672").await;
-    let store = Arc::new(f.store);
+async fn concurrent_sends_are_batched_and_ordered(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
+    let store = f.store.clone();
     let mut tasks = Vec::new();
     for i in 0..200 {
         let store = store.clone();
@@ -476,11 +549,9 @@ async fn concurrent_sends_are_batched_and_ordered() {
     assert_eq!(fetched.len(), 200);
 }
 
-#[tokio::test]
-async fn call_history_is_kept_for_both_parties_newest_first() {
+async fn call_history_is_kept_for_both_parties_newest_first(f: Fixture) {
     use palaver_proto::CallId;
     use palaver_proto::frames::{CallLogEntry, EndReason, Media};
-    let f = fixture();
     let entry = |call: u64, caller: u64, callee: u64, started: u64, reason| CallLogEntry {
         call: CallId(call),
         caller: AccountId(caller),
@@ -528,12 +599,10 @@ async fn call_history_is_kept_for_both_parties_newest_first() {
     assert_eq!(b[0], entry(3, 2, 3, 300, EndReason::Busy));
 }
 
-#[tokio::test]
-async fn blocking_drops_messages_silently_or_refuses_them() {
-    let f = fixture();
-    let alice = link(&f.store, "+14155552671").await;
-    let alice2 = link(&f.store, "+14155552671").await;
-    let bob = link(&f.store, "+14155552672").await;
+async fn blocking_drops_messages_silently_or_refuses_them(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let alice2 = link(f.store.as_ref(), "+14155552671").await;
+    let bob = link(f.store.as_ref(), "+14155552672").await;
     assert!(f.store.set_block(bob.0, alice.0, true, 1).await.unwrap());
     assert!(
         !f.store
@@ -579,4 +648,231 @@ async fn blocking_drops_messages_silently_or_refuses_them() {
         .unwrap();
     assert_eq!(out, SendOutcome::Stored { ts: 100 });
     assert_eq!(f.store.fetch(bob.1, Seq(0), 10).await.unwrap().len(), 1);
+}
+
+/// Checks what the notifier saw against the queues: every stored envelope
+/// was notified once, per device in increasing order (consecutive where the
+/// store promises dense numbers).
+async fn check_order(f: &Fixture, devices: &[DeviceId]) {
+    let seen = f.notes.seen.lock().clone();
+    for d in devices {
+        let notified: Vec<Seq> = seen
+            .iter()
+            .filter(|e| e.device == *d)
+            .map(|e| e.seq)
+            .collect();
+        assert!(
+            notified.windows(2).all(|w| w[0] < w[1]),
+            "device {d}: notified out of order: {notified:?}"
+        );
+        let stored: Vec<Seq> = f
+            .store
+            .fetch(*d, Seq(0), 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(notified, stored, "device {d}");
+        if f.store.dense_seqs() {
+            let dense: Vec<Seq> = (1..=stored.len() as u64).map(Seq).collect();
+            assert_eq!(stored, dense, "device {d}: numbers have gaps");
+        }
+    }
+}
+
+async fn concurrent_fan_outs_keep_every_device_in_order(f: Fixture) {
+    let mut people = Vec::new();
+    for i in 0..4 {
+        people.push(link(f.store.as_ref(), &format!("+1415555267{i}")).await);
+    }
+    let info = f
+        .store
+        .create_group(NewGroup {
+            creator: people[0].0,
+            name: "g".into(),
+            members: people[1..].iter().map(|p| p.0).collect(),
+            now_ms: 1,
+            expires_at_ms: 1_000_000,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (n, sender) in people.iter().take(3).enumerate() {
+        let (store, sender, group) = (f.store.clone(), *sender, info.group);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let out = store
+                    .group_send(GroupSendRequest {
+                        from: sender.0,
+                        from_device: sender.1,
+                        group,
+                        msg: msg(&format!("m{n}.{i}")),
+                        payload: vec![1, 2, 3],
+                        now_ms: 10,
+                        expires_at_ms: 1_000_000,
+                        edit_of: None,
+                        edit_window_ms: 0,
+                    })
+                    .await
+                    .unwrap();
+                assert!(matches!(out, GroupSendOutcome::Stored { .. }), "{out:?}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let devices: Vec<DeviceId> = people.iter().map(|p| p.1).collect();
+    check_order(&f, &devices).await;
+    // Everyone got the event and the 60 messages but their own 20.
+    let last = f.store.fetch(people[3].1, Seq(0), 1000).await.unwrap();
+    assert_eq!(last.len(), 61);
+    let first = f.store.fetch(people[0].1, Seq(0), 1000).await.unwrap();
+    assert_eq!(first.len(), 41);
+}
+
+fn upload(keys: u32) -> crate::keys::CheckedUpload {
+    use crate::keys::CheckedSignedKey;
+    let signed = |key_id| CheckedSignedKey {
+        key_id,
+        public: [3; 32],
+        signature: [4; 64],
+    };
+    crate::keys::CheckedUpload {
+        identity_key: [1; 32],
+        signing_key: [2; 32],
+        signed_prekey: Some(signed(1)),
+        one_time_keys: (1..=keys).map(|i| (i, [i as u8; 32])).collect(),
+        last_resort: Some(signed(99)),
+    }
+}
+
+async fn concurrent_claims_never_share_a_one_time_key(f: Fixture) {
+    let bob = link(f.store.as_ref(), "+14155552672").await;
+    assert_eq!(f.store.key_stock(bob.1).await.unwrap(), None);
+    let stock = f.store.upload_keys(bob.1, upload(10)).await.unwrap();
+    assert_eq!(stock, Ok(10));
+    let mut tasks = Vec::new();
+    for _ in 0..25 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim_keys(bob.0, None).await.unwrap().unwrap()
+        }));
+    }
+    let mut taken = Vec::new();
+    let mut fallbacks = 0;
+    for t in tasks {
+        let claim = t.await.unwrap();
+        assert_eq!(claim.bundles.len(), 1);
+        let bundle = &claim.bundles[0];
+        match &bundle.one_time_key {
+            Some(k) => taken.push(k.key_id),
+            None => {
+                assert_eq!(bundle.last_resort.as_ref().map(|k| k.key_id), Some(99));
+                fallbacks += 1;
+            }
+        }
+    }
+    taken.sort_unstable();
+    assert_eq!(
+        taken,
+        (1..=10).collect::<Vec<u32>>(),
+        "each key exactly once"
+    );
+    assert_eq!(fallbacks, 15);
+    assert_eq!(f.store.key_stock(bob.1).await.unwrap(), Some(0));
+}
+
+async fn concurrent_group_changes_number_events_once(f: Fixture) {
+    use crate::groups::GroupOp;
+    let alice = link(f.store.as_ref(), "+14155552670").await;
+    let mut others = Vec::new();
+    for i in 0..8 {
+        others.push(link(f.store.as_ref(), &format!("+1415555268{i}")).await);
+    }
+    let info = f
+        .store
+        .create_group(NewGroup {
+            creator: alice.0,
+            name: "g".into(),
+            members: Vec::new(),
+            now_ms: 1,
+            expires_at_ms: 1_000_000,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for other in &others {
+        let (store, other) = (f.store.clone(), *other);
+        tasks.push(tokio::spawn(async move {
+            store
+                .change_group(GroupChangeRequest {
+                    actor: alice.0,
+                    target: GroupTarget::Id(info.group),
+                    op: GroupOp::Add(vec![other.0]),
+                    new_code: None,
+                    now_ms: 2,
+                    expires_at_ms: 1_000_000,
+                    limit: 100,
+                })
+                .await
+                .unwrap()
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let group = f.store.group(alice.0, info.group).await.unwrap().unwrap();
+    assert_eq!(group.members.len(), 9);
+    assert_eq!(group.event, 9);
+    let events: Vec<u64> = f
+        .store
+        .fetch(alice.1, Seq(0), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let ev: palaver_proto::groups::GroupEvent =
+                serde_json::from_slice(e.payload.as_deref().unwrap()).unwrap();
+            ev.event
+        })
+        .collect();
+    assert_eq!(events, (1..=9).collect::<Vec<u64>>());
+    check_order(&f, &[alice.1]).await;
+}
+
+async fn settings_versions_conflict_under_concurrency(f: Fixture) {
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let mut tasks = Vec::new();
+    for i in 0..10u8 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.put_settings(alice.0, 0, vec![i]).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(1) => won += 1,
+            Err(1) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(f.store.settings(alice.0).await.unwrap().0, 1);
+    assert_eq!(
+        f.store.put_settings(alice.0, 0, vec![]).await.unwrap(),
+        Err(1)
+    );
+    assert_eq!(
+        f.store.put_settings(alice.0, 1, vec![7]).await.unwrap(),
+        Ok(2)
+    );
+    assert_eq!(f.store.settings(alice.0).await.unwrap(), (2, vec![7]));
 }
