@@ -36,8 +36,10 @@ cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
 # The end-to-end tests of the messaging features again, on PostgreSQL.
 if [ $# -eq 0 ]; then
   step "cargo nextest: messaging end to end on PostgreSQL"
-  PALAVER_TEST_BACKEND=postgres cargo nextest run -p palaver-tests --locked --no-fail-fast \
-    -E 'binary(chat) | binary(chats) | binary(groups) | binary(e2e_keys) | binary(blocking) | binary(lifecycle) | binary(crash) | binary(bad_input)' \
+  # --workspace, as above, so that features resolve the same way and nothing
+  # is compiled again.
+  PALAVER_TEST_BACKEND=postgres cargo nextest run --workspace --locked --no-fail-fast \
+    -E 'package(palaver-tests) & (binary(chat) | binary(chats) | binary(groups) | binary(e2e_keys) | binary(blocking) | binary(lifecycle) | binary(crash) | binary(bad_input))' \
     || status=$?
 fi
 exit $status
