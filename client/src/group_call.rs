@@ -47,10 +47,29 @@ impl Client {
         media: Media,
     ) -> Result<GroupCallTicket> {
         let id = self.id();
-        ticket(
-            self.call(ClientFrame::GroupCallStart { id, invite, media })
-                .await?,
-        )
+        let frame = ClientFrame::GroupCallStart {
+            id,
+            invite,
+            media,
+            group: None,
+        };
+        ticket(self.call(frame).await?)
+    }
+
+    /// Starts a call in a chat group: every member is invited.
+    pub async fn group_call_start_in_group(
+        &mut self,
+        group: palaver_proto::GroupId,
+        media: Media,
+    ) -> Result<GroupCallTicket> {
+        let id = self.id();
+        let frame = ClientFrame::GroupCallStart {
+            id,
+            invite: Vec::new(),
+            media,
+            group: Some(group),
+        };
+        ticket(self.call(frame).await?)
     }
 
     /// A ticket for a group call this account started or was invited to.

@@ -391,8 +391,13 @@ pub enum ClientFrame {
     /// `group_call_ticket` (this device joins the SFU with it).
     GroupCallStart {
         id: RequestId,
+        #[serde(default)]
         invite: Vec<AccountId>,
         media: Media,
+        /// Ring every member of this group (you must be one), besides
+        /// `invite`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<GroupId>,
     },
     /// Join a group call this account started or was invited to; answered
     /// by `group_call_ticket`.

@@ -194,9 +194,12 @@ impl Conn {
                 }
                 self.call_op(id, |c, _, me| c.relay_ice(me.device, call, candidate))
             }
-            F::GroupCallStart { id, invite, media } => {
-                self.group_call_start(id, invite, media).await
-            }
+            F::GroupCallStart {
+                id,
+                invite,
+                media,
+                group,
+            } => self.group_call_start(id, invite, media, group).await,
             F::GroupCallJoin { id, room } => self.group_call_join(id, room),
             F::CallHistory { id, before, limit } => {
                 let me = self.me()?;

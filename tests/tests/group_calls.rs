@@ -70,3 +70,33 @@ async fn unknown_invitees_are_refused() {
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
 }
+
+#[tokio::test]
+async fn a_call_in_a_chat_group_rings_its_members() {
+    let server = Server::start();
+    let (mut a, _) = server.device(&phone()).await;
+    let (mut b, rb) = server.device(&phone()).await;
+    let (mut c, _) = server.device(&phone()).await;
+    let group = a.group_create("team", &[rb.account]).await.unwrap().group;
+    let t = a
+        .group_call_start_in_group(group, Media::Video)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Call(ServerFrame::GroupCallIncoming { room, media, .. }) =
+            next_event(&mut b).await
+        {
+            assert_eq!((room.as_str(), media), (t.room.as_str(), Media::Video));
+            break;
+        }
+    }
+    b.group_call_join(&t.room).await.unwrap();
+    // Not a member: neither start a call in the group nor join its room.
+    let e = c
+        .group_call_start_in_group(group, Media::Audio)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    let e = c.group_call_join(&t.room).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+}

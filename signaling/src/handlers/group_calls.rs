@@ -6,7 +6,7 @@ use crate::now_ms;
 use crate::router::Push;
 use palaver_proto::frames::{Media, ServerFrame};
 use palaver_proto::join_token::{self, JoinClaims};
-use palaver_proto::{AccountId, ErrorCode, RequestId};
+use palaver_proto::{AccountId, ErrorCode, GroupId, RequestId};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,8 +23,19 @@ impl Conn {
         id: RequestId,
         mut invite: Vec<AccountId>,
         media: Media,
+        group: Option<GroupId>,
     ) -> Reply {
         let me = self.me()?;
+        if let Some(g) = group {
+            // A call in a chat group rings its members; only members start one.
+            let info = self.gw.store.group(me.account, g).await?.ok_or_else(|| {
+                ReqError::new(
+                    ErrorCode::NotFound,
+                    "the group does not exist or you are not a member",
+                )
+            })?;
+            invite.extend(info.members.iter().map(|m| m.account));
+        }
         let cfg = self
             .gw
             .config
