@@ -12,8 +12,12 @@
 //! "sender_key", "kind", "body"}` for Olm, `{"e2e":"megolm", "session_id",
 //! "body"}` for group messages; bodies are base64.
 //!
-//! Not done: persistence of sessions (state lives in memory for the life of
-//! the [`Crypto`]), cross-signing and verification of safety numbers.
+//! Persistence: [`Crypto::save`] gives the whole state (account, Olm and
+//! Megolm sessions, pinned identities) as text whose secret parts are
+//! encrypted with a 32-byte key the application keeps (for example in the
+//! platform's key store); [`Crypto::restore`] reads it back.
+//!
+//! Not done: cross-signing and verification of safety numbers.
 
 use crate::{Client, Envelope, Error as ClientError, Sent};
 use base64::Engine;
@@ -49,6 +53,8 @@ pub enum E2eError {
     UnknownGroupSession(String),
     #[error("the recipient's devices kept changing; retry")]
     DevicesChanging,
+    #[error("saved state cannot be read (wrong key or damaged): {0}")]
+    Restore(String),
 }
 
 pub type Result<T> = std::result::Result<T, E2eError>;
@@ -502,6 +508,105 @@ impl Crypto {
                 Ok(Decrypted::GroupKey(group))
             }
         }
+    }
+}
+
+/// [`Crypto`]'s state as [`Crypto::save`] writes it: ids in clear, every
+/// secret as a vodozemac pickle encrypted with the caller's key.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    account: String,
+    me: Option<(AccountId, DeviceId)>,
+    next_key_id: u32,
+    published: bool,
+    identities: Vec<(DeviceId, String)>,
+    sessions: Vec<(DeviceId, Vec<String>)>,
+    outbound: Vec<(GroupId, String, Vec<DeviceId>)>,
+    inbound: Vec<(GroupId, String)>,
+}
+
+impl Crypto {
+    /// The whole state as text; its secrets are encrypted with `key`.
+    /// Save it after every change (each message moves the ratchets).
+    pub fn save(&self, key: &[u8; 32]) -> String {
+        let saved = Saved {
+            account: self.account.pickle().encrypt(key),
+            me: self.me,
+            next_key_id: self.next_key_id,
+            published: self.published,
+            identities: self
+                .identities
+                .iter()
+                .map(|(d, k)| (*d, k.to_base64()))
+                .collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(d, v)| (*d, v.iter().map(|s| s.pickle().encrypt(key)).collect()))
+                .collect(),
+            outbound: self
+                .outbound
+                .iter()
+                .map(|(g, o)| {
+                    let shared = o.shared_with.iter().copied().collect();
+                    (*g, o.session.pickle().encrypt(key), shared)
+                })
+                .collect(),
+            inbound: self
+                .inbound
+                .values()
+                .map(|(g, s)| (*g, s.pickle().encrypt(key)))
+                .collect(),
+        };
+        serde_json::to_string(&saved).expect("plain data serializes")
+    }
+
+    /// Reads back what [`Crypto::save`] wrote with the same key.
+    pub fn restore(text: &str, key: &[u8; 32]) -> Result<Crypto> {
+        use vodozemac::megolm::{GroupSessionPickle, InboundGroupSessionPickle};
+        use vodozemac::olm::{AccountPickle, SessionPickle};
+        let bad = |e: &dyn std::fmt::Display| E2eError::Restore(e.to_string());
+        let s: Saved = serde_json::from_str(text).map_err(|e| bad(&e))?;
+        let account = AccountPickle::from_encrypted(&s.account, key).map_err(|e| bad(&e))?;
+        let mut c = Crypto {
+            account: Account::from_pickle(account),
+            me: s.me,
+            next_key_id: s.next_key_id,
+            published: s.published,
+            ..Crypto::new()
+        };
+        for (d, k) in s.identities {
+            c.identities.insert(
+                d,
+                Curve25519PublicKey::from_base64(&k).map_err(|e| bad(&e))?,
+            );
+        }
+        for (d, list) in s.sessions {
+            let mut v = Vec::new();
+            for p in list {
+                let p = SessionPickle::from_encrypted(&p, key).map_err(|e| bad(&e))?;
+                v.push(Session::from_pickle(p));
+            }
+            c.sessions.insert(d, v);
+        }
+        for (g, p, shared) in s.outbound {
+            let p = GroupSessionPickle::from_encrypted(&p, key).map_err(|e| bad(&e))?;
+            let session = GroupSession::from_pickle(p);
+            let shared_with = shared.into_iter().collect();
+            c.outbound.insert(
+                g,
+                Outbound {
+                    session,
+                    shared_with,
+                },
+            );
+        }
+        for (g, p) in s.inbound {
+            let p = InboundGroupSessionPickle::from_encrypted(&p, key).map_err(|e| bad(&e))?;
+            let session = InboundGroupSession::from_pickle(p);
+            c.inbound.insert(session.session_id(), (g, session));
+        }
+        Ok(c)
     }
 }
 

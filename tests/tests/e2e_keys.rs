@@ -118,6 +118,14 @@ async fn the_server_never_sees_plaintext() {
     let (_, plain) = next_plaintext(&mut alice2, &mut ca2).await;
     assert_eq!(plain, secret.as_bytes());
 
+    // Bob's app restarts: his state comes back from storage, encrypted
+    // with his key; the wrong key reads nothing.
+    let key = [7u8; 32];
+    let saved = cb.save(&key);
+    assert!(!saved.contains(&secret), "no plaintext in the saved state");
+    assert!(Crypto::restore(&saved, &[8u8; 32]).is_err());
+    let mut cb = Crypto::restore(&saved, &key).unwrap();
+
     // Bob answers over the session Alice opened.
     let reply = format!("the mill it is {}", rand::random::<u64>());
     cb.send(&mut bob, a.account, &id("r1"), reply.as_bytes())
@@ -144,6 +152,14 @@ async fn the_server_never_sees_plaintext() {
         (e.group, plain),
         (Some(group), group_secret.as_bytes().to_vec())
     );
+    // Restored again, Bob still reads the group: the Megolm session survives.
+    let mut cb = Crypto::restore(&cb.save(&key), &key).unwrap();
+    let again = format!("second lantern {}", rand::random::<u64>());
+    ca.group_send(&mut alice, group, &id("g2"), again.as_bytes())
+        .await
+        .unwrap();
+    let (_, plain) = next_plaintext(&mut bob, &mut cb).await;
+    assert_eq!(plain, again.as_bytes());
     // Alice's other device got Bob's reply too, then the group message.
     let (_, plain) = next_plaintext(&mut alice2, &mut ca2).await;
     assert_eq!(plain, reply.as_bytes());
