@@ -1,8 +1,8 @@
 // A Chromium page publishes simulcast video (q: 320x240, f: 640x480)
 // through Palaver's SFU to a second page. The SFU starts the subscriber on
 // the first layer and moves it up once its bandwidth estimate allows; the
-// switch must keep the video decoding (15 fps or more over the window after
-// it, whatever layer changes the estimate causes meanwhile).
+// switch must keep the video decoding (at least `minFps` over the window
+// after it, whatever layer changes the estimate causes meanwhile).
 // Prints one JSON line; exits 0 when every check passed.
 //
 // usage: node sfu-simulcast.mjs SPEC_JSON

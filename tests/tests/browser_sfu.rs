@@ -101,10 +101,15 @@ async fn chromium_simulcast_switches_up_and_keeps_decoding() {
     check_tools();
     let server = Server::start();
     let (join_url, tokens) = tickets(&server, 2).await;
+    // What a bad switch looks like is a freeze (a decoder waiting for a
+    // keyframe that never comes: near 0 fps), so 5 fps over the window
+    // catches it; 640x480 at 15 fps or more is not what this test is about
+    // and depends on how busy the machine is (the three-page test holds
+    // the 15 fps line at 320x240).
     let spec = serde_json::json!({
         "joinUrl": join_url,
         "tokens": tokens,
-        "minFps": 15,
+        "minFps": 5,
         "seconds": 3,
     });
     let r = drive(&server, "sfu-simulcast.mjs", spec).await;
