@@ -541,14 +541,8 @@ fn do_send(
     batch: &mut Batch,
     req: SendRequest,
 ) -> rusqlite::Result<SendOutcome> {
-    let dup: Option<i64> = conn
-        .prepare_cached("SELECT ts FROM sent WHERE device_id = ?1 AND msg = ?2")?
-        .query_row(params![to_i64(req.from_device.0), req.msg.as_str()], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    if let Some(ts) = dup {
-        return Ok(SendOutcome::Duplicate { ts: to_u64(ts) });
+    if let Some(ts) = chats::sent_ts(conn, req.from_device, &req.msg)? {
+        return Ok(SendOutcome::Duplicate { ts });
     }
     let mut required: Vec<DeviceId> = batch
         .devices_of(conn, req.from)?
@@ -584,7 +578,7 @@ fn do_send(
             return Ok(SendOutcome::Amend(e));
         }
     }
-    chats::record_sent(conn, req.from_device, &req.msg, req.now_ms, req.from, chat)?;
+    chats::record_sent(conn, req.from_device, &req.msg, req.now_ms, chat)?;
     let timer = chats::direct_timer(conn, req.from, req.to)?;
     let expires_ms = message_expiry(req.now_ms, req.expires_at_ms, timer);
     for (device, payload) in req.envelopes {

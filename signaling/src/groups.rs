@@ -167,44 +167,35 @@ impl Conn {
         Ok(())
     }
 
-    async fn group_change(&mut self, id: RequestId, target: GroupTarget, op: GroupOp) -> Reply {
+    /// Applies one change by this account and returns the group after it.
+    async fn apply_change(
+        &mut self,
+        target: GroupTarget,
+        op: GroupOp,
+        new_code: Option<String>,
+    ) -> Result<GroupInfo, ReqError> {
         let me = self.me()?;
         let now = now_ms();
         let req = GroupChangeRequest {
             actor: me.account,
             target,
-            new_code: (op == GroupOp::ResetInvite).then(new_invite_code),
             op,
+            new_code,
             now_ms: now,
             expires_at_ms: self.expiry(now),
             limit: self.gw.config.max_group_members,
         };
-        let group = self
-            .gw
-            .store
-            .change_group(req)
-            .await?
-            .map_err(group_error)?;
+        self.gw.store.change_group(req).await?.map_err(group_error)
+    }
+
+    async fn group_change(&mut self, id: RequestId, target: GroupTarget, op: GroupOp) -> Reply {
+        let group = self.apply_change(target, op, None).await?;
         self.reply_group(id, group)
     }
 
     async fn group_leave(&mut self, id: RequestId, group: GroupId) -> Reply {
-        let me = self.me()?;
-        let now = now_ms();
-        let req = GroupChangeRequest {
-            actor: me.account,
-            target: GroupTarget::Id(group),
-            op: GroupOp::Leave,
-            new_code: None,
-            now_ms: now,
-            expires_at_ms: self.expiry(now),
-            limit: self.gw.config.max_group_members,
-        };
-        self.gw
-            .store
-            .change_group(req)
-            .await?
-            .map_err(group_error)?;
+        self.apply_change(GroupTarget::Id(group), GroupOp::Leave, None)
+            .await?;
         self.reply(ServerFrame::Done { id });
         Ok(())
     }
@@ -212,22 +203,13 @@ impl Conn {
     async fn group_invite(&mut self, id: RequestId, group: GroupId, reset: bool) -> Reply {
         let me = self.me()?;
         if reset {
-            let now = now_ms();
             let code = new_invite_code();
-            let req = GroupChangeRequest {
-                actor: me.account,
-                target: GroupTarget::Id(group),
-                op: GroupOp::ResetInvite,
-                new_code: Some(code.clone()),
-                now_ms: now,
-                expires_at_ms: self.expiry(now),
-                limit: self.gw.config.max_group_members,
-            };
-            self.gw
-                .store
-                .change_group(req)
-                .await?
-                .map_err(group_error)?;
+            self.apply_change(
+                GroupTarget::Id(group),
+                GroupOp::ResetInvite,
+                Some(code.clone()),
+            )
+            .await?;
             self.reply(ServerFrame::GroupInvite { id, group, code });
             return Ok(());
         }

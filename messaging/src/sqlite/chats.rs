@@ -32,6 +32,22 @@ CREATE TABLE link_codes (
 ) WITHOUT ROWID;
 "#;
 
+/// When `device` stored message `msg`, if it did (the dedup check of every
+/// kind of send).
+pub(super) fn sent_ts(
+    conn: &Connection,
+    device: DeviceId,
+    msg: &ClientMsgId,
+) -> rusqlite::Result<Option<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT ts FROM sent WHERE device_id = ?1 AND msg = ?2")?
+        .query_row(params![to_i64(device.0), msg.as_str()], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .map(to_u64))
+}
+
 /// Remembers a stored message: the dedup key, and what edits and revokes
 /// need to know.
 pub(super) fn record_sent(
@@ -39,7 +55,6 @@ pub(super) fn record_sent(
     device: DeviceId,
     msg: &ClientMsgId,
     ts: u64,
-    _from: AccountId,
     chat: Chat,
 ) -> rusqlite::Result<()> {
     let (to, group, status) = match chat {

@@ -1,7 +1,7 @@
 //! Groups in SQLite: load a group's state, let [`crate::groups`] decide,
 //! persist the difference and queue the events, all in one writer job.
 
-use super::chats::{find_sent, record_sent};
+use super::chats::{find_sent, record_sent, sent_ts};
 use super::{Batch, NewEnvelope, account_exists, enqueue, to_i64, to_u64};
 use crate::chats::{Chat, check_amend, message_expiry};
 use crate::groups::{self, GroupError, GroupOp, GroupState};
@@ -429,14 +429,8 @@ pub(super) fn send(
     batch: &mut Batch,
     req: GroupSendRequest,
 ) -> rusqlite::Result<GroupSendOutcome> {
-    let dup: Option<i64> = conn
-        .prepare_cached("SELECT ts FROM sent WHERE device_id = ?1 AND msg = ?2")?
-        .query_row(params![to_i64(req.from_device.0), req.msg.as_str()], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    if let Some(ts) = dup {
-        return Ok(GroupSendOutcome::Duplicate { ts: to_u64(ts) });
+    if let Some(ts) = sent_ts(conn, req.from_device, &req.msg)? {
+        return Ok(GroupSendOutcome::Duplicate { ts });
     }
     let Some((state, _)) = load(conn, req.group)? else {
         return Ok(GroupSendOutcome::Refused(GroupError::NotMember));
@@ -451,14 +445,8 @@ pub(super) fn send(
             return Ok(GroupSendOutcome::Amend(e));
         }
     }
-    record_sent(
-        conn,
-        req.from_device,
-        &req.msg,
-        req.now_ms,
-        req.from,
-        Chat::Group(req.group),
-    )?;
+    let chat = Chat::Group(req.group);
+    record_sent(conn, req.from_device, &req.msg, req.now_ms, chat)?;
     let expires_ms = message_expiry(req.now_ms, req.expires_at_ms, state.timer_s);
     let mut seen = BTreeSet::new();
     for (account, _) in &state.members {

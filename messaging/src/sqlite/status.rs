@@ -1,7 +1,7 @@
 //! Status posts in SQLite: one payload fanned out to an audience, view
 //! receipts from that audience only, gone after their lifetime.
 
-use super::chats::record_sent;
+use super::chats::{record_sent, sent_ts};
 use super::{Batch, NewEnvelope, account_exists, blocks_between, enqueue, to_i64, to_u64};
 use crate::chats::Chat;
 use crate::store::{StatusOutcome, StatusRequest};
@@ -45,28 +45,15 @@ pub(super) fn post(
     batch: &mut Batch,
     req: StatusRequest,
 ) -> rusqlite::Result<StatusOutcome> {
-    let dup: Option<i64> = conn
-        .prepare_cached("SELECT ts FROM sent WHERE device_id = ?1 AND msg = ?2")?
-        .query_row(params![to_i64(req.device.0), req.msg.as_str()], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    if let Some(ts) = dup {
-        return Ok(StatusOutcome::Duplicate { ts: to_u64(ts) });
+    if let Some(ts) = sent_ts(conn, req.device, &req.msg)? {
+        return Ok(StatusOutcome::Duplicate { ts });
     }
     for a in &req.audience {
         if !account_exists(conn, *a)? {
             return Ok(StatusOutcome::UnknownAccount(*a));
         }
     }
-    record_sent(
-        conn,
-        req.device,
-        &req.msg,
-        req.now_ms,
-        req.author,
-        Chat::Status,
-    )?;
+    record_sent(conn, req.device, &req.msg, req.now_ms, Chat::Status)?;
     let (author, msg) = (to_i64(req.author.0), req.msg.as_str());
     conn.prepare_cached(
         "INSERT INTO statuses (author, msg, posted_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
