@@ -19,6 +19,10 @@
 //!   `catch_up_interval`: a lost notification delays a message, it never
 //!   loses one.
 
+mod calls;
+
+pub(crate) use calls::RemoteCall;
+
 use crate::router::{Push, Router};
 use base64::Engine;
 use palaver_messaging::{Notifier, StoredEnvelope};
@@ -154,6 +158,17 @@ enum Wire {
         device: DeviceId,
         frame: Box<ServerFrame>,
     },
+    /// A call request for the call leader (see `calls::remote`).
+    Call {
+        from: String,
+        req: u64,
+        input: crate::calls::CallInput,
+    },
+    /// The leader's verdict on a call request.
+    CallDone {
+        req: u64,
+        error: Option<crate::calls::CallError>,
+    },
 }
 
 /// Work for the publisher task, in the order it was produced.
@@ -177,6 +192,7 @@ pub struct Cluster {
     redis: ConnectionManager,
     router: Arc<Router>,
     out: mpsc::UnboundedSender<Outbound>,
+    calls: calls::LeaderState,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -208,6 +224,10 @@ impl Keys {
 
     fn inbox(&self, node: &str) -> String {
         format!("{}:inbox:{node}", self.prefix)
+    }
+
+    fn calls_leader(&self) -> String {
+        format!("{}:calls:leader", self.prefix)
     }
 
     fn broadcast(&self) -> String {
@@ -252,6 +272,7 @@ impl Cluster {
             redis,
             router,
             out: tx,
+            calls: calls::LeaderState::default(),
         });
         cluster.beat().await?;
         tokio::spawn(cluster.clone().subscriber(client, pubsub, stop.clone()));
@@ -551,6 +572,7 @@ impl Cluster {
             if let Err(e) = self.beat().await {
                 tracing::warn!(error = %e, "cannot renew this node's registry entries");
             }
+            self.elect_call_leader().await;
         }
         // A clean stop: other nodes stop routing here at once.
         let mut r = self.redis.clone();
@@ -639,6 +661,8 @@ impl Cluster {
             Wire::Frame { device, frame } => {
                 self.router.deliver(device, Push::Frame(Arc::new(*frame)));
             }
+            Wire::Call { from, req, input } => self.call_request(from, req, input),
+            Wire::CallDone { req, error } => self.call_done(req, error),
         }
     }
 }

@@ -373,8 +373,8 @@ impl Conn {
         self.gw.metrics.authenticated.dec();
         // A replaced connection's device lives on in the newer connection.
         if self.mailbox.close_reason() != CloseReason::Replaced {
-            let gw = self.gw.clone();
-            gw.calls.with(&gw, |c, now| c.disconnected(now, me.device));
+            let gone = crate::calls::CallInput::Disconnected { device: me.device };
+            self.gw.call_input(gone).await;
         }
         let transition = self
             .gw

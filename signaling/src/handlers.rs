@@ -2,7 +2,7 @@
 
 mod group_calls;
 
-use crate::calls::{CallError, Calls, Offer, Party};
+use crate::calls::{CallError, CallInput};
 use crate::conn::{Conn, Identity};
 use crate::now_ms;
 use crate::router::Transition;
@@ -167,20 +167,31 @@ impl Conn {
             }
             F::CallOffer { id, to, media, sdp } => self.call_offer(id, to, media, sdp).await,
             F::CallAccept { id, call, sdp } => {
-                self.call_op(id, |c, now, me| c.accept(now, me.device, call, sdp))
+                self.call_op(id, |device| CallInput::Accept { device, call, sdp })
+                    .await
             }
             F::CallReject { id, call } => {
-                self.call_op(id, |c, now, me| c.reject(now, me.device, call))
+                self.call_op(id, |device| CallInput::Reject { device, call })
+                    .await
             }
             F::CallHangup { id, call } => {
-                self.call_op(id, |c, now, me| c.hangup(now, me.device, call))
+                self.call_op(id, |device| CallInput::Hangup { device, call })
+                    .await
             }
             F::CallSdp {
                 id,
                 call,
                 kind,
                 sdp,
-            } => self.call_op(id, |c, _, me| c.relay_sdp(me.device, call, kind, sdp)),
+            } => {
+                self.call_op(id, |device| CallInput::Sdp {
+                    device,
+                    call,
+                    kind,
+                    sdp,
+                })
+                .await
+            }
             F::CallIce {
                 id,
                 call,
@@ -192,7 +203,12 @@ impl Conn {
                         "ICE candidate too long",
                     ));
                 }
-                self.call_op(id, |c, _, me| c.relay_ice(me.device, call, candidate))
+                self.call_op(id, |device| CallInput::Ice {
+                    device,
+                    call,
+                    candidate,
+                })
+                .await
             }
             F::GroupCallStart {
                 id,
@@ -442,10 +458,7 @@ impl Conn {
             device,
         });
         self.start_delivery();
-        let gw = self.gw.clone();
-        if let Some(call) = gw.calls.with(&gw, |c, _| c.reconnected(device)) {
-            tracing::info!(call = call.0, "device back in its call");
-        }
+        self.gw.call_input(CallInput::Reconnected { device }).await;
         self.catch_up().await;
         self.check_key_stock().await;
         Ok(())
@@ -663,28 +676,22 @@ impl Conn {
         let callee_devices = if they_block {
             Vec::new()
         } else {
-            self.gw.router.connected_devices(to)
+            self.gw.connected_devices(to).await
         };
         // Unguessable, and below 2^53 so JavaScript clients keep it exact.
         let call = CallId(rand::random::<u64>() >> 11);
-        let caller = Party {
-            account: me.account,
-            device: me.device,
-        };
-        let offer = Offer {
+        let offer = CallInput::Offer {
             call,
-            caller,
+            caller: me.account,
+            caller_device: me.device,
             callee: to,
-            callee_devices: &callee_devices,
+            callee_devices,
             media,
             sdp,
         };
         // Pushes about the call wait in the mailbox until this reply is out.
         let ice_servers = self.gw.ice_servers(me.device);
-        let gw = self.gw.clone();
-        gw.calls
-            .with(&gw, |c, now| c.offer(now, offer))
-            .map_err(call_error)?;
+        call_verdict(self.gw.call_input(offer).await)?;
         self.reply(ServerFrame::CallStarted {
             id,
             call,
@@ -693,16 +700,9 @@ impl Conn {
         Ok(())
     }
 
-    fn call_op(
-        &mut self,
-        id: RequestId,
-        op: impl FnOnce(&mut Calls, Instant, Identity) -> Result<(), CallError>,
-    ) -> Reply {
+    async fn call_op(&mut self, id: RequestId, input: impl FnOnce(DeviceId) -> CallInput) -> Reply {
         let me = self.me()?;
-        let gw = self.gw.clone();
-        gw.calls
-            .with(&gw, |c, now| op(c, now, me))
-            .map_err(call_error)?;
+        call_verdict(self.gw.call_input(input(me.device)).await)?;
         self.reply(ServerFrame::Done { id });
         Ok(())
     }
@@ -737,6 +737,17 @@ impl Conn {
             .rate_limited
             .get_or_create(&crate::metrics::KindLabel { kind })
             .inc();
+    }
+}
+
+/// The leader's verdict as a reply (see `calls::remote`).
+fn call_verdict(v: Option<Result<(), CallError>>) -> Result<(), ReqError> {
+    match v {
+        Some(r) => r.map_err(call_error),
+        None => Err(ReqError::new(
+            ErrorCode::Internal,
+            "the call service did not answer in time; retry",
+        )),
     }
 }
 

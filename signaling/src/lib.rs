@@ -113,7 +113,10 @@ impl Gateway {
 
     /// Runs the call timers (ring timeout, reconnect grace) until shutdown.
     pub async fn run_call_timers(self: Arc<Self>) {
+        // The requests of other nodes, when this node leads the calls.
+        let remote = tokio::spawn(self.clone().run_remote_calls());
         calls::CallHub::run_timers(self).await;
+        remote.abort();
     }
 
     /// Runs periodic maintenance (queue expiry, rate-limiter cleanup) until

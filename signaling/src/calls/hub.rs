@@ -2,8 +2,9 @@
 //! outputs into frames for connected devices and rows of call history, and
 //! wakes it when a timer is due.
 
-use super::{CallEvent, CallRecord, Calls, Output};
+use super::{CallError, CallEvent, CallInput, CallRecord, Calls, Output};
 use crate::Gateway;
+use crate::cluster::RemoteCall;
 use crate::router::Push;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -117,23 +118,30 @@ impl CallHub {
                 Output::Record(record) => records.push(log_entry(record, crate::now_ms())),
             }
         }
-        if records.is_empty() {
+        let router = gw.router.clone();
+        let cluster = gw.cluster.clone();
+        let deliver = move |frames: Vec<(DeviceId, ServerFrame)>| {
             for (to, frame) in frames {
-                gw.router.deliver(to, Push::Frame(Arc::new(frame)));
+                let frame = Arc::new(frame);
+                if !router.deliver(to, Push::Frame(frame.clone()))
+                    && let Some(c) = &cluster
+                {
+                    c.deliver_frame(to, frame);
+                }
             }
+        };
+        if records.is_empty() {
+            deliver(frames);
             return;
         }
         let store = gw.store.clone();
-        let router = gw.router.clone();
         tokio::spawn(async move {
             for entry in records {
                 if let Err(e) = store.record_call(entry).await {
                     tracing::warn!(error = %e, "cannot record a call in the history");
                 }
             }
-            for (to, frame) in frames {
-                router.deliver(to, Push::Frame(Arc::new(frame)));
-            }
+            deliver(frames);
         });
     }
 
@@ -153,6 +161,45 @@ impl CallHub {
                 _ = sleep => {}
             }
             gw.calls.with(&gw, |core, now| core.handle_timeout(now));
+        }
+    }
+}
+
+impl Gateway {
+    /// Runs a call input on the call leader: here without a cluster or when
+    /// this node leads, otherwise on the leader node. `None`: the leader
+    /// did not answer in time.
+    pub(crate) async fn call_input(&self, input: CallInput) -> Option<Result<(), CallError>> {
+        if let Some(c) = &self.cluster {
+            let leader = c.call_leader().await?;
+            if leader != c.node_id() {
+                return c.send_call(&leader, input).await;
+            }
+        }
+        Some(self.calls.with(self, |core, now| input.apply(core, now)))
+    }
+
+    /// As the call leader, runs the requests of other nodes until shutdown.
+    pub(crate) async fn run_remote_calls(self: Arc<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let Some(mut requests) = cluster.take_call_requests() else {
+            return;
+        };
+        loop {
+            let req = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = requests.recv() => r,
+            };
+            let Some(RemoteCall { from, req, input }) = req else {
+                return;
+            };
+            let wants = input.wants_answer();
+            let result = self.calls.with(&self, |core, now| input.apply(core, now));
+            if wants {
+                cluster.answer_call(&from, req, result.err()).await;
+            }
         }
     }
 }

@@ -28,11 +28,13 @@
 //!   every ringing device); anyone else gets [`CallError::NotInCall`].
 
 mod hub;
+mod remote;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use hub::CallHub;
 pub use hub::{IceConfig, turn_credentials};
+pub(crate) use remote::CallInput;
 
 pub use palaver_proto::frames::{EndReason, Media, SdpKind};
 use palaver_proto::{AccountId, CallId, DeviceId};
@@ -65,7 +67,10 @@ impl Default for CallConfig {
 }
 
 /// A request the state machine refuses. Nothing changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum CallError {
     #[error("no such call, or this device is not part of it")]
     NotInCall,

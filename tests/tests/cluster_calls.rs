@@ -1,0 +1,170 @@
+//! 1:1 calls between devices on different `palaver signaling` nodes (Redis
+//! and PostgreSQL from scripts/test.sh): the call leader runs every call,
+//! the other node forwards its devices' requests, and when the leader dies
+//! the survivor takes over.
+
+use palaver_client::proto::frames::{EndReason, Media, ServerFrame};
+use palaver_client::proto::{CallId, ErrorCode};
+use palaver_client::{Client, Event};
+use palaver_tests::{PATIENCE, Server, fresh_schema, next_event, phone};
+use std::time::{Duration, Instant};
+
+async fn next_call(c: &mut Client) -> ServerFrame {
+    loop {
+        if let Event::Call(f) = next_event(c).await {
+            return f;
+        }
+    }
+}
+
+async fn expect_ended(c: &mut Client, call: CallId, reason: EndReason) {
+    match next_call(c).await {
+        ServerFrame::CallEnded {
+            call: got,
+            reason: r,
+        } => assert_eq!((got, r), (call, reason)),
+        other => panic!("expected call_ended {reason:?}, got {other:?}"),
+    }
+}
+
+/// Polls `node`'s log until it says it leads the calls.
+fn wait_until_leader(node: &Server) {
+    let start = Instant::now();
+    while !node.log().contains("call leader changed this_node=true") {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the node never became call leader:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn a_call_between_nodes_rings_connects_and_ends() {
+    let schema = fresh_schema();
+    let leader = Server::start_node(&schema, "node-a");
+    wait_until_leader(&leader);
+    let other = Server::start_node(&schema, "node-b");
+
+    // Alice on the leader; Bob with one device on each node; Carol on the
+    // other node.
+    let (mut alice, a) = leader.device(&phone()).await;
+    let bob_phone = phone();
+    let (mut bob_b, bb) = other.device(&bob_phone).await;
+    let (mut bob_a, _) = leader.device(&bob_phone).await;
+    let (mut carol, _) = other.device(&phone()).await;
+
+    let (call, _) = alice
+        .call_offer(bb.account, Media::Audio, "v=0 offer")
+        .await
+        .unwrap();
+    assert!(
+        matches!(next_call(&mut alice).await, ServerFrame::CallRinging { call: c } if c == call)
+    );
+    for bob in [&mut bob_a, &mut bob_b] {
+        match next_call(bob).await {
+            ServerFrame::CallIncoming {
+                call: c, from, sdp, ..
+            } => assert_eq!((c, from, sdp.as_str()), (call, a.account, "v=0 offer")),
+            other => panic!("expected call_incoming, got {other:?}"),
+        }
+    }
+
+    // The device on the other node answers first: its request travels to
+    // the leader, and the verdict comes back.
+    bob_b.call_accept(call, "v=0 answer").await.unwrap();
+    match next_call(&mut alice).await {
+        ServerFrame::CallAccepted {
+            call: c,
+            device,
+            sdp,
+        } => {
+            assert_eq!((c, device, sdp.as_str()), (call, bb.device, "v=0 answer"))
+        }
+        other => panic!("expected call_accepted, got {other:?}"),
+    }
+    assert!(matches!(
+        next_call(&mut bob_a).await,
+        ServerFrame::CallAnsweredElsewhere { .. }
+    ));
+    let late = bob_a.call_accept(call, "late").await.unwrap_err();
+    assert_eq!(late.code(), Some(ErrorCode::AlreadyAnswered));
+
+    // ICE both ways across the nodes.
+    bob_b.call_ice(call, "{\"candidate\":\"b\"}").await.unwrap();
+    assert!(matches!(
+        next_call(&mut alice).await,
+        ServerFrame::CallIce { from_device, candidate, .. }
+            if from_device == bb.device && candidate.contains("\"b\"")
+    ));
+    alice.call_ice(call, "{\"candidate\":\"a\"}").await.unwrap();
+    assert!(matches!(
+        next_call(&mut bob_b).await,
+        ServerFrame::CallIce { from_device, .. } if from_device == a.device
+    ));
+
+    // Busy is seen across nodes: Carol (other node) calls Bob, who talks
+    // to Alice; Bob's device in the call gets a call-waiting notice.
+    let (busy, _) = carol
+        .call_offer(bb.account, Media::Audio, "v=0 carol")
+        .await
+        .unwrap();
+    expect_ended(&mut carol, busy, EndReason::Busy).await;
+    assert!(matches!(
+        next_call(&mut bob_b).await,
+        ServerFrame::CallWaiting { call: c, .. } if c == busy
+    ));
+
+    // A device outside the call cannot inject candidates from the other node.
+    let e = carol.call_ice(call, "{}").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotInCall));
+
+    alice.call_hangup(call).await.unwrap();
+    expect_ended(&mut bob_b, call, EndReason::HungUp).await;
+    let history = bob_b.call_history(10).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h.call == call && h.answered_by == Some(bb.device)),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_survivor_takes_over_calls_when_the_leader_dies() {
+    let schema = fresh_schema();
+    let mut leader = Server::start_node(&schema, "node-a");
+    wait_until_leader(&leader);
+    let other = Server::start_node(&schema, "node-b");
+    let (mut alice, _) = other.device(&phone()).await;
+    let (mut bob, b) = other.device(&phone()).await;
+
+    leader.kill();
+    // Until the dead leader's liveness lapses (cluster.registry_ttl, 2 s
+    // here), requests fail with `internal` ("retry"); then the survivor
+    // leads. Clients retry, as the error code tells them to.
+    let deadline = Instant::now() + PATIENCE * 2;
+    let call = loop {
+        match alice.call_offer(b.account, Media::Audio, "v=0").await {
+            Ok((call, _)) => break call,
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::Internal), "{e}");
+                assert!(Instant::now() < deadline, "no node took over the calls");
+            }
+        }
+    };
+    assert!(
+        matches!(next_call(&mut bob).await, ServerFrame::CallIncoming { call: c, .. } if c == call)
+    );
+    bob.call_accept(call, "v=0 answer").await.unwrap();
+    assert!(matches!(
+        next_call(&mut alice).await,
+        ServerFrame::CallRinging { .. }
+    ));
+    assert!(matches!(
+        next_call(&mut alice).await,
+        ServerFrame::CallAccepted { call: c, .. } if c == call
+    ));
+    assert!(other.log().contains("call leader changed this_node=true"));
+}
