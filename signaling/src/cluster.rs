@@ -20,6 +20,7 @@
 //!   loses one.
 
 mod calls;
+mod reap;
 
 pub(crate) use calls::RemoteCall;
 
@@ -193,6 +194,7 @@ pub struct Cluster {
     router: Arc<Router>,
     out: mpsc::UnboundedSender<Outbound>,
     calls: calls::LeaderState,
+    reaped: reap::Reaped,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -273,7 +275,10 @@ impl Cluster {
             router,
             out: tx,
             calls: calls::LeaderState::default(),
+            reaped: reap::Reaped::default(),
         });
+        // Leftovers of an earlier run under this name.
+        cluster.reap(&cluster.config.node_id).await;
         cluster.beat().await?;
         tokio::spawn(cluster.clone().subscriber(client, pubsub, stop.clone()));
         tokio::spawn(cluster.clone().publisher(rx));
@@ -320,6 +325,8 @@ impl Cluster {
             .hset(self.keys.acct(account), device.0, node)
             .ignore()
             .pexpire(self.keys.acct(account), self.ttl_ms() as i64)
+            .ignore()
+            .sadd(self.keys.node_accounts(node), account.0)
             .ignore()
             .query_async(&mut r)
             .await;
@@ -545,6 +552,8 @@ impl Cluster {
             .arg("PX")
             .arg(ttl)
             .ignore();
+        // After the liveness key, so that no reaper sees the name without it.
+        self.beat_nodes(&mut pipe, crate::now_ms());
         for (account, devices) in self.router.local_devices() {
             for d in &devices {
                 pipe.cmd("SET")
@@ -556,7 +565,10 @@ impl Cluster {
                     .hset(self.keys.acct(account), d.0, node)
                     .ignore();
             }
-            pipe.pexpire(self.keys.acct(account), ttl as i64).ignore();
+            pipe.pexpire(self.keys.acct(account), ttl as i64)
+                .ignore()
+                .sadd(self.keys.node_accounts(node), account.0)
+                .ignore();
         }
         pipe.query_async::<()>(&mut r).await
     }
@@ -573,8 +585,10 @@ impl Cluster {
                 tracing::warn!(error = %e, "cannot renew this node's registry entries");
             }
             self.elect_call_leader().await;
+            self.reap_dead_nodes().await;
         }
         // A clean stop: other nodes stop routing here at once.
+        self.leave_nodes().await;
         let mut r = self.redis.clone();
         let _: redis::RedisResult<i64> = r.del(self.keys.alive(&self.config.node_id)).await;
     }

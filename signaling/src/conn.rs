@@ -385,6 +385,9 @@ impl Conn {
             if self.mailbox.close_reason() != CloseReason::Replaced {
                 c.unregister(me.account, me.device).await;
             }
+            if transition == Transition::Changed {
+                c.account_left(me.account).await;
+            }
             online_elsewhere =
                 transition == Transition::Changed && self.gw.is_online(me.account).await;
         }

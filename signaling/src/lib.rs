@@ -115,8 +115,11 @@ impl Gateway {
     pub async fn run_call_timers(self: Arc<Self>) {
         // The requests of other nodes, when this node leads the calls.
         let remote = tokio::spawn(self.clone().run_remote_calls());
+        // Accounts of nodes that died, to announce offline.
+        let reaped = tokio::spawn(self.clone().run_reaped());
         calls::CallHub::run_timers(self).await;
         remote.abort();
+        reaped.abort();
     }
 
     /// Runs periodic maintenance (queue expiry, rate-limiter cleanup) until
@@ -137,6 +140,32 @@ impl Gateway {
 
 /// Routing that spans the nodes: here first, then through the cluster.
 impl Gateway {
+    /// Announces offline the accounts whose node died (see
+    /// `cluster::reap`), with their last-seen time recorded, until shutdown.
+    async fn run_reaped(self: Arc<Self>) {
+        let Some(mut reaped) = self.cluster.as_ref().and_then(|c| c.take_reaped()) else {
+            return;
+        };
+        loop {
+            let accounts = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                a = reaped.recv() => a,
+            };
+            let Some(accounts) = accounts else { return };
+            let now = now_ms();
+            for account in accounts {
+                let privacy = match self.store.presence(account).await {
+                    Ok(Some(p)) => p.privacy,
+                    _ => palaver_proto::frames::LastSeenPrivacy::Nobody,
+                };
+                if let Err(e) = self.store.set_last_seen(account, now).await {
+                    tracing::warn!(error = %e, "cannot record last seen");
+                }
+                self.announce(account, false, Some(now), privacy);
+            }
+        }
+    }
+
     /// Whether any device of `account` is connected, here or elsewhere.
     pub(crate) async fn is_online(&self, account: palaver_proto::AccountId) -> bool {
         if self.router.is_online(account) {

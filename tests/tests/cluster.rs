@@ -276,3 +276,37 @@ async fn a_lost_notification_is_caught_up_by_the_next_one() {
     assert_eq!(second.msg, id("m2"));
     assert!(second.seq > first.seq);
 }
+
+#[tokio::test]
+async fn accounts_of_a_killed_node_go_offline_for_watchers_elsewhere() {
+    let (mut n1, n2) = two_nodes();
+    let (mut alice, _) = n2.device(&phone()).await;
+    let (_bob, b) = n1.device(&phone()).await;
+    // Carol has a device on each node: she stays online.
+    let carol_phone = phone();
+    let (_carol1, c) = n1.device(&carol_phone).await;
+    let (_carol2, _) = n2.device(&carol_phone).await;
+    let p = alice
+        .subscribe_presence(vec![b.account, c.account])
+        .await
+        .unwrap();
+    assert_eq!((p[0].online, p[1].online), (Some(true), Some(true)));
+
+    n1.kill();
+    // The survivor notices the dead node and tells Alice Bob is gone.
+    loop {
+        if let Event::Presence(p) = next_event(&mut alice).await {
+            assert_ne!(p.account, c.account, "Carol is still online on n2");
+            if p.account == b.account {
+                assert_eq!(p.online, Some(false));
+                assert!(p.last_seen.is_some());
+                break;
+            }
+        }
+    }
+    let p = alice
+        .subscribe_presence(vec![b.account, c.account])
+        .await
+        .unwrap();
+    assert_eq!((p[0].online, p[1].online), (Some(false), Some(true)));
+}
