@@ -5,6 +5,7 @@ WORKDIR /src
 # The transcoder links Debian's FFmpeg libraries (bindgen needs clang).
 RUN apt-get update && apt-get install -y --no-install-recommends clang libclang-dev pkg-config \
     libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev libswresample-dev \
+    libopus-dev libturbojpeg0-dev \
     && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p palaver-server -p palaver-client \
@@ -13,6 +14,7 @@ RUN cargo build --release --locked -p palaver-server -p palaver-client \
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     libavcodec59 libavformat59 libavutil57 libavfilter8 libswscale6 libswresample4 \
+    libopus0 libturbojpeg0 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/palaver --create-home palaver
 COPY --from=build /usr/local/bin/palaver /usr/local/bin/palaver-cli /usr/local/bin/

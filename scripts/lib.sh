@@ -27,9 +27,10 @@ ensure_build_tools() {
   # SQLite is compiled from source (bundled) and needs a C compiler.
   command -v cc >/dev/null || apt_install gcc libc6-dev
   # The transcoder links Debian's FFmpeg 5.1 libraries (ffmpeg-sys-next
-  # runs bindgen, hence clang); its tests make media with the ffmpeg CLI.
+  # runs bindgen, hence clang) and libjpeg-turbo's TurboJPEG library; its
+  # tests make media with the ffmpeg CLI.
   apt_install pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
-    libavfilter-dev libswscale-dev libswresample-dev libopus-dev ffmpeg
+    libavfilter-dev libswscale-dev libswresample-dev libopus-dev libturbojpeg0-dev ffmpeg
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 }

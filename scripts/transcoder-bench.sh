@@ -6,6 +6,7 @@
 # run and the medians. Results: docs/benchmarks.md, "Transcoder".
 #
 #   scripts/transcoder-bench.sh            # RUNS=5 by default
+#   CASES="jthumb_vips jthumb_palaver" scripts/transcoder-bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -81,8 +82,10 @@ image_cli() {
 }
 image_palaver() { "$BIN" job image "$W/photo.jpg" "$W/out"; }
 
-CASES=(video_cli video_palaver vthumb_cli vthumb_palaver jthumb_cli jthumb_cli_lowres jthumb_vips
-  jthumb_palaver jthumb10_vips jthumb10_palaver image_cli image_palaver)
+# CASES="jthumb_vips jthumb_palaver" runs a subset.
+ALL="video_cli video_palaver vthumb_cli vthumb_palaver jthumb_cli jthumb_cli_lowres jthumb_vips"
+ALL+=" jthumb_palaver jthumb10_vips jthumb10_palaver image_cli image_palaver"
+read -ra CASES <<< "${CASES:-$ALL}"
 for c in "${CASES[@]}"; do : > "$W/$c.times"; done
 # Rounds: every case once per round, so load changes hit all of them.
 for r in $(seq "$RUNS"); do

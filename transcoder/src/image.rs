@@ -1,5 +1,5 @@
-//! Images: decode the first picture (JPEG at reduced scale when the output
-//! is much smaller), apply the EXIF orientation, re-encode without any
+//! Images: decode the first picture (JPEG with libjpeg-turbo, at reduced
+//! scale when the output is much smaller; FFmpeg for the rest), apply the EXIF orientation, re-encode without any
 //! metadata, plus a thumbnail and a tiny preview.
 
 use ffmpeg_next::{format, frame};
@@ -18,8 +18,10 @@ pub(crate) fn run(
     mut ictx: format::context::Input,
     p: &ImagePlan,
 ) -> Result<Done, JobError> {
-    let pic = first_picture(ctx, &mut ictx, p.lowres)?;
-    let pic = upright(&pic)?;
+    let pic = match turbo_picture(ctx, p.lowres) {
+        Some(pic) => pic,
+        None => upright(&first_picture(ctx, &mut ictx, p.lowres)?)?,
+    };
     let (bytes, size, file, ct) = match p.format {
         ImageFormat::Jpeg => {
             let (b, s) = ff::jpeg(&pic, p.max_side, QSCALE)?;
@@ -109,10 +111,57 @@ fn upright(pic: &frame::Video) -> Result<frame::Video, JobError> {
         .get("Orientation")
         .and_then(|v| v.trim().parse::<u32>().ok())
         .unwrap_or(1);
-    match orientation_filter(o) {
+    oriented(pic, o)
+}
+
+fn oriented(pic: &frame::Video, orientation: u32) -> Result<frame::Video, JobError> {
+    match orientation_filter(orientation) {
         Some(spec) => ff::filter_one(pic, spec, pic.format()),
         None => Ok(pic.clone()),
     }
+}
+
+/// A JPEG input decoded by libjpeg-turbo at 1/2^`shift` scale, EXIF
+/// orientation applied. `None` when the input is not a JPEG or
+/// libjpeg-turbo cannot decode it (CMYK, damage it cannot get past): then
+/// FFmpeg's decoder has its go, with its own limits and error handling.
+fn turbo_picture(ctx: &Ctx<'_>, shift: u8) -> Option<frame::Video> {
+    let v = ctx.probe.video.as_ref()?;
+    if v.codec != "mjpeg" {
+        return None;
+    }
+    let data = std::fs::read(&ctx.job.input).ok()?;
+    if !crate::jpeg::is_jpeg(&data) {
+        return None;
+    }
+    let max = ctx.job.limits.max_image_pixels;
+    let pic = match turbo_decode(&data, shift, max) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(error = %e, "libjpeg-turbo refused the picture; trying FFmpeg");
+            return None;
+        }
+    };
+    oriented(&pic, crate::jpeg::exif_orientation(&data).unwrap_or(1)).ok()
+}
+
+/// Decodes a JPEG into an RGB frame at 1/2^`shift` scale.
+fn turbo_decode(
+    data: &[u8],
+    shift: u8,
+    max_pixels: u64,
+) -> Result<frame::Video, palaver_turbojpeg::Error> {
+    let mut dec = palaver_turbojpeg::Decoder::new()?;
+    let header = dec.header(data)?;
+    let pixels = u64::from(header.width) * u64::from(header.height);
+    if pixels > max_pixels {
+        return Err(palaver_turbojpeg::Error::TooLarge(pixels));
+    }
+    let (w, h) = header.scaled(shift);
+    let mut pic = frame::Video::new(ffmpeg_next::format::Pixel::RGB24, w, h);
+    let pitch = pic.stride(0);
+    dec.decode_rgb(data, shift, max_pixels, pic.data_mut(0), pitch)?;
+    Ok(pic)
 }
 
 /// One JPEG thumbnail fitting `side` of an image (decoded at reduced
@@ -151,10 +200,65 @@ pub fn thumbnail(
         deadline,
         probe: &probe,
     };
+    if let Some(pic) = turbo_picture(&ctx, lowres) {
+        return Ok(ff::jpeg(&pic, side, QSCALE)?.0);
+    }
     let first = first_picture(&ctx, &mut ictx, lowres)?;
     let pic = match crate::plan::rotation_filter(v.rotation) {
         Some(spec) if !v.still => ff::filter_one(&first, spec, first.format())?,
         _ => upright(&first)?,
     };
     Ok(ff::jpeg(&pic, side, QSCALE)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus;
+
+    /// libjpeg-turbo's reduced-scale decode gives the picture FFmpeg's
+    /// `lowres` decode gives (up to IDCT rounding), rows laid out at the
+    /// frame's stride, and the EXIF orientation turns it upright.
+    #[test]
+    fn turbo_decode_matches_ffmpeg_and_applies_orientation() {
+        crate::ff::init();
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.jpg");
+        // 1202 wide: odd rows at 1/2 scale (601 px), so stride != width * 3.
+        corpus::picture(&plain, 1202, 800).unwrap();
+        let data = corpus::with_exif(&std::fs::read(&plain).unwrap(), 6, false);
+        let pic = turbo_decode(&data, 1, 50_000_000).unwrap();
+        assert_eq!((pic.width(), pic.height()), (601, 400));
+        let reference = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-lowres", "1", "-i"])
+            .arg(&plain)
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+            .output()
+            .unwrap()
+            .stdout;
+        assert_eq!(reference.len(), 601 * 400 * 3);
+        let (stride, row) = (pic.stride(0), 601 * 3);
+        let mut diff = 0u64;
+        for y in 0..400 {
+            let ours = &pic.data(0)[y * stride..y * stride + row];
+            let theirs = &reference[y * row..(y + 1) * row];
+            diff += ours
+                .iter()
+                .zip(theirs)
+                .map(|(a, b)| u64::from(a.abs_diff(*b)))
+                .sum::<u64>();
+        }
+        let mean = diff as f64 / (601.0 * 400.0 * 3.0);
+        assert!(mean < 4.0, "mean difference {mean} per sample");
+
+        assert_eq!(crate::jpeg::exif_orientation(&data), Some(6));
+        let up = oriented(&pic, 6).unwrap();
+        assert_eq!((up.width(), up.height()), (400, 601));
+
+        let too_big = turbo_decode(&data, 1, 500_000);
+        assert!(matches!(
+            too_big,
+            Err(palaver_turbojpeg::Error::TooLarge(_))
+        ));
+    }
 }

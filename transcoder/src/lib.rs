@@ -10,7 +10,8 @@
 //!   (address space, CPU time, file size) and a wall-clock kill, so a
 //!   hostile file never takes the server down with it.
 //!
-//! No `unsafe` here: ffmpeg-next's safe API is enough.
+//! No `unsafe` here: ffmpeg-next's safe API is enough, and the few
+//! libjpeg-turbo calls live in the `palaver-turbojpeg` crate.
 
 pub mod corpus;
 mod ff;
