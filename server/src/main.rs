@@ -14,6 +14,7 @@ mod run;
 mod sfu;
 mod telemetry;
 mod transcode;
+mod web;
 mod webhook;
 
 use clap::Parser;

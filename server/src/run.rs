@@ -59,6 +59,18 @@ fn print_config(cfg: &Config) {
 
 /// Tells scripts and tests where the listeners ended up (port 0 picks one).
 #[allow(clippy::print_stdout)]
+/// Finds the browser client and says where (or that it is missing).
+fn web_dir(cfg: &Config) -> crate::web::WebDir {
+    let dir = crate::web::locate(&cfg.web);
+    match &dir {
+        crate::web::WebDir::Found(d) => println!("palaver: web client from {}", d.display()),
+        crate::web::WebDir::Missing(_) => {
+            println!("palaver: web client not built (scripts/web.sh builds it)")
+        }
+    }
+    dir
+}
+
 fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("palaver: {what} listening on {addr}");
 }
@@ -332,6 +344,7 @@ async fn serve(
     } else {
         None
     };
+    main_app = main_app.merge(crate::web::router(web_dir(&cfg)));
     let admin_app = admin::routes(AdminState {
         registry: Arc::new(registry),
         verifier: dev_codes.then(|| verifier.clone()),

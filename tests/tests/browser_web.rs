@@ -1,0 +1,172 @@
+//! The web client (web/, served by `palaver serve` at `/`) in headless
+//! Chromium: two users register, chat both ways end to end encrypted,
+//! see typing, presence and read ticks, reload and log out
+//! (tests/browser/web-chat.mjs). Needs the built client (`scripts/web.sh`),
+//! Debian's `chromium` and `npm ci` in tests/browser; scripts/test.sh does
+//! all three. Screenshots of each screen land in
+//! `$CARGO_TARGET_DIR/tmp/web-screenshots/` (the path is printed).
+
+use palaver_tests::{Server, phone};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn check_tools() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).is_file(),
+        "{chromium} not found: apt-get install chromium (scripts/test.sh does)"
+    );
+    assert!(
+        repo()
+            .join("tests/browser/node_modules/playwright-core")
+            .is_dir(),
+        "playwright-core missing: run `npm ci` in tests/browser (scripts/test.sh does)"
+    );
+    assert!(
+        repo().join("web/dist/index.html").is_file(),
+        "the web client is not built: run scripts/web.sh (scripts/test.sh does)"
+    );
+}
+
+/// Runs a driver script from tests/browser with `spec`; returns its JSON result.
+fn drive(script: &str, spec: serde_json::Value) -> serde_json::Value {
+    let out = Command::new("node")
+        .arg(repo().join("tests/browser").join(script))
+        .arg(spec.to_string())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    let result: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "no result from the browser driver\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success() && result["ok"] == true,
+        "{script} failed: {result:#}"
+    );
+    result
+}
+
+fn http_base(server: &Server) -> String {
+    server
+        .ws_url
+        .replace("ws://", "http://")
+        .trim_end_matches("/v1/ws")
+        .to_owned()
+}
+
+fn screenshot_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("web-screenshots")
+        .join(name)
+}
+
+#[tokio::test]
+async fn two_users_register_and_chat_in_the_web_client() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let out_dir = screenshot_dir("chat");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone()],
+        "outDir": out_dir,
+    });
+    let result = tokio::task::spawn_blocking(move || drive("web-chat.mjs", spec))
+        .await
+        .unwrap();
+    println!("screenshots of the web client: {}", out_dir.display());
+    let shots = result["screenshots"].as_array().unwrap();
+    assert!(shots.len() >= 8, "{result:#}");
+    for s in shots {
+        let len = std::fs::metadata(s.as_str().unwrap()).unwrap().len();
+        assert!(len > 1000, "{s} is {len} bytes");
+    }
+}
+
+/// A raw GET (the path is sent as written, not normalised): status, head, body.
+async fn get(base: &str, path: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hostport = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(hostport).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head");
+    let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    (status, head, buf[split + 4..].to_vec())
+}
+
+#[tokio::test]
+async fn the_server_serves_the_client_with_types_caching_and_fallback() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let base = http_base(&server);
+    let (status, head, body) = get(&base, "/some/chat/route").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    let html = String::from_utf8(body).unwrap();
+    let asset = html
+        .split('"')
+        .find(|s| s.starts_with("/assets/") && s.ends_with(".js"))
+        .expect("index.html names a hashed script");
+    let (status, head, _) = get(&base, asset).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(head.contains("immutable"), "{head}");
+    let wasm = std::fs::read_dir(web_dir.join("assets"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".wasm"))
+        .expect("olm wasm in the build");
+    let path = format!("/assets/{}", wasm.file_name().to_string_lossy());
+    let (_, head, _) = get(&base, &path).await;
+    assert!(head.contains("content-type: application/wasm"), "{head}");
+    for bad in [
+        "/assets/../../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/..%2fCargo.toml",
+        "/.env",
+    ] {
+        let (status, _, body) = get(&base, bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(!String::from_utf8_lossy(&body).contains("[workspace]"));
+    }
+    assert_eq!(get(&base, "/assets/nope.js").await.0, 404);
+    // The other routes of the main listener are untouched.
+    assert_eq!(get(&base, "/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_missing_build_gets_a_page_that_says_how_to_build_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        empty.path().display().to_string()
+    ));
+    let (status, head, body) = get(&http_base(&server), "/").await;
+    assert_eq!(status, 503);
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("scripts/web.sh"));
+}

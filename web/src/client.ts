@@ -1,0 +1,355 @@
+// The application model: session, connection, envelopes in and out, chats
+// and history in IndexedDB, receipts, typing and presence. The UI reads
+// `state` and re-renders on `subscribe`.
+
+import { utf8 } from './b64';
+import { Crypto } from './crypto';
+import * as db from './db';
+import { Conn, Frame, ServerError } from './ws';
+
+export interface Session {
+  account: number;
+  device: number;
+  credential: string;
+  phone: string;
+}
+
+export interface Presence {
+  online: boolean | null;
+  lastSeen: number | null;
+}
+
+/** What travels inside the encryption (the app's own format). */
+interface Content {
+  v: 1;
+  kind: 'text';
+  text: string;
+  to: number; // the chat (the recipient account), for my other devices
+  from_phone: string;
+}
+
+export interface State {
+  status: 'starting' | 'logged-out' | 'connecting' | 'online' | 'offline';
+  session: Session | null;
+  chats: db.Chat[];
+  open: number | null;
+  messages: db.Message[];
+  typing: Map<number, number>; // account -> until (ms)
+  presence: Map<number, Presence>;
+  error: string | null;
+}
+
+const TYPING_SHOWN_MS = 6000;
+
+export class Client {
+  state: State = {
+    status: 'starting',
+    session: null,
+    chats: [],
+    open: null,
+    messages: [],
+    typing: new Map(),
+    presence: new Map(),
+    error: null,
+  };
+  private listeners = new Set<() => void>();
+  private conn: Conn | null = null;
+  private crypto: Crypto | null = null;
+  private queue: Promise<void> = Promise.resolve();
+  private retry = 1000;
+  private typingSent = 0;
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+  private changed(patch: Partial<State> = {}) {
+    this.state = { ...this.state, ...patch };
+    for (const fn of this.listeners) fn();
+  }
+
+  async start() {
+    const session = await db.kvGet<Session>('session');
+    if (!session) return this.changed({ status: 'logged-out' });
+    this.changed({ session, chats: await this.sortedChats() });
+    await this.connect();
+  }
+
+  // ---- registration ----
+
+  private pending: Conn | null = null;
+
+  async requestCode(phone: string) {
+    this.pending ??= await Conn.open(Conn.defaultUrl());
+    await this.pending.request({ type: 'request_code', phone });
+  }
+
+  async verify(phone: string, code: string, deviceName: string) {
+    this.pending ??= await Conn.open(Conn.defaultUrl());
+    const r = await this.pending.request({ type: 'verify', phone, code, device_name: deviceName });
+    this.pending.close();
+    this.pending = null;
+    const session: Session = { account: r.account, device: r.device, credential: r.credential, phone };
+    await db.kvPut('session', session);
+    this.changed({ session, error: null });
+    await this.connect();
+  }
+
+  async logout() {
+    const s = this.state.session;
+    if (s && this.conn) {
+      await this.conn.request({ type: 'revoke_device', device: s.device }).catch(() => {});
+    }
+    this.conn?.close();
+    this.conn = null;
+    this.crypto = null;
+    await db.wipe();
+    this.changed({ status: 'logged-out', session: null, chats: [], open: null, messages: [] });
+  }
+
+  // ---- connection ----
+
+  private async connect() {
+    const s = this.state.session!;
+    this.changed({ status: 'connecting' });
+    try {
+      this.crypto ??= await Crypto.load();
+      const conn = await Conn.open(Conn.defaultUrl());
+      conn.onPush = (f) => this.push(f);
+      conn.onClose = (code) => this.lost(conn, code);
+      await conn.request({ type: 'auth', device: s.device, credential: s.credential });
+      this.conn = conn;
+      this.retry = 1000;
+      const stock = await conn.request({ type: 'keys_count' });
+      if (stock.one_time_keys < 20) await this.crypto.publish(conn, 50);
+      this.changed({ status: 'online', error: null });
+      await this.subscribePresence();
+    } catch (e) {
+      if (e instanceof ServerError && e.code === 'bad_credential') return this.loggedOutElsewhere();
+      this.changed({ status: 'offline', error: String((e as Error).message) });
+      this.reconnectLater();
+    }
+  }
+
+  private lost(conn: Conn, code: number) {
+    if (this.conn !== conn) return;
+    this.conn = null;
+    if (code === 4003) return void this.loggedOutElsewhere();
+    if (code === 4001) return this.changed({ status: 'offline', error: 'This device connected in another tab.' });
+    this.changed({ status: 'offline' });
+    this.reconnectLater();
+  }
+
+  private reconnectLater() {
+    const wait = this.retry;
+    this.retry = Math.min(this.retry * 2, 30000);
+    window.setTimeout(() => {
+      if (this.state.session && !this.conn) void this.connect();
+    }, wait);
+  }
+
+  private async loggedOutElsewhere() {
+    this.conn = null;
+    await db.wipe();
+    this.changed({ status: 'logged-out', session: null, chats: [], open: null, messages: [], error: 'This device was unlinked.' });
+  }
+
+  // ---- pushes ----
+
+  private push(f: Frame) {
+    switch (f.type) {
+      case 'envelope':
+        this.queue = this.queue.then(() => this.envelope(f)).catch((e) => console.warn('envelope', e));
+        break;
+      case 'typing':
+        this.state.typing.set(f.from, f.typing ? Date.now() + TYPING_SHOWN_MS : 0);
+        this.changed({ typing: new Map(this.state.typing) });
+        if (f.typing) window.setTimeout(() => this.changed(), TYPING_SHOWN_MS + 50);
+        break;
+      case 'presence':
+        this.state.presence.set(f.account, { online: f.online, lastSeen: f.last_seen });
+        this.changed({ presence: new Map(this.state.presence) });
+        break;
+      case 'keys_low':
+        if (this.conn && this.crypto) void this.crypto.publish(this.conn, 50);
+        break;
+    }
+  }
+
+  private async envelope(f: Frame) {
+    try {
+      if (f.kind === 'message' && f.group == null) await this.incoming(f);
+      else if (f.kind === 'delivered' || f.kind === 'read') await this.receipt(f);
+    } catch (e) {
+      console.warn(`envelope ${f.seq} from ${f.from} dropped:`, (e as Error).message);
+    }
+    this.conn?.send({ type: 'ack', seqs: [f.seq] });
+  }
+
+  private async incoming(f: Frame) {
+    const me = this.state.session!;
+    const key = `${f.from}:${f.msg}`;
+    if (await db.messageGet(key)) return; // redelivered
+    const bytes = await this.crypto!.decrypt(f.from_device, f.payload);
+    const content = parseContent(bytes, f.from);
+    const mine = f.from === me.account;
+    const chat = mine ? content.to : f.from;
+    const m: db.Message = { key, chat, msg: f.msg, from: f.from, ts: f.ts, text: content.text, mine, tick: mine ? 'sent' : 'delivered' };
+    await db.messagePut(m);
+    const c = (await db.chatGet(chat)) ?? newChat(chat, mine ? `#${chat}` : content.from_phone);
+    c.lastText = m.text;
+    c.lastTs = m.ts;
+    const viewing = this.state.open === chat && document.visibilityState === 'visible';
+    if (!mine && !viewing) c.unread += 1;
+    await db.chatPut(c);
+    if (!mine) this.state.typing.delete(f.from);
+    await this.refresh(chat);
+    if (!mine && viewing) await this.markRead(chat, [f.msg]);
+  }
+
+  private async receipt(f: Frame) {
+    const me = this.state.session!;
+    const m = await db.messageGet(`${me.account}:${f.msg}`);
+    if (!m) return;
+    const rank = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
+    const tick = f.kind as db.Tick;
+    if (rank[tick] <= rank[m.tick]) return;
+    m.tick = tick;
+    await db.messagePut(m);
+    await this.refresh(m.chat);
+  }
+
+  // ---- actions ----
+
+  async startChat(phone: string, name: string): Promise<number> {
+    const r = await this.conn!.request({ type: 'lookup', phone });
+    const peer = r.account as number;
+    if (!(await db.chatGet(peer))) await db.chatPut(newChat(peer, name || phone));
+    await this.openChat(peer);
+    await this.subscribePresence();
+    return peer;
+  }
+
+  async openChat(peer: number | null) {
+    this.state.open = peer;
+    if (peer === null) return this.changed({ open: null, messages: [] });
+    const c = await db.chatGet(peer);
+    const msgs = await db.history(peer);
+    const unreadIds = msgs.filter((m) => !m.mine && m.tick !== 'read').map((m) => m.msg);
+    if (c && c.unread) {
+      c.unread = 0;
+      await db.chatPut(c);
+    }
+    await this.refresh(peer);
+    if (unreadIds.length) await this.markRead(peer, unreadIds);
+  }
+
+  private async markRead(peer: number, msgs: string[]) {
+    if (!this.conn) return;
+    for (let i = 0; i < msgs.length; i += 100) {
+      await this.conn.request({ type: 'read', to: peer, msgs: msgs.slice(i, i + 100) }).catch(() => {});
+    }
+    for (const id of msgs) {
+      const m = await db.messageGet(`${peer}:${id}`);
+      if (m) {
+        m.tick = 'read';
+        await db.messagePut(m);
+      }
+    }
+  }
+
+  async sendText(peer: number, text: string) {
+    const me = this.state.session!;
+    const msg = newMsgId();
+    const m: db.Message = { key: `${me.account}:${msg}`, chat: peer, msg, from: me.account, ts: Date.now(), text, mine: true, tick: 'pending' };
+    await db.messagePut(m);
+    const c = (await db.chatGet(peer)) ?? newChat(peer, `#${peer}`);
+    c.lastText = text;
+    c.lastTs = m.ts;
+    await db.chatPut(c);
+    await this.refresh(peer);
+    this.typing(peer, false);
+    const content: Content = { v: 1, kind: 'text', text, to: peer, from_phone: me.phone };
+    let sent: Frame | null = null;
+    try {
+      sent = await this.deliver(peer, msg, utf8.encode(JSON.stringify(content)));
+    } catch (e) {
+      this.changed({ error: `Not sent: ${(e as Error).message}` });
+    }
+    // Receipts may have arrived before the reply: keep the furthest tick.
+    const latest = (await db.messageGet(m.key)) ?? m;
+    if (!sent) latest.tick = 'failed';
+    else if (latest.tick === 'pending') latest.tick = 'sent';
+    if (sent) latest.ts = sent.ts;
+    m.tick = latest.tick;
+    m.ts = latest.ts;
+    await db.messagePut(m);
+    await this.refresh(peer);
+  }
+
+  /** Encrypts for every device and sends; refreshes device lists once on mismatch. */
+  private async deliver(peer: number, msg: string, bytes: Uint8Array): Promise<Frame> {
+    const me = this.state.session!;
+    for (let attempt = 0; ; attempt++) {
+      if (!this.conn) throw new Error('offline');
+      const envelopes = await this.crypto!.encrypt(this.conn, me, peer, bytes);
+      try {
+        return await this.conn.request({ type: 'send', msg, to: peer, envelopes });
+      } catch (e) {
+        if (!(e instanceof ServerError && e.code === 'mismatched_devices') || attempt >= 2) throw e;
+      }
+    }
+  }
+
+  typing(peer: number, on: boolean) {
+    const now = Date.now();
+    if (on && now - this.typingSent < 3000) return;
+    this.typingSent = on ? now : 0;
+    this.conn?.send({ type: 'typing', to: peer, typing: on });
+  }
+
+  private async subscribePresence() {
+    const accounts = this.state.chats.map((c) => c.peer);
+    if (!this.conn || accounts.length === 0) return;
+    const r = await this.conn.request({ type: 'presence_subscribe', accounts });
+    for (const p of r.presence) this.state.presence.set(p.account, { online: p.online, lastSeen: p.last_seen });
+    this.changed({ presence: new Map(this.state.presence) });
+  }
+
+  private async refresh(chat: number) {
+    const chats = await this.sortedChats();
+    const known = new Set(this.state.chats.map((c) => c.peer));
+    const messages = this.state.open === null ? [] : await db.history(this.state.open);
+    this.changed({ chats, messages });
+    if (chats.some((c) => !known.has(c.peer)) && chat !== undefined) await this.subscribePresence().catch(() => {});
+  }
+
+  private async sortedChats(): Promise<db.Chat[]> {
+    return (await db.chats()).sort((a, b) => b.lastTs - a.lastTs);
+  }
+
+  dismissError() {
+    this.changed({ error: null });
+  }
+}
+
+function newChat(peer: number, name: string): db.Chat {
+  return { peer, name, lastText: '', lastTs: 0, unread: 0 };
+}
+
+function newMsgId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(12));
+  return 'w' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/** The app content, or plain UTF-8 text from clients that send only text (the CLI). */
+function parseContent(bytes: Uint8Array, from: number): Content {
+  const text = utf8.decode(bytes);
+  try {
+    const c = JSON.parse(text);
+    if (c && c.v === 1 && c.kind === 'text' && typeof c.text === 'string') return c as Content;
+  } catch {
+    // not JSON: plain text
+  }
+  return { v: 1, kind: 'text', text, to: from, from_phone: `#${from}` };
+}
