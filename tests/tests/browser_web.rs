@@ -170,3 +170,58 @@ async fn a_missing_build_gets_a_page_that_says_how_to_build_it() {
     assert!(head.contains("content-type: text/html"), "{head}");
     assert!(String::from_utf8_lossy(&body).contains("scripts/web.sh"));
 }
+
+/// The browser's libolm and the Rust SDK's vodozemac read each other's
+/// messages (tests/browser/web-interop.mjs).
+#[tokio::test]
+async fn the_web_client_and_the_rust_sdk_chat_end_to_end_encrypted() {
+    use palaver_client::Event;
+    use palaver_client::e2e::{Crypto, Decrypted};
+    use palaver_client::proto::ClientMsgId;
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let (web_phone, rust_phone) = (phone(), phone());
+    let (mut rust, _reg) = server.device(&rust_phone).await;
+    let mut crypto = Crypto::new();
+    crypto.publish(&mut rust, 20).await.unwrap();
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phone": web_phone,
+        "peerPhone": rust_phone,
+        "send": "hello from the browser",
+        "expect": "hello from vodozemac",
+        "outDir": screenshot_dir("interop"),
+    });
+    let browser = tokio::task::spawn_blocking(move || drive("web-interop.mjs", spec));
+    // The browser starts, registers and sends; give it time, not a sleep.
+    let env = loop {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(60), rust.next_event())
+            .await
+            .expect("no message from the browser within 60 s")
+            .expect("connection failed");
+        if let Event::Envelope(e) = ev {
+            rust.ack(vec![e.seq]).await.unwrap();
+            if e.kind == palaver_client::proto::frames::EnvelopeKind::Message {
+                break e;
+            }
+        }
+    };
+    let Decrypted::Message(bytes) = crypto.decrypt(&env).unwrap() else {
+        panic!("expected a message")
+    };
+    let content: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(content["text"], "hello from the browser");
+    let web_account = rust.lookup(&web_phone).await.unwrap();
+    assert_eq!(env.from, web_account);
+    let id = ClientMsgId::new("rust-1".to_owned()).unwrap();
+    crypto
+        .send(&mut rust, web_account, &id, b"hello from vodozemac")
+        .await
+        .unwrap();
+    browser.await.unwrap();
+}

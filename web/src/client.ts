@@ -69,7 +69,12 @@ export class Client {
   }
 
   async start() {
-    const session = await db.kvGet<Session>('session');
+    let session: Session | undefined;
+    try {
+      session = await db.kvGet<Session>('session');
+    } catch (e) {
+      return this.changed({ status: 'logged-out', error: `This browser's storage is unavailable: ${(e as Error).message}` });
+    }
     if (!session) return this.changed({ status: 'logged-out' });
     this.changed({ session, chats: await this.sortedChats() });
     await this.connect();

@@ -35,8 +35,17 @@ function open(): Promise<IDBDatabase> {
       const m = db.createObjectStore('messages', { keyPath: 'key' });
       m.createIndex('chat', ['chat', 'ts']);
     };
-    req.onsuccess = () => resolve(req.result);
+    req.onsuccess = () => {
+      const db = req.result;
+      // Another tab upgrading the schema: let it, and reopen on next use.
+      db.onversionchange = () => {
+        db.close();
+        dbPromise = null;
+      };
+      resolve(db);
+    };
     req.onerror = () => reject(req.error);
+    req.onblocked = () => console.warn('IndexedDB upgrade waits for another tab to close');
   });
 }
 
