@@ -344,6 +344,9 @@ async fn serve(
     } else {
         None
     };
+    if let Some(m) = &media {
+        main_app = main_app.merge(crate::media_proxy::routes(m.addr));
+    }
     main_app = main_app.merge(crate::web::router(web_dir(&cfg)));
     let admin_app = admin::routes(AdminState {
         registry: Arc::new(registry),

@@ -225,3 +225,73 @@ async fn the_web_client_and_the_rust_sdk_chat_end_to_end_encrypted() {
         .unwrap();
     browser.await.unwrap();
 }
+
+/// Makes a test image, a 6 s VP8 video and a document with ffmpeg.
+fn media_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let image = dir.join("photo.png");
+    let video = dir.join("clip.webm");
+    let doc = dir.join("notes from the meeting.txt");
+    let ffmpeg = |args: &[&str]| {
+        let st = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .status()
+            .expect("ffmpeg (scripts/test.sh installs it)");
+        assert!(st.success(), "ffmpeg {args:?}");
+    };
+    let (i, v) = (image.to_str().unwrap(), video.to_str().unwrap());
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=640x480",
+        "-frames:v",
+        "1",
+        i,
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=duration=6:size=320x240:rate=15",
+        "-c:v",
+        "libvpx",
+        "-b:v",
+        "300k",
+        "-g",
+        "15",
+        v,
+    ]);
+    std::fs::write(&doc, "minutes: ship the web client\n".repeat(100)).unwrap();
+    (image, video, doc)
+}
+
+#[tokio::test]
+async fn images_videos_and_documents_go_through_the_web_client() {
+    check_tools();
+    let files = tempfile::tempdir().unwrap();
+    let (image, video, doc) = media_files(files.path());
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let out_dir = screenshot_dir("media");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone()],
+        "outDir": out_dir,
+        "image": image, "video": video, "document": doc,
+        "seekTo": 4.0,
+    });
+    let r = tokio::task::spawn_blocking(move || drive("web-media.mjs", spec))
+        .await
+        .unwrap();
+    println!("screenshots of the web client: {}", out_dir.display());
+    assert_eq!(r["imageWidth"], 640, "{r:#}");
+    assert!(r["thumbWidth"].as_u64().unwrap() <= 160, "{r:#}");
+    assert!(r["seek"]["playedTo"].as_f64().unwrap() > 4.0, "{r:#}");
+    assert_eq!(r["seek"]["width"], 320);
+    assert_eq!(r["document"], "notes from the meeting.txt");
+}

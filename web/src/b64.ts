@@ -9,7 +9,7 @@ export function toB64(bytes: Uint8Array): string {
   return btoa(s);
 }
 
-export function fromB64(text: string): Uint8Array {
+export function fromB64(text: string): Uint8Array<ArrayBuffer> {
   const s = atob(pad(text));
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);

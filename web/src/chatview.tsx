@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import type { Client } from './client';
 import type { Message, Tick } from './db';
 import { presence, time } from './format';
+import { Attachment } from './attachment';
 
 const TICKS: Record<Tick, [string, string]> = {
   pending: ['🕓', 'sending'],
@@ -41,9 +42,18 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
         </div>
       </header>
       <ol class="messages" ref={list} aria-live="polite">
-        {s.messages.map((m) => <Bubble m={m} key={m.key} />)}
+        {s.messages.map((m) => <Bubble client={client} m={m} progress={s.progress.get(m.key)} key={m.key} />)}
       </ol>
       <form class="composer" onSubmit={send}>
+        <label class="attach" title="Attach a file">
+          <span aria-hidden="true">📎</span>
+          <input type="file" class="sr-only" aria-label="Attach file" multiple
+            onChange={(e) => {
+              const files = Array.from(e.currentTarget.files ?? []);
+              e.currentTarget.value = '';
+              for (const f of files) void client.sendFile(peer, f);
+            }} />
+        </label>
         <label class="sr-only" for="composer">Message</label>
         <input id="composer" name="message" autoComplete="off" placeholder="Message" value={text}
           onInput={(e) => { setText(e.currentTarget.value); client.typing(peer, true); }} />
@@ -53,11 +63,12 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
   );
 }
 
-function Bubble({ m }: { m: Message }) {
+function Bubble({ client, m, progress }: { client: Client; m: Message; progress?: number }) {
   const [mark, label] = TICKS[m.tick];
   return (
     <li class={`bubble ${m.mine ? 'mine' : 'theirs'}`} data-msg={m.msg}>
-      <span class="text">{m.text}</span>
+      {m.file && <Attachment client={client} file={m.file} progress={progress} />}
+      {m.text && <span class="text">{m.text}</span>}
       <span class="meta">
         {time(m.ts)}
         {m.mine && <span class={`tick ${m.tick}`} data-tick={m.tick} title={label} aria-label={label}>{mark}</span>}

@@ -4,6 +4,7 @@
 
 import { utf8 } from './b64';
 import { Crypto } from './crypto';
+import * as media from './media';
 import * as db from './db';
 import { Conn, Frame, ServerError } from './ws';
 
@@ -22,8 +23,9 @@ export interface Presence {
 /** What travels inside the encryption (the app's own format). */
 interface Content {
   v: 1;
-  kind: 'text';
+  kind: 'text' | 'file';
   text: string;
+  file?: media.FileRef;
   to: number; // the chat (the recipient account), for my other devices
   from_phone: string;
 }
@@ -37,6 +39,7 @@ export interface State {
   typing: Map<number, number>; // account -> until (ms)
   presence: Map<number, Presence>;
   error: string | null;
+  progress: Map<string, number>; // message key -> upload fraction
 }
 
 const TYPING_SHOWN_MS = 6000;
@@ -51,6 +54,7 @@ export class Client {
     typing: new Map(),
     presence: new Map(),
     error: null,
+    progress: new Map(),
   };
   private listeners = new Set<() => void>();
   private conn: Conn | null = null;
@@ -199,10 +203,10 @@ export class Client {
     const content = parseContent(bytes, f.from);
     const mine = f.from === me.account;
     const chat = mine ? content.to : f.from;
-    const m: db.Message = { key, chat, msg: f.msg, from: f.from, ts: f.ts, text: content.text, mine, tick: mine ? 'sent' : 'delivered' };
+    const m: db.Message = { key, chat, msg: f.msg, from: f.from, ts: f.ts, text: content.text, file: content.file, mine, tick: mine ? 'sent' : 'delivered' };
     await db.messagePut(m);
     const c = (await db.chatGet(chat)) ?? newChat(chat, mine ? `#${chat}` : content.from_phone);
-    c.lastText = m.text;
+    c.lastText = summary(m);
     c.lastTs = m.ts;
     const viewing = this.state.open === chat && document.visibilityState === 'visible';
     if (!mine && !viewing) c.unread += 1;
@@ -264,17 +268,72 @@ export class Client {
   }
 
   async sendText(peer: number, text: string) {
+    await this.sendContent(peer, text);
+  }
+
+  /** Seals, uploads (progress in `state.progress`) and sends a file. */
+  async sendFile(peer: number, file: File, extra: Partial<media.FileRef> = {}) {
     const me = this.state.session!;
-    const msg = newMsgId();
-    const m: db.Message = { key: `${me.account}:${msg}`, chat: peer, msg, from: me.account, ts: Date.now(), text, mine: true, tick: 'pending' };
+    const key = `${me.account}:${newMsgId()}`;
+    try {
+      const plain = new Uint8Array(await file.arrayBuffer());
+      const [sealed, look] = await Promise.all([media.seal(plain), media.preview(file)]);
+      const ref: media.FileRef = { id: sealed.id, key: sealed.key, sha256: sealed.sha256, size: file.size, name: file.name || 'file', mime: file.type || 'application/octet-stream', ...look, ...extra };
+      this.setProgress(key, 0);
+      await this.put(peer, key, '', ref);
+      ref.id = await media.upload(sealed.bytes, sealed.id, this.auth(), (f) => this.setProgress(key, f));
+      this.setProgress(key, null);
+      await this.sendContent(peer, '', ref, key);
+    } catch (e) {
+      this.setProgress(key, null);
+      this.changed({ error: `Not sent: ${(e as Error).message}` });
+    }
+  }
+
+  private setProgress(key: string, f: number | null) {
+    const p = new Map(this.state.progress);
+    if (f === null) p.delete(key);
+    else p.set(key, f);
+    this.changed({ progress: p });
+  }
+
+  /** The Authorization header value for the media store. */
+  auth(): string {
+    const s = this.state.session!;
+    return `Bearer ${s.device}:${s.credential}`;
+  }
+
+  /** Downloads and decrypts an attachment (kept as a blob URL for the session). */
+  async fileUrl(f: media.FileRef): Promise<string> {
+    const known = this.blobs.get(f.id);
+    if (known) return known;
+    const url = URL.createObjectURL(await media.download(f, this.auth()));
+    this.blobs.set(f.id, url);
+    return url;
+  }
+  private blobs = new Map<string, string>();
+
+  /** Stores a message of mine (pending) and updates its chat. */
+  private async put(peer: number, key: string, text: string, file?: media.FileRef): Promise<db.Message> {
+    const me = this.state.session!;
+    const msg = key.slice(key.indexOf(':') + 1);
+    const m: db.Message = { key, chat: peer, msg, from: me.account, ts: Date.now(), text, file, mine: true, tick: 'pending' };
     await db.messagePut(m);
     const c = (await db.chatGet(peer)) ?? newChat(peer, `#${peer}`);
-    c.lastText = text;
+    c.lastText = summary(m);
     c.lastTs = m.ts;
     await db.chatPut(c);
     await this.refresh(peer);
+    return m;
+  }
+
+  private async sendContent(peer: number, text: string, file?: media.FileRef, key?: string) {
+    const me = this.state.session!;
+    key ??= `${me.account}:${newMsgId()}`;
+    const m = await this.put(peer, key, text, file);
+    const msg = m.msg;
     this.typing(peer, false);
-    const content: Content = { v: 1, kind: 'text', text, to: peer, from_phone: me.phone };
+    const content: Content = { v: 1, kind: file ? 'file' : 'text', text, file, to: peer, from_phone: me.phone };
     let sent: Frame | null = null;
     try {
       sent = await this.deliver(peer, msg, utf8.encode(JSON.stringify(content)));
@@ -338,6 +397,12 @@ export class Client {
   }
 }
 
+function summary(m: db.Message): string {
+  if (!m.file) return m.text;
+  const kind = m.file.waveform ? 'Voice note' : m.file.mime.startsWith('image/') ? 'Photo' : m.file.mime.startsWith('video/') ? 'Video' : m.file.name;
+  return m.text ? `${kind}: ${m.text}` : kind;
+}
+
 function newChat(peer: number, name: string): db.Chat {
   return { peer, name, lastText: '', lastTs: 0, unread: 0 };
 }
@@ -352,7 +417,7 @@ function parseContent(bytes: Uint8Array, from: number): Content {
   const text = utf8.decode(bytes);
   try {
     const c = JSON.parse(text);
-    if (c && c.v === 1 && c.kind === 'text' && typeof c.text === 'string') return c as Content;
+    if (c && c.v === 1 && (c.kind === 'text' || c.kind === 'file') && typeof c.text === 'string') return c as Content;
   } catch {
     // not JSON: plain text
   }

@@ -2,6 +2,8 @@
 // account) and `messages` (history, indexed by chat). The server only stores
 // and forwards, so this is the only copy of the history.
 
+import type { FileRef } from './media';
+
 export type Tick = 'pending' | 'sent' | 'delivered' | 'read' | 'failed';
 
 export interface Message {
@@ -11,6 +13,7 @@ export interface Message {
   from: number;
   ts: number;
   text: string;
+  file?: FileRef;
   mine: boolean;
   tick: Tick;
 }
