@@ -2,7 +2,8 @@
 // document (sealed in the page, uploaded with tus through the main
 // listener); bob sees the thumbnails before downloading, opens the image in
 // the viewer, plays the video and seeks it, and downloads the document with
-// its name. Prints one JSON line.
+// its name; alice records a voice note (MediaRecorder, fake microphone), bob
+// sees its waveform and plays it. Prints one JSON line.
 //
 // usage: node web-media.mjs SPEC_JSON
 //   SPEC_JSON = {"baseUrl", "adminUrl", "phones": [a, b], "outDir",
@@ -87,5 +88,18 @@ await run.finish(async (state) => {
   if (dl.suggestedFilename() !== docName || !same) {
     throw new Error(`download ${dl.suggestedFilename()} (same bytes: ${same})`);
   }
-  return { thumbWidth, imageWidth, seek, document: dl.suggestedFilename() };
+
+  state.step = 'voice note';
+  await alice.getByRole('button', { name: 'Record voice note' }).click();
+  await alice.getByTestId('rec-time').filter({ hasText: '0:02' }).waitFor(WAIT);
+  await alice.getByRole('button', { name: 'Stop and send voice note' }).click();
+  const wave = bob.getByRole('img', { name: /^Voice note, \d+ seconds$/ });
+  await wave.waitFor(WAIT);
+  const levels = await wave.locator('rect').evaluateAll((rs) => rs.map((r) => Number(r.getAttribute('height'))));
+  await bob.getByRole('button', { name: 'Play voice note' }).click();
+  await bob.waitForFunction(() => Number(document.querySelector('.voice')?.dataset.at) > 0.5, null, WAIT);
+  await run.shot(bob, 'media-05-voice-note');
+  const voice = { bars: levels.length, distinctHeights: new Set(levels).size };
+
+  return { thumbWidth, imageWidth, seek, document: dl.suggestedFilename(), voice };
 });

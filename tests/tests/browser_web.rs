@@ -267,7 +267,7 @@ fn media_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 #[tokio::test]
-async fn images_videos_and_documents_go_through_the_web_client() {
+async fn images_videos_documents_and_voice_notes_go_through_the_web_client() {
     check_tools();
     let files = tempfile::tempdir().unwrap();
     let (image, video, doc) = media_files(files.path());
@@ -294,4 +294,6 @@ async fn images_videos_and_documents_go_through_the_web_client() {
     assert!(r["seek"]["playedTo"].as_f64().unwrap() > 4.0, "{r:#}");
     assert_eq!(r["seek"]["width"], 320);
     assert_eq!(r["document"], "notes from the meeting.txt");
+    assert_eq!(r["voice"]["bars"], 40, "{r:#}");
+    assert!(r["voice"]["distinctHeights"].as_u64().unwrap() > 1, "a flat waveform: {r:#}");
 }

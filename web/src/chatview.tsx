@@ -3,6 +3,7 @@ import type { Client } from './client';
 import type { Message, Tick } from './db';
 import { presence, time } from './format';
 import { Attachment } from './attachment';
+import { Recorder, VoiceNote } from './voice';
 
 const TICKS: Record<Tick, [string, string]> = {
   pending: ['🕓', 'sending'],
@@ -57,6 +58,7 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
         <label class="sr-only" for="composer">Message</label>
         <input id="composer" name="message" autoComplete="off" placeholder="Message" value={text}
           onInput={(e) => { setText(e.currentTarget.value); client.typing(peer, true); }} />
+        <Recorder client={client} peer={peer} />
         <button type="submit" disabled={!text.trim()}>Send</button>
       </form>
     </main>
@@ -67,7 +69,8 @@ function Bubble({ client, m, progress }: { client: Client; m: Message; progress?
   const [mark, label] = TICKS[m.tick];
   return (
     <li class={`bubble ${m.mine ? 'mine' : 'theirs'}`} data-msg={m.msg}>
-      {m.file && <Attachment client={client} file={m.file} progress={progress} />}
+      {m.file && m.file.waveform && <VoiceNote client={client} file={m.file} />}
+      {m.file && !m.file.waveform && <Attachment client={client} file={m.file} progress={progress} />}
       {m.text && <span class="text">{m.text}</span>}
       <span class="meta">
         {time(m.ts)}

@@ -67,7 +67,7 @@ export class Client {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   }
-  private changed(patch: Partial<State> = {}) {
+  changed(patch: Partial<State> = {}) {
     this.state = { ...this.state, ...patch };
     for (const fn of this.listeners) fn();
   }
