@@ -295,5 +295,32 @@ async fn images_videos_documents_and_voice_notes_go_through_the_web_client() {
     assert_eq!(r["seek"]["width"], 320);
     assert_eq!(r["document"], "notes from the meeting.txt");
     assert_eq!(r["voice"]["bars"], 40, "{r:#}");
-    assert!(r["voice"]["distinctHeights"].as_u64().unwrap() > 1, "a flat waveform: {r:#}");
+    assert!(
+        r["voice"]["distinctHeights"].as_u64().unwrap() > 1,
+        "a flat waveform: {r:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_video_call_rings_every_device_and_both_sides_decode_frames() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let out_dir = screenshot_dir("call");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone()],
+        "outDir": out_dir,
+    });
+    let r = tokio::task::spawn_blocking(move || drive("web-call.mjs", spec))
+        .await
+        .unwrap();
+    println!("screenshots of the web client: {}", out_dir.display());
+    for side in ["alice", "bob"] {
+        assert!(r[side]["width"].as_u64().unwrap() > 0, "{r:#}");
+    }
 }

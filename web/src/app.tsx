@@ -2,6 +2,7 @@ import { useEffect, useReducer } from 'preact/hooks';
 import type { Client } from './client';
 import { ChatList } from './chatlist';
 import { ChatView } from './chatview';
+import { CallView } from './callview';
 import { Login } from './login';
 
 export function App({ client }: { client: Client }) {
@@ -21,6 +22,7 @@ export function App({ client }: { client: Client }) {
           <p>Select a chat or start a new one.</p>
         </main>
       )}
+      <CallView client={client} />
       {s.error && (
         <div class="toast" role="alert">
           {s.error}

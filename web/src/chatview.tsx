@@ -41,6 +41,10 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
           <h2>{chat?.name ?? `#${peer}`}</h2>
           <span class="sub" data-testid="chat-sub">{sub}</span>
         </div>
+        <div class="call-buttons">
+          <button type="button" onClick={() => client.calls.start(peer, 'audio').catch((e) => client.changed({ error: e.message }))}>Voice call</button>
+          <button type="button" onClick={() => client.calls.start(peer, 'video').catch((e) => client.changed({ error: e.message }))}>Video call</button>
+        </div>
       </header>
       <ol class="messages" ref={list} aria-live="polite">
         {s.messages.map((m) => <Bubble client={client} m={m} progress={s.progress.get(m.key)} key={m.key} />)}

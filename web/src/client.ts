@@ -3,6 +3,7 @@
 // `state` and re-renders on `subscribe`.
 
 import { utf8 } from './b64';
+import { Calls } from './call';
 import { Crypto } from './crypto';
 import * as media from './media';
 import * as db from './db';
@@ -57,6 +58,10 @@ export class Client {
     progress: new Map(),
   };
   private listeners = new Set<() => void>();
+  readonly calls = new Calls(
+    () => this.conn,
+    (ended) => this.changed(ended ? { error: `Call ended: ${ended.replace(/_/g, ' ')}` } : {}),
+  );
   private conn: Conn | null = null;
   private crypto: Crypto | null = null;
   private queue: Promise<void> = Promise.resolve();
@@ -166,6 +171,7 @@ export class Client {
   // ---- pushes ----
 
   private push(f: Frame) {
+    if (this.calls.push(f)) return;
     switch (f.type) {
       case 'envelope':
         this.queue = this.queue.then(() => this.envelope(f)).catch((e) => console.warn('envelope', e));
