@@ -324,3 +324,29 @@ async fn a_video_call_rings_every_device_and_both_sides_decode_frames() {
         assert!(r[side]["width"].as_u64().unwrap() > 0, "{r:#}");
     }
 }
+
+#[tokio::test]
+async fn three_people_share_a_group_call_with_a_grid() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let out_dir = screenshot_dir("group-call");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone(), phone()],
+        "outDir": out_dir,
+    });
+    let r = tokio::task::spawn_blocking(move || drive("web-group-call.mjs", spec))
+        .await
+        .unwrap();
+    println!("screenshots of the web client: {}", out_dir.display());
+    for who in ["alice", "bob", "carol"] {
+        let widths = r["widths"][who].as_array().unwrap();
+        assert_eq!(widths.len(), 2, "{r:#}");
+        assert!(widths.iter().all(|w| w.as_u64().unwrap() > 0), "{r:#}");
+    }
+}

@@ -3,6 +3,7 @@ import type { Client } from './client';
 import { ChatList } from './chatlist';
 import { ChatView } from './chatview';
 import { CallView } from './callview';
+import { GroupCallView } from './groupcallview';
 import { Login } from './login';
 
 export function App({ client }: { client: Client }) {
@@ -23,6 +24,7 @@ export function App({ client }: { client: Client }) {
         </main>
       )}
       <CallView client={client} />
+      <GroupCallView client={client} />
       {s.error && (
         <div class="toast" role="alert">
           {s.error}

@@ -1,10 +1,12 @@
 import { useState } from 'preact/hooks';
 import type { Client } from './client';
 import { time } from './format';
+import { GroupCallStarter } from './groupcallview';
 
 export function ChatList({ client }: { client: Client }) {
   const s = client.state;
   const [adding, setAdding] = useState(false);
+  const [grouping, setGrouping] = useState(false);
   const [phone, setPhone] = useState('');
   const [error, setError] = useState('');
 
@@ -28,8 +30,10 @@ export function ChatList({ client }: { client: Client }) {
           <span class={`status ${s.status}`}>{s.status}</span>
         </div>
         <button type="button" onClick={() => setAdding(!adding)} aria-expanded={adding}>New chat</button>
+        <button type="button" onClick={() => setGrouping(!grouping)} aria-expanded={grouping}>Group call</button>
         <button type="button" onClick={() => void client.logout()}>Log out</button>
       </header>
+      {grouping && <GroupCallStarter client={client} onClose={() => setGrouping(false)} />}
       {adding && (
         <form class="new-chat" onSubmit={add}>
           <label>

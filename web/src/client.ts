@@ -5,6 +5,7 @@
 import { utf8 } from './b64';
 import { Calls } from './call';
 import { Crypto } from './crypto';
+import { GroupCalls } from './groupcall';
 import * as media from './media';
 import * as db from './db';
 import { Conn, Frame, ServerError } from './ws';
@@ -170,8 +171,10 @@ export class Client {
 
   // ---- pushes ----
 
+  readonly groupCalls = new GroupCalls(() => this.conn, () => this.changed());
+
   private push(f: Frame) {
-    if (this.calls.push(f)) return;
+    if (this.calls.push(f) || this.groupCalls.push(f)) return;
     switch (f.type) {
       case 'envelope':
         this.queue = this.queue.then(() => this.envelope(f)).catch((e) => console.warn('envelope', e));
