@@ -57,9 +57,8 @@ fn print_config(cfg: &Config) {
     println!("{cfg:#?}");
 }
 
-/// Tells scripts and tests where the listeners ended up (port 0 picks one).
-#[allow(clippy::print_stdout)]
 /// Finds the browser client and says where (or that it is missing).
+#[allow(clippy::print_stdout)]
 fn web_dir(cfg: &Config) -> crate::web::WebDir {
     let dir = crate::web::locate(&cfg.web);
     match &dir {
@@ -71,6 +70,8 @@ fn web_dir(cfg: &Config) -> crate::web::WebDir {
     dir
 }
 
+/// Tells scripts and tests where the listeners ended up (port 0 picks one).
+#[allow(clippy::print_stdout)]
 fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("palaver: {what} listening on {addr}");
 }

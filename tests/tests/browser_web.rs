@@ -62,6 +62,12 @@ fn http_base(server: &Server) -> String {
         .to_owned()
 }
 
+/// Tells where the screenshots are (shown with `--no-capture` or on failure).
+#[allow(clippy::print_stdout)]
+fn say_where(dir: &std::path::Path) {
+    println!("screenshots of the web client: {}", dir.display());
+}
+
 fn screenshot_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("web-screenshots")
@@ -86,7 +92,7 @@ async fn two_users_register_and_chat_in_the_web_client() {
     let result = tokio::task::spawn_blocking(move || drive("web-chat.mjs", spec))
         .await
         .unwrap();
-    println!("screenshots of the web client: {}", out_dir.display());
+    say_where(&out_dir);
     let shots = result["screenshots"].as_array().unwrap();
     assert!(shots.len() >= 8, "{result:#}");
     for s in shots {
@@ -288,7 +294,7 @@ async fn images_videos_documents_and_voice_notes_go_through_the_web_client() {
     let r = tokio::task::spawn_blocking(move || drive("web-media.mjs", spec))
         .await
         .unwrap();
-    println!("screenshots of the web client: {}", out_dir.display());
+    say_where(&out_dir);
     assert_eq!(r["imageWidth"], 640, "{r:#}");
     assert!(r["thumbWidth"].as_u64().unwrap() <= 160, "{r:#}");
     assert!(r["seek"]["playedTo"].as_f64().unwrap() > 4.0, "{r:#}");
@@ -319,7 +325,7 @@ async fn a_video_call_rings_every_device_and_both_sides_decode_frames() {
     let r = tokio::task::spawn_blocking(move || drive("web-call.mjs", spec))
         .await
         .unwrap();
-    println!("screenshots of the web client: {}", out_dir.display());
+    say_where(&out_dir);
     for side in ["alice", "bob"] {
         assert!(r[side]["width"].as_u64().unwrap() > 0, "{r:#}");
     }
@@ -343,7 +349,7 @@ async fn three_people_share_a_group_call_with_a_grid() {
     let r = tokio::task::spawn_blocking(move || drive("web-group-call.mjs", spec))
         .await
         .unwrap();
-    println!("screenshots of the web client: {}", out_dir.display());
+    say_where(&out_dir);
     for who in ["alice", "bob", "carol"] {
         let widths = r["widths"][who].as_array().unwrap();
         assert_eq!(widths.len(), 2, "{r:#}");
