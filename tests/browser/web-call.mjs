@@ -1,6 +1,7 @@
 // A 1:1 video call in the web client: bob is logged in on two browsers and
 // both ring; one accepts, the other stops ringing; both sides decode video
-// frames; mute and camera off toggle; alice hangs up and both screens close.
+// frames; mute and camera off toggle; alice hangs up and both screens close;
+// a second call alice cancels shows as missed in bob's call history.
 // Prints one JSON line.
 //
 // usage: node web-call.mjs SPEC_JSON
@@ -63,5 +64,16 @@ await run.finish(async (state) => {
   await alice.getByRole('button', { name: 'Hang up' }).click();
   await bob.getByRole('dialog', { name: /^Call with/ }).waitFor({ state: 'detached', ...WAIT });
   await bob.getByText('Call ended: hung up').waitFor(WAIT);
+
+  state.step = 'a cancelled call is a missed call';
+  await alice.getByRole('button', { name: 'Video call' }).click();
+  await bob.getByText('Incoming video call from').waitFor(WAIT);
+  await alice.getByRole('button', { name: 'Hang up' }).click();
+  await bob.getByText('Call ended: cancelled').waitFor(WAIT);
+  await bob.getByRole('button', { name: 'Calls', exact: true }).click();
+  const log = bob.getByRole('list', { name: 'Call history' });
+  await log.locator('li.missed[data-reason="cancelled"]', { hasText: 'Missed video call' }).waitFor(WAIT);
+  await log.locator('li[data-reason="hung_up"]', { hasText: 'Incoming video call' }).waitFor(WAIT);
+  await run.shot(bob, 'call-04-history');
   return { alice: a, bob: b };
 });

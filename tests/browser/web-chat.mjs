@@ -1,7 +1,8 @@
 // Drives Palaver's web client (web/, served by `palaver serve` at `/`) in two
 // headless Chromium contexts: two users register with the dev verifier's
 // codes, chat both ways end-to-end encrypted, see typing, presence and
-// read ticks, reload (history and session survive) and log out. Writes a
+// read ticks, reload (history and session survive), search the local
+// history, pin and archive, and log out. Writes a
 // screenshot of each main screen to outDir and prints one JSON line.
 // Any console error or page error fails the run.
 //
@@ -25,7 +26,7 @@ await run.finish(async (state) => {
   state.step = 'alice starts a chat and sends';
   await run.startChat(alice, bobPhone);
   await alice.getByTestId('chat-sub').filter({ hasText: 'online' }).waitFor(WAIT);
-  await alice.getByLabel('Message').fill('hello bob, this is alice');
+  await alice.getByLabel('Message', { exact: true }).fill('hello bob, this is alice');
   await alice.getByRole('button', { name: 'Send' }).click();
   await bubble(alice, 'hello bob').locator('[data-tick="delivered"], [data-tick="read"]').waitFor(WAIT);
 
@@ -38,13 +39,13 @@ await run.finish(async (state) => {
   await bubble(alice, 'hello bob').locator('[data-tick="read"]').waitFor(WAIT);
 
   state.step = 'typing';
-  await bob.getByLabel('Message').pressSequentially('hi al', { delay: 30 });
+  await bob.getByLabel('Message', { exact: true }).pressSequentially('hi al', { delay: 30 });
   await alice.getByTestId('chat-sub').filter({ hasText: 'typing…' }).waitFor(WAIT);
   await run.shot(alice, '04-chat-typing');
 
   state.step = 'bob replies';
-  await bob.getByLabel('Message').pressSequentially('ice! 🎉');
-  await bob.getByLabel('Message').press('Enter');
+  await bob.getByLabel('Message', { exact: true }).pressSequentially('ice! 🎉');
+  await bob.getByLabel('Message', { exact: true }).press('Enter');
   await bubble(alice, 'hi alice! 🎉').waitFor(WAIT);
   await bubble(bob, 'hi alice!').locator('[data-tick="read"]').waitFor(WAIT);
   await run.shot(bob, '05-chat-read-ticks');
@@ -55,16 +56,36 @@ await run.finish(async (state) => {
   await alice.locator('.chat-item', { hasText: bobPhone }).click();
   await bubble(alice, 'hello bob').waitFor(WAIT);
   await bubble(alice, 'hi alice! 🎉').waitFor(WAIT);
-  await bob.getByLabel('Message').fill('after your reload');
-  await bob.getByLabel('Message').press('Enter');
+  await bob.getByLabel('Message', { exact: true }).fill('after your reload');
+  await bob.getByLabel('Message', { exact: true }).press('Enter');
   await bubble(alice, 'after your reload').waitFor(WAIT);
+
+  state.step = 'search local history';
+  await alice.getByLabel('Search messages').fill('YOUR RELOAD');
+  await alice.getByRole('list', { name: 'Search results' }).getByText('after your reload').waitFor(WAIT);
+  await run.shot(alice, '06-search');
+  await alice.getByLabel('Search messages').fill('no such words anywhere');
+  await alice.getByText('No messages found.').waitFor(WAIT);
+  await alice.getByLabel('Search messages').fill('');
+
+  state.step = 'pin and archive';
+  const aliceItem = alice.locator('.chat-item', { hasText: bobPhone });
+  await alice.getByRole('button', { name: 'Pin', exact: true }).click();
+  await aliceItem.getByLabel('pinned').waitFor(WAIT);
+  await alice.getByRole('button', { name: 'Archive', exact: true }).click();
+  await aliceItem.waitFor({ state: 'detached', ...WAIT });
+  await alice.getByRole('button', { name: 'Archived (1)' }).click();
+  await aliceItem.click();
+  await alice.getByRole('button', { name: 'Unarchive' }).click();
+  await alice.getByRole('button', { name: 'Chats', exact: true }).click();
+  await aliceItem.waitFor(WAIT);
 
   state.step = 'phone-sized viewport';
   await alice.setViewportSize({ width: 390, height: 844 });
-  await run.shot(alice, '06-phone-chat');
+  await run.shot(alice, '07-phone-chat');
   await alice.getByRole('button', { name: 'Back to chats' }).click();
   await alice.locator('.chat-item', { hasText: bobPhone }).waitFor(WAIT);
-  await run.shot(alice, '07-phone-chat-list');
+  await run.shot(alice, '08-phone-chat-list');
   await alice.locator('.chat-item', { hasText: bobPhone }).click();
 
   state.step = 'logout';
@@ -73,6 +94,6 @@ await run.finish(async (state) => {
   await alice.getByTestId('chat-sub').filter({ hasText: 'last seen' }).waitFor(WAIT);
   await bob.reload();
   await bob.getByLabel('Phone number').waitFor(WAIT);
-  await run.shot(alice, '08-last-seen');
+  await run.shot(alice, '09-last-seen');
   return {};
 });

@@ -16,7 +16,7 @@ await run.finish(async (state) => {
   await run.register(page, spec.phone);
   state.step = 'send to the Rust user';
   await run.startChat(page, spec.peerPhone);
-  await page.getByLabel('Message').fill(spec.send);
+  await page.getByLabel('Message', { exact: true }).fill(spec.send);
   await page.getByRole('button', { name: 'Send' }).click();
   await bubble(page, spec.send).locator('[data-tick="delivered"], [data-tick="read"]').waitFor(WAIT);
   state.step = 'receive the Rust answer';

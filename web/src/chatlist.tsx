@@ -2,11 +2,16 @@ import { useState } from 'preact/hooks';
 import type { Client } from './client';
 import { time } from './format';
 import { GroupCallStarter } from './groupcallview';
+import { CallLog, Search } from './panels';
 
 export function ChatList({ client }: { client: Client }) {
   const s = client.state;
   const [adding, setAdding] = useState(false);
   const [grouping, setGrouping] = useState(false);
+  const [query, setQuery] = useState('');
+  const [view, setView] = useState<'chats' | 'archived' | 'calls'>('chats');
+  const archived = s.chats.filter((c) => c.archived);
+  const shown = s.chats.filter((c) => (view === 'archived' ? c.archived : !c.archived));
   const [phone, setPhone] = useState('');
   const [error, setError] = useState('');
 
@@ -44,20 +49,32 @@ export function ChatList({ client }: { client: Client }) {
           {error && <p class="error" role="alert">{error}</p>}
         </form>
       )}
+      <div class="tools">
+        <label class="sr-only" for="search">Search messages</label>
+        <input id="search" type="search" placeholder="Search messages" value={query}
+          onInput={(e) => setQuery(e.currentTarget.value)} />
+        <div class="tabs" role="group" aria-label="Lists">
+          <button type="button" aria-pressed={view === 'chats'} onClick={() => setView('chats')}>Chats</button>
+          <button type="button" aria-pressed={view === 'calls'} onClick={() => setView('calls')}>Calls</button>
+          <button type="button" aria-pressed={view === 'archived'} onClick={() => setView('archived')}>Archived ({archived.length})</button>
+        </div>
+      </div>
+      {query.trim() ? <Search client={client} query={query.trim()} /> : view === 'calls' ? <CallLog client={client} /> : (
       <ul class="chats">
-        {s.chats.map((c) => (
+        {shown.map((c) => (
           <li key={c.peer}>
             <button type="button" class={`chat-item ${s.open === c.peer ? 'active' : ''}`}
               onClick={() => void client.openChat(c.peer)} aria-current={s.open === c.peer}>
-              <span class="name">{c.name}</span>
+              <span class="name">{c.pinned && <span aria-label="pinned">📌 </span>}{c.name}</span>
               <span class="when">{time(c.lastTs)}</span>
               <span class="last">{c.lastText}</span>
               {c.unread > 0 && <span class="unread" aria-label={`${c.unread} unread`}>{c.unread}</span>}
             </button>
           </li>
         ))}
-        {s.chats.length === 0 && <li class="none">No chats yet.</li>}
+        {shown.length === 0 && <li class="none">{view === 'archived' ? 'No archived chats.' : 'No chats yet.'}</li>}
       </ul>
+      )}
     </nav>
   );
 }

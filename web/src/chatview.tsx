@@ -42,6 +42,12 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
           <span class="sub" data-testid="chat-sub">{sub}</span>
         </div>
         <div class="call-buttons">
+          <button type="button" aria-pressed={!!chat?.pinned} onClick={() => void client.setChatFlag(peer, 'pinned', !chat?.pinned)}>
+            {chat?.pinned ? 'Unpin' : 'Pin'}
+          </button>
+          <button type="button" aria-pressed={!!chat?.archived} onClick={() => void client.setChatFlag(peer, 'archived', !chat?.archived)}>
+            {chat?.archived ? 'Unarchive' : 'Archive'}
+          </button>
           <button type="button" onClick={() => client.calls.start(peer, 'audio').catch((e) => client.changed({ error: e.message }))}>Voice call</button>
           <button type="button" onClick={() => client.calls.start(peer, 'video').catch((e) => client.changed({ error: e.message }))}>Video call</button>
         </div>

@@ -397,8 +397,28 @@ export class Client {
     if (chats.some((c) => !known.has(c.peer)) && chat !== undefined) await this.subscribePresence().catch(() => {});
   }
 
+  /** Pinned chats first, then the newest. */
   private async sortedChats(): Promise<db.Chat[]> {
-    return (await db.chats()).sort((a, b) => b.lastTs - a.lastTs);
+    return (await db.chats()).sort((a, b) => Number(!!b.pinned) - Number(!!a.pinned) || b.lastTs - a.lastTs);
+  }
+
+  /** Pins or archives a chat (kept in this browser only). */
+  async setChatFlag(peer: number, flag: 'pinned' | 'archived', on: boolean) {
+    const c = await db.chatGet(peer);
+    if (!c) return;
+    c[flag] = on;
+    await db.chatPut(c);
+    await this.refresh(peer);
+  }
+
+  search(query: string): Promise<db.Message[]> {
+    return db.search(query);
+  }
+
+  /** The server's call log (newest first). */
+  async callHistory(): Promise<Frame[]> {
+    if (!this.conn) throw new Error('offline');
+    return (await this.conn.request({ type: 'call_history', limit: 50 })).calls;
   }
 
   dismissError() {

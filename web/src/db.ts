@@ -24,6 +24,8 @@ export interface Chat {
   lastText: string;
   lastTs: number;
   unread: number;
+  pinned?: boolean;
+  archived?: boolean;
 }
 
 const NAME = 'palaver';
@@ -96,6 +98,14 @@ export async function history(chat: number): Promise<Message[]> {
   const idx = (await store('messages')).index('chat');
   const range = IDBKeyRange.bound([chat, 0], [chat, Number.MAX_SAFE_INTEGER]);
   return done(idx.getAll(range)) as Promise<Message[]>;
+}
+
+/** Messages whose text contains `query` (any case), newest first. */
+export async function search(query: string, limit = 50): Promise<Message[]> {
+  const q = query.toLocaleLowerCase();
+  const all = (await done((await store('messages')).getAll())) as Message[];
+  const hits = all.filter((m) => m.text.toLocaleLowerCase().includes(q) || (m.file && m.file.name.toLocaleLowerCase().includes(q)));
+  return hits.sort((a, b) => b.ts - a.ts).slice(0, limit);
 }
 
 /** Deletes everything (log out). */
