@@ -2,7 +2,8 @@
 // headless Chromium contexts: two users register with the dev verifier's
 // codes, chat both ways end-to-end encrypted, see typing, presence and
 // read ticks, reload (history and session survive), search the local
-// history, pin and archive, and log out. Writes a
+// history, reply, react, edit, delete for everyone and for me, pin and
+// archive, and log out. Writes a
 // screenshot of each main screen to outDir and prints one JSON line.
 // Any console error or page error fails the run.
 //
@@ -60,10 +61,40 @@ await run.finish(async (state) => {
   await bob.getByLabel('Message', { exact: true }).press('Enter');
   await bubble(alice, 'after your reload').waitFor(WAIT);
 
+  state.step = 'reply';
+  const act = async (page, text, action) => {
+    const b = bubble(page, text);
+    await b.getByRole('button', { name: 'Message actions' }).click();
+    await b.getByRole('button', { name: action, exact: true }).click();
+  };
+  await act(alice, 'after your reload', 'Reply');
+  await alice.getByLabel('Message', { exact: true }).fill('replying here');
+  await alice.getByLabel('Message', { exact: true }).press('Enter');
+  await bubble(bob, 'replying here').locator('.quote', { hasText: 'after your reload' }).waitFor(WAIT);
+
+  state.step = 'react';
+  await act(bob, 'replying here', 'React 👍');
+  await bubble(alice, 'replying here').getByLabel('Reactions').filter({ hasText: '👍' }).waitFor(WAIT);
+
+  state.step = 'edit';
+  await act(alice, 'replying here', 'Edit');
+  await alice.getByLabel('Message', { exact: true }).fill('replying, edited');
+  await alice.getByLabel('Message', { exact: true }).press('Enter');
+  await bubble(bob, 'replying, edited').locator('.edited').waitFor(WAIT);
+
+  state.step = 'delete for everyone and for me';
+  await act(alice, 'hello bob, this is alice', 'Delete for everyone');
+  await bob.locator('.bubble.deleted', { hasText: 'This message was deleted' }).waitFor(WAIT);
+  await bubble(bob, 'hello bob, this is alice').waitFor({ state: 'detached', ...WAIT });
+  await act(bob, 'hi alice!', 'Delete for me');
+  await bubble(bob, 'hi alice!').waitFor({ state: 'detached', ...WAIT });
+  await bubble(alice, 'hi alice!').waitFor(WAIT);
+  await run.shot(bob, '06-reply-react-edit-delete');
+
   state.step = 'search local history';
   await alice.getByLabel('Search messages').fill('YOUR RELOAD');
   await alice.getByRole('list', { name: 'Search results' }).getByText('after your reload').waitFor(WAIT);
-  await run.shot(alice, '06-search');
+  await run.shot(alice, '06-search-results');
   await alice.getByLabel('Search messages').fill('no such words anywhere');
   await alice.getByText('No messages found.').waitFor(WAIT);
   await alice.getByLabel('Search messages').fill('');

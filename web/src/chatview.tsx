@@ -17,6 +17,16 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
   const s = client.state;
   const chat = s.chats.find((c) => c.peer === peer);
   const [text, setText] = useState('');
+  const [replyTo, setReplyTo] = useState<Message | null>(null);
+  const [editing, setEditing] = useState<Message | null>(null);
+  const fail = (e: unknown) => client.changed({ error: (e as Error).message });
+  const actions: Actions = {
+    reply: (m) => { setEditing(null); setReplyTo(m); },
+    edit: (m) => { setReplyTo(null); setEditing(m); setText(m.text); },
+    react: (m, emoji) => void client.react(m, emoji).catch(fail),
+    deleteForMe: (m) => void client.deleteForMe(m).catch(fail),
+    deleteForEveryone: (m) => void client.deleteForEveryone(m).catch(fail),
+  };
   const list = useRef<HTMLOListElement>(null);
   const typingUntil = s.typing.get(peer) ?? 0;
   const sub = typingUntil > Date.now() ? 'typing…' : presence(s.presence.get(peer));
@@ -30,7 +40,10 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
     const t = text.trim();
     if (!t) return;
     setText('');
-    void client.sendText(peer, t);
+    if (editing) void client.edit(editing, t).catch(fail);
+    else void client.sendText(peer, t, replyTo ?? undefined);
+    setEditing(null);
+    setReplyTo(null);
   };
 
   return (
@@ -53,8 +66,14 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
         </div>
       </header>
       <ol class="messages" ref={list} aria-live="polite">
-        {s.messages.map((m) => <Bubble client={client} m={m} progress={s.progress.get(m.key)} key={m.key} />)}
+        {s.messages.map((m) => <Bubble client={client} m={m} progress={s.progress.get(m.key)} actions={actions} key={m.key} />)}
       </ol>
+      {(replyTo || editing) && (
+        <div class="composing" role="status">
+          {replyTo ? <span>Replying to: {replyTo.text || replyTo.file?.name}</span> : <span>Editing message</span>}
+          <button type="button" onClick={() => { setReplyTo(null); setEditing(null); setText(''); }}>Cancel</button>
+        </div>
+      )}
       <form class="composer" onSubmit={send}>
         <label class="attach" title="Attach a file">
           <span aria-hidden="true">📎</span>
@@ -75,14 +94,57 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
   );
 }
 
-function Bubble({ client, m, progress }: { client: Client; m: Message; progress?: number }) {
+interface Actions {
+  reply: (m: Message) => void;
+  edit: (m: Message) => void;
+  react: (m: Message, emoji: string) => void;
+  deleteForMe: (m: Message) => void;
+  deleteForEveryone: (m: Message) => void;
+}
+
+const EMOJI = ['👍', '❤️', '😂'];
+
+function Menu({ m, actions }: { m: Message; actions: Actions }) {
+  const [open, setOpen] = useState(false);
+  const run = (fn: () => void) => () => { setOpen(false); fn(); };
+  return (
+    <span class="menu">
+      <button type="button" class="more" aria-expanded={open} aria-label="Message actions" onClick={() => setOpen(!open)}>⋯</button>
+      {open && (
+        <span class="actions" role="group" aria-label="Actions">
+          <button type="button" onClick={run(() => actions.reply(m))}>Reply</button>
+          {EMOJI.map((e) => (
+            <button type="button" key={e} aria-label={`React ${e}`} onClick={run(() => actions.react(m, e))}>{e}</button>
+          ))}
+          {m.mine && !m.file && <button type="button" onClick={run(() => actions.edit(m))}>Edit</button>}
+          <button type="button" onClick={run(() => actions.deleteForMe(m))}>Delete for me</button>
+          {m.mine && <button type="button" onClick={run(() => actions.deleteForEveryone(m))}>Delete for everyone</button>}
+        </span>
+      )}
+    </span>
+  );
+}
+
+function Bubble({ client, m, progress, actions }: { client: Client; m: Message; progress?: number; actions: Actions }) {
   const [mark, label] = TICKS[m.tick];
+  if (m.deleted) {
+    return (
+      <li class={`bubble deleted ${m.mine ? 'mine' : 'theirs'}`} data-msg={m.msg}>
+        <em>This message was deleted</em>
+      </li>
+    );
+  }
+  const reactions = Object.values(m.reactions ?? {});
   return (
     <li class={`bubble ${m.mine ? 'mine' : 'theirs'}`} data-msg={m.msg}>
+      <Menu m={m} actions={actions} />
+      {m.replyTo && <blockquote class="quote">{m.replyTo.text}</blockquote>}
       {m.file && m.file.waveform && <VoiceNote client={client} file={m.file} />}
       {m.file && !m.file.waveform && <Attachment client={client} file={m.file} progress={progress} />}
       {m.text && <span class="text">{m.text}</span>}
+      {reactions.length > 0 && <span class="reactions" aria-label="Reactions">{reactions.join(' ')}</span>}
       <span class="meta">
+        {m.edited && <span class="edited">edited </span>}
         {time(m.ts)}
         {m.mine && <span class={`tick ${m.tick}`} data-tick={m.tick} title={label} aria-label={label}>{mark}</span>}
       </span>

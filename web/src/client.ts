@@ -25,9 +25,12 @@ export interface Presence {
 /** What travels inside the encryption (the app's own format). */
 interface Content {
   v: 1;
-  kind: 'text' | 'file';
+  kind: 'text' | 'file' | 'reaction';
   text: string;
   file?: media.FileRef;
+  reply_to?: { key: string; text: string };
+  target?: string; // reactions: the message key
+  emoji?: string; // reactions: '' removes
   to: number; // the chat (the recipient account), for my other devices
   from_phone: string;
 }
@@ -197,6 +200,7 @@ export class Client {
   private async envelope(f: Frame) {
     try {
       if (f.kind === 'message' && f.group == null) await this.incoming(f);
+      else if (f.kind === 'revoke' && f.group == null) await this.revoked(`${f.from}:${f.msg}`);
       else if (f.kind === 'delivered' || f.kind === 'read') await this.receipt(f);
     } catch (e) {
       console.warn(`envelope ${f.seq} from ${f.from} dropped:`, (e as Error).message);
@@ -210,9 +214,11 @@ export class Client {
     if (await db.messageGet(key)) return; // redelivered
     const bytes = await this.crypto!.decrypt(f.from_device, f.payload);
     const content = parseContent(bytes, f.from);
+    if (content.kind === 'reaction') return this.reacted(content, String(f.from));
+    if (f.edit_of) return this.edited(`${f.from}:${f.edit_of}`, content.text);
     const mine = f.from === me.account;
     const chat = mine ? content.to : f.from;
-    const m: db.Message = { key, chat, msg: f.msg, from: f.from, ts: f.ts, text: content.text, file: content.file, mine, tick: mine ? 'sent' : 'delivered' };
+    const m: db.Message = { key, chat, msg: f.msg, from: f.from, ts: f.ts, text: content.text, file: content.file, replyTo: content.reply_to, mine, tick: mine ? 'sent' : 'delivered' };
     await db.messagePut(m);
     const c = (await db.chatGet(chat)) ?? newChat(chat, mine ? `#${chat}` : content.from_phone);
     c.lastText = summary(m);
@@ -223,6 +229,62 @@ export class Client {
     if (!mine) this.state.typing.delete(f.from);
     await this.refresh(chat);
     if (!mine && viewing) await this.markRead(chat, [f.msg]);
+  }
+
+  private async reacted(c: Content, from: string) {
+    const m = c.target ? await db.messageGet(c.target) : undefined;
+    if (!m) return;
+    m.reactions = { ...(m.reactions ?? {}) };
+    if (c.emoji) m.reactions[from] = c.emoji;
+    else delete m.reactions[from];
+    await db.messagePut(m);
+    await this.refresh(m.chat);
+  }
+
+  private async edited(key: string, text: string) {
+    const m = await db.messageGet(key);
+    if (!m || m.deleted) return;
+    m.text = text;
+    m.edited = true;
+    await db.messagePut(m);
+    await this.refresh(m.chat);
+  }
+
+  private async revoked(key: string) {
+    const m = await db.messageGet(key);
+    if (!m) return;
+    m.deleted = true;
+    m.text = '';
+    m.file = undefined;
+    m.reactions = undefined;
+    await db.messagePut(m);
+    await this.refresh(m.chat);
+  }
+
+  // ---- message actions ----
+
+  async react(m: db.Message, emoji: string) {
+    const me = this.state.session!;
+    const content: Content = { v: 1, kind: 'reaction', text: '', target: m.key, emoji, to: m.chat, from_phone: me.phone };
+    await this.deliver(m.chat, newMsgId(), utf8.encode(JSON.stringify(content)));
+    await this.reacted(content, String(me.account));
+  }
+
+  async edit(m: db.Message, text: string) {
+    const me = this.state.session!;
+    const content: Content = { v: 1, kind: 'text', text, to: m.chat, from_phone: me.phone };
+    await this.deliver(m.chat, newMsgId(), utf8.encode(JSON.stringify(content)), m.msg);
+    await this.edited(m.key, text);
+  }
+
+  async deleteForEveryone(m: db.Message) {
+    await this.conn?.request({ type: 'revoke', msg: m.msg });
+    await this.revoked(m.key);
+  }
+
+  async deleteForMe(m: db.Message) {
+    await db.messageDelete(m.key);
+    await this.refresh(m.chat);
   }
 
   private async receipt(f: Frame) {
@@ -276,8 +338,9 @@ export class Client {
     }
   }
 
-  async sendText(peer: number, text: string) {
-    await this.sendContent(peer, text);
+  async sendText(peer: number, text: string, replyTo?: db.Message) {
+    const reply = replyTo && { key: replyTo.key, text: summary(replyTo).slice(0, 200) };
+    await this.sendContent(peer, text, undefined, undefined, reply);
   }
 
   /** Seals, uploads (progress in `state.progress`) and sends a file. */
@@ -323,10 +386,10 @@ export class Client {
   private blobs = new Map<string, string>();
 
   /** Stores a message of mine (pending) and updates its chat. */
-  private async put(peer: number, key: string, text: string, file?: media.FileRef): Promise<db.Message> {
+  private async put(peer: number, key: string, text: string, file?: media.FileRef, replyTo?: db.Message['replyTo']): Promise<db.Message> {
     const me = this.state.session!;
     const msg = key.slice(key.indexOf(':') + 1);
-    const m: db.Message = { key, chat: peer, msg, from: me.account, ts: Date.now(), text, file, mine: true, tick: 'pending' };
+    const m: db.Message = { key, chat: peer, msg, from: me.account, ts: Date.now(), text, file, replyTo, mine: true, tick: 'pending' };
     await db.messagePut(m);
     const c = (await db.chatGet(peer)) ?? newChat(peer, `#${peer}`);
     c.lastText = summary(m);
@@ -336,13 +399,13 @@ export class Client {
     return m;
   }
 
-  private async sendContent(peer: number, text: string, file?: media.FileRef, key?: string) {
+  private async sendContent(peer: number, text: string, file?: media.FileRef, key?: string, replyTo?: db.Message['replyTo']) {
     const me = this.state.session!;
     key ??= `${me.account}:${newMsgId()}`;
-    const m = await this.put(peer, key, text, file);
+    const m = await this.put(peer, key, text, file, replyTo);
     const msg = m.msg;
     this.typing(peer, false);
-    const content: Content = { v: 1, kind: file ? 'file' : 'text', text, file, to: peer, from_phone: me.phone };
+    const content: Content = { v: 1, kind: file ? 'file' : 'text', text, file, reply_to: replyTo, to: peer, from_phone: me.phone };
     let sent: Frame | null = null;
     try {
       sent = await this.deliver(peer, msg, utf8.encode(JSON.stringify(content)));
@@ -361,13 +424,15 @@ export class Client {
   }
 
   /** Encrypts for every device and sends; refreshes device lists once on mismatch. */
-  private async deliver(peer: number, msg: string, bytes: Uint8Array): Promise<Frame> {
+  private async deliver(peer: number, msg: string, bytes: Uint8Array, editOf?: string): Promise<Frame> {
     const me = this.state.session!;
     for (let attempt = 0; ; attempt++) {
       if (!this.conn) throw new Error('offline');
       const envelopes = await this.crypto!.encrypt(this.conn, me, peer, bytes);
       try {
-        return await this.conn.request({ type: 'send', msg, to: peer, envelopes });
+        const frame: Frame = { type: 'send', msg, to: peer, envelopes };
+        if (editOf) frame.edit_of = editOf;
+        return await this.conn.request(frame);
       } catch (e) {
         if (!(e instanceof ServerError && e.code === 'mismatched_devices') || attempt >= 2) throw e;
       }
@@ -427,6 +492,7 @@ export class Client {
 }
 
 function summary(m: db.Message): string {
+  if (m.deleted) return 'This message was deleted';
   if (!m.file) return m.text;
   const kind = m.file.waveform ? 'Voice note' : m.file.mime.startsWith('image/') ? 'Photo' : m.file.mime.startsWith('video/') ? 'Video' : m.file.name;
   return m.text ? `${kind}: ${m.text}` : kind;
@@ -446,7 +512,7 @@ function parseContent(bytes: Uint8Array, from: number): Content {
   const text = utf8.decode(bytes);
   try {
     const c = JSON.parse(text);
-    if (c && c.v === 1 && (c.kind === 'text' || c.kind === 'file') && typeof c.text === 'string') return c as Content;
+    if (c && c.v === 1 && ['text', 'file', 'reaction'].includes(c.kind) && typeof c.text === 'string') return c as Content;
   } catch {
     // not JSON: plain text
   }

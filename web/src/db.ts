@@ -14,6 +14,10 @@ export interface Message {
   ts: number;
   text: string;
   file?: FileRef;
+  replyTo?: { key: string; text: string };
+  reactions?: Record<string, string>; // account -> emoji
+  edited?: boolean;
+  deleted?: boolean;
   mine: boolean;
   tick: Tick;
 }
@@ -106,6 +110,10 @@ export async function search(query: string, limit = 50): Promise<Message[]> {
   const all = (await done((await store('messages')).getAll())) as Message[];
   const hits = all.filter((m) => m.text.toLocaleLowerCase().includes(q) || (m.file && m.file.name.toLocaleLowerCase().includes(q)));
   return hits.sort((a, b) => b.ts - a.ts).slice(0, limit);
+}
+
+export async function messageDelete(key: string) {
+  await done((await store('messages', 'readwrite')).delete(key));
 }
 
 /** Deletes everything (log out). */
