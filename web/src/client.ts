@@ -247,6 +247,7 @@ export class Client {
     m.text = text;
     m.edited = true;
     await db.messagePut(m);
+    await this.touchLast(m);
     await this.refresh(m.chat);
   }
 
@@ -258,7 +259,17 @@ export class Client {
     m.file = undefined;
     m.reactions = undefined;
     await db.messagePut(m);
+    await this.touchLast(m);
     await this.refresh(m.chat);
+  }
+
+  /** Keeps the chat list's last message in step when it was edited or deleted. */
+  private async touchLast(m: db.Message) {
+    const c = await db.chatGet(m.chat);
+    if (c && c.lastTs === m.ts) {
+      c.lastText = summary(m);
+      await db.chatPut(c);
+    }
   }
 
   // ---- message actions ----
