@@ -2,8 +2,8 @@
 // headless Chromium contexts: two users register with the dev verifier's
 // codes, chat both ways end-to-end encrypted, see typing, presence and
 // read ticks, reload (history and session survive), search the local
-// history, reply, react, edit, delete for everyone and for me, pin and
-// archive, and log out. Writes a
+// history, reply, react, edit, delete for everyone and for me, set the
+// disappearing-message timer, pin and archive, and log out. Writes a
 // screenshot of each main screen to outDir and prints one JSON line.
 // Any console error or page error fails the run.
 //
@@ -90,6 +90,13 @@ await run.finish(async (state) => {
   await bubble(bob, 'hi alice!').waitFor({ state: 'detached', ...WAIT });
   await bubble(alice, 'hi alice!').waitFor(WAIT);
   await run.shot(bob, '06-reply-react-edit-delete');
+
+  state.step = 'disappearing messages';
+  await alice.getByLabel('Disappearing messages').selectOption({ label: '24 hours' });
+  await bob.getByTestId('chat-timer').filter({ hasText: 'Disappearing messages: 24 hours' }).waitFor(WAIT);
+  await alice.getByTestId('chat-timer').filter({ hasText: '24 hours' }).waitFor(WAIT);
+  await bob.getByLabel('Disappearing messages').selectOption({ label: 'Off' });
+  await alice.getByTestId('chat-timer').waitFor({ state: 'detached', ...WAIT });
 
   state.step = 'search local history';
   await alice.getByLabel('Search messages').fill('YOUR RELOAD');

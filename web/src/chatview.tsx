@@ -53,7 +53,15 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
         <div>
           <h2>{chat?.name ?? `#${peer}`}</h2>
           <span class="sub" data-testid="chat-sub">{sub}</span>
+          {chat?.timer ? <span class="sub disappearing" data-testid="chat-timer">Disappearing messages: {TIMERS.find(([v]) => v === chat.timer)?.[1] ?? `${chat.timer} s`}</span> : null}
         </div>
+        <label class="timer">
+          <span class="sr-only">Disappearing messages</span>
+          <select aria-label="Disappearing messages" value={String(chat?.timer ?? 0)}
+            onChange={(e) => void client.setTimer(peer, Number(e.currentTarget.value)).catch(fail)}>
+            {TIMERS.map(([v, l]) => <option key={v} value={String(v)}>{l}</option>)}
+          </select>
+        </label>
         <div class="call-buttons">
           <button type="button" aria-pressed={!!chat?.pinned} onClick={() => void client.setChatFlag(peer, 'pinned', !chat?.pinned)}>
             {chat?.pinned ? 'Unpin' : 'Pin'}
@@ -103,6 +111,8 @@ interface Actions {
 }
 
 const EMOJI = ['👍', '❤️', '😂'];
+
+const TIMERS: [number, string][] = [[0, 'Off'], [86400, '24 hours'], [604800, '7 days'], [7776000, '90 days']];
 
 function Menu({ m, actions }: { m: Message; actions: Actions }) {
   const [open, setOpen] = useState(false);

@@ -141,6 +141,7 @@ export class Client {
       const stock = await conn.request({ type: 'keys_count' });
       if (stock.one_time_keys < 20) await this.crypto.publish(conn, 50);
       this.changed({ status: 'online', error: null });
+      this.sweep();
       await this.subscribePresence();
     } catch (e) {
       if (e instanceof ServerError && e.code === 'bad_credential') return this.loggedOutElsewhere();
@@ -201,6 +202,7 @@ export class Client {
     try {
       if (f.kind === 'message' && f.group == null) await this.incoming(f);
       else if (f.kind === 'revoke' && f.group == null) await this.revoked(`${f.from}:${f.msg}`);
+      else if (f.kind === 'timer' && f.group == null) await this.timerSet(f);
       else if (f.kind === 'delivered' || f.kind === 'read') await this.receipt(f);
     } catch (e) {
       console.warn(`envelope ${f.seq} from ${f.from} dropped:`, (e as Error).message);
@@ -219,8 +221,9 @@ export class Client {
     const mine = f.from === me.account;
     const chat = mine ? content.to : f.from;
     const m: db.Message = { key, chat, msg: f.msg, from: f.from, ts: f.ts, text: content.text, file: content.file, replyTo: content.reply_to, mine, tick: mine ? 'sent' : 'delivered' };
-    await db.messagePut(m);
     const c = (await db.chatGet(chat)) ?? newChat(chat, mine ? `#${chat}` : content.from_phone);
+    if (c.timer) m.expires = m.ts + c.timer * 1000;
+    await db.messagePut(m);
     c.lastText = summary(m);
     c.lastTs = m.ts;
     const viewing = this.state.open === chat && document.visibilityState === 'visible';
@@ -229,6 +232,41 @@ export class Client {
     if (!mine) this.state.typing.delete(f.from);
     await this.refresh(chat);
     if (!mine && viewing) await this.markRead(chat, [f.msg]);
+  }
+
+  private async timerSet(f: Frame) {
+    const me = this.state.session!;
+    const peer = f.from === me.account ? f.to : f.from;
+    const c = (await db.chatGet(peer)) ?? newChat(peer, `#${peer}`);
+    c.timer = f.timer ?? 0;
+    await db.chatPut(c);
+    await this.refresh(peer);
+  }
+
+  /** Sets the chat's disappearing-message timer for both parties. */
+  async setTimer(peer: number, seconds: number) {
+    await this.need().request({ type: 'set_timer', to: peer, seconds });
+    const c = await db.chatGet(peer);
+    if (c) {
+      c.timer = seconds;
+      await db.chatPut(c);
+      await this.refresh(peer);
+    }
+  }
+
+  private need() {
+    if (!this.conn) throw new Error('offline');
+    return this.conn;
+  }
+
+  /** Deletes expired disappearing messages now and every minute. */
+  private sweeping = 0;
+  private sweep() {
+    const run = async () => {
+      for (const chat of await db.expire(Date.now())) await this.refresh(chat);
+    };
+    void run();
+    this.sweeping ||= window.setInterval(() => void run(), 60000);
   }
 
   private async reacted(c: Content, from: string) {
@@ -401,8 +439,9 @@ export class Client {
     const me = this.state.session!;
     const msg = key.slice(key.indexOf(':') + 1);
     const m: db.Message = { key, chat: peer, msg, from: me.account, ts: Date.now(), text, file, replyTo, mine: true, tick: 'pending' };
-    await db.messagePut(m);
     const c = (await db.chatGet(peer)) ?? newChat(peer, `#${peer}`);
+    if (c.timer) m.expires = m.ts + c.timer * 1000;
+    await db.messagePut(m);
     c.lastText = summary(m);
     c.lastTs = m.ts;
     await db.chatPut(c);

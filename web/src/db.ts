@@ -18,6 +18,7 @@ export interface Message {
   reactions?: Record<string, string>; // account -> emoji
   edited?: boolean;
   deleted?: boolean;
+  expires?: number; // Unix ms: deleted from this browser then
   mine: boolean;
   tick: Tick;
 }
@@ -30,6 +31,7 @@ export interface Chat {
   unread: number;
   pinned?: boolean;
   archived?: boolean;
+  timer?: number; // disappearing messages, seconds (0 or unset: off)
 }
 
 const NAME = 'palaver';
@@ -102,6 +104,14 @@ export async function history(chat: number): Promise<Message[]> {
   const idx = (await store('messages')).index('chat');
   const range = IDBKeyRange.bound([chat, 0], [chat, Number.MAX_SAFE_INTEGER]);
   return done(idx.getAll(range)) as Promise<Message[]>;
+}
+
+/** Deletes messages whose disappearing timer ran out; returns their chats. */
+export async function expire(now: number): Promise<Set<number>> {
+  const all = (await done((await store('messages')).getAll())) as Message[];
+  const gone = all.filter((m) => m.expires !== undefined && m.expires <= now);
+  for (const m of gone) await messageDelete(m.key);
+  return new Set(gone.map((m) => m.chat));
 }
 
 /** Messages whose text contains `query` (any case), newest first. */
