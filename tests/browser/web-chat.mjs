@@ -120,9 +120,14 @@ await run.finish(async (state) => {
 
   state.step = 'phone-sized viewport';
   await alice.setViewportSize({ width: 390, height: 844 });
+  const fits = () => alice.evaluate(() => [...document.querySelectorAll('button, input, select')]
+    .filter((e) => e.offsetParent !== null)
+    .every((e) => { const r = e.getBoundingClientRect(); return r.left >= 0 && r.right <= window.innerWidth + 0.5; }));
+  if (!(await fits())) throw new Error('controls overflow a 390 px wide screen');
   await run.shot(alice, '07-phone-chat');
   await alice.getByRole('button', { name: 'Back to chats' }).click();
   await alice.locator('.chat-item', { hasText: bobPhone }).waitFor(WAIT);
+  if (!(await fits())) throw new Error('the chat list overflows a 390 px wide screen');
   await run.shot(alice, '08-phone-chat-list');
   await alice.locator('.chat-item', { hasText: bobPhone }).click();
 
