@@ -3,7 +3,8 @@
 // codes, chat both ways end-to-end encrypted, see typing, presence and
 // read ticks, reload (history and session survive), search the local
 // history, reply, react, edit, delete for everyone and for me, set the
-// disappearing-message timer, pin and archive, and log out. Writes a
+// disappearing-message timer, pin and archive, post and view a status,
+// and log out. Writes a
 // screenshot of each main screen to outDir and prints one JSON line.
 // Any console error or page error fails the run.
 //
@@ -118,17 +119,29 @@ await run.finish(async (state) => {
   await alice.getByRole('button', { name: 'Chats', exact: true }).click();
   await aliceItem.waitFor(WAIT);
 
+  state.step = 'status post and viewer';
+  await alice.getByRole('button', { name: 'Status', exact: true }).click();
+  await alice.getByLabel('My status', { exact: true }).fill('at the beach');
+  await alice.getByRole('button', { name: 'Post status' }).click();
+  await bob.getByRole('button', { name: 'Status', exact: true }).click();
+  await bob.getByRole('button', { name: `Status of ${alicePhone}` }).click();
+  await bob.getByRole('dialog', { name: `Status of ${alicePhone}` }).getByText('at the beach').waitFor(WAIT);
+  await run.shot(bob, '07-status-viewer');
+  await bob.getByRole('button', { name: 'Close' }).click();
+  await alice.getByRole('list', { name: 'My statuses' }).getByText('Seen by 1').waitFor(WAIT);
+  for (const p of [alice, bob]) await p.getByRole('button', { name: 'Chats', exact: true }).click();
+
   state.step = 'phone-sized viewport';
   await alice.setViewportSize({ width: 390, height: 844 });
   const fits = () => alice.evaluate(() => [...document.querySelectorAll('button, input, select')]
     .filter((e) => e.offsetParent !== null)
     .every((e) => { const r = e.getBoundingClientRect(); return r.left >= 0 && r.right <= window.innerWidth + 0.5; }));
   if (!(await fits())) throw new Error('controls overflow a 390 px wide screen');
-  await run.shot(alice, '07-phone-chat');
+  await run.shot(alice, '08-phone-chat');
   await alice.getByRole('button', { name: 'Back to chats' }).click();
   await alice.locator('.chat-item', { hasText: bobPhone }).waitFor(WAIT);
   if (!(await fits())) throw new Error('the chat list overflows a 390 px wide screen');
-  await run.shot(alice, '08-phone-chat-list');
+  await run.shot(alice, '09-phone-chat-list');
   await alice.locator('.chat-item', { hasText: bobPhone }).click();
 
   state.step = 'logout';
@@ -137,6 +150,6 @@ await run.finish(async (state) => {
   await alice.getByTestId('chat-sub').filter({ hasText: 'last seen' }).waitFor(WAIT);
   await bob.reload();
   await bob.getByLabel('Phone number').waitFor(WAIT);
-  await run.shot(alice, '09-last-seen');
+  await run.shot(alice, '10-last-seen');
   return {};
 });

@@ -2,14 +2,14 @@ import { useState } from 'preact/hooks';
 import type { Client } from './client';
 import { time } from './format';
 import { GroupCallStarter } from './groupcallview';
-import { CallLog, Search } from './panels';
+import { CallLog, Search, Statuses } from './panels';
 
 export function ChatList({ client }: { client: Client }) {
   const s = client.state;
   const [adding, setAdding] = useState(false);
   const [grouping, setGrouping] = useState(false);
   const [query, setQuery] = useState('');
-  const [view, setView] = useState<'chats' | 'archived' | 'calls'>('chats');
+  const [view, setView] = useState<'chats' | 'archived' | 'calls' | 'status'>('chats');
   const archived = s.chats.filter((c) => c.archived);
   const shown = s.chats.filter((c) => (view === 'archived' ? c.archived : !c.archived));
   const [phone, setPhone] = useState('');
@@ -56,10 +56,11 @@ export function ChatList({ client }: { client: Client }) {
         <div class="tabs" role="group" aria-label="Lists">
           <button type="button" aria-pressed={view === 'chats'} onClick={() => setView('chats')}>Chats</button>
           <button type="button" aria-pressed={view === 'calls'} onClick={() => setView('calls')}>Calls</button>
+          <button type="button" aria-pressed={view === 'status'} onClick={() => setView('status')}>Status</button>
           <button type="button" aria-pressed={view === 'archived'} onClick={() => setView('archived')}>Archived ({archived.length})</button>
         </div>
       </div>
-      {query.trim() ? <Search client={client} query={query.trim()} /> : view === 'calls' ? <CallLog client={client} /> : (
+      {query.trim() ? <Search client={client} query={query.trim()} /> : view === 'calls' ? <CallLog client={client} /> : view === 'status' ? <Statuses client={client} /> : (
       <ul class="chats">
         {shown.map((c) => (
           <li key={c.peer}>

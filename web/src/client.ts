@@ -7,6 +7,7 @@ import { Calls } from './call';
 import { Crypto } from './crypto';
 import { GroupCalls } from './groupcall';
 import * as media from './media';
+import { openStatus, sealStatus, type Status } from './status';
 import * as db from './db';
 import { Conn, Frame, ServerError } from './ws';
 
@@ -25,7 +26,9 @@ export interface Presence {
 /** What travels inside the encryption (the app's own format). */
 interface Content {
   v: 1;
-  kind: 'text' | 'file' | 'reaction';
+  kind: 'text' | 'file' | 'reaction' | 'status_key';
+  status?: string; // status_key: the status msg id
+  key?: string; // status_key: AES key, base64
   text: string;
   file?: media.FileRef;
   reply_to?: { key: string; text: string };
@@ -45,6 +48,7 @@ export interface State {
   presence: Map<number, Presence>;
   error: string | null;
   progress: Map<string, number>; // message key -> upload fraction
+  statuses: Status[];
 }
 
 const TYPING_SHOWN_MS = 6000;
@@ -60,6 +64,7 @@ export class Client {
     presence: new Map(),
     error: null,
     progress: new Map(),
+    statuses: [],
   };
   private listeners = new Set<() => void>();
   readonly calls = new Calls(
@@ -89,7 +94,7 @@ export class Client {
       return this.changed({ status: 'logged-out', error: `This browser's storage is unavailable: ${(e as Error).message}` });
     }
     if (!session) return this.changed({ status: 'logged-out' });
-    this.changed({ session, chats: await this.sortedChats() });
+    this.changed({ session, chats: await this.sortedChats(), statuses: (await db.kvGet<Status[]>('statuses')) ?? [] });
     await this.connect();
   }
 
@@ -122,7 +127,7 @@ export class Client {
     this.conn = null;
     this.crypto = null;
     await db.wipe();
-    this.changed({ status: 'logged-out', session: null, chats: [], open: null, messages: [] });
+    this.changed({ status: 'logged-out', session: null, chats: [], open: null, messages: [], statuses: [] });
   }
 
   // ---- connection ----
@@ -203,6 +208,8 @@ export class Client {
       if (f.kind === 'message' && f.group == null) await this.incoming(f);
       else if (f.kind === 'revoke' && f.group == null) await this.revoked(`${f.from}:${f.msg}`);
       else if (f.kind === 'timer' && f.group == null) await this.timerSet(f);
+      else if (f.kind === 'status') await this.statusIn(f);
+      else if (f.kind === 'status_view') await this.statusViewed(f);
       else if (f.kind === 'delivered' || f.kind === 'read') await this.receipt(f);
     } catch (e) {
       console.warn(`envelope ${f.seq} from ${f.from} dropped:`, (e as Error).message);
@@ -217,6 +224,7 @@ export class Client {
     const bytes = await this.crypto!.decrypt(f.from_device, f.payload);
     const content = parseContent(bytes, f.from);
     if (content.kind === 'reaction') return this.reacted(content, String(f.from));
+    if (content.kind === 'status_key') return db.kvPut(`status_key:${f.from}:${content.status}`, content.key);
     if (f.edit_of) return this.edited(`${f.from}:${f.edit_of}`, content.text);
     const mine = f.from === me.account;
     const chat = mine ? content.to : f.from;
@@ -232,6 +240,53 @@ export class Client {
     if (!mine) this.state.typing.delete(f.from);
     await this.refresh(chat);
     if (!mine && viewing) await this.markRead(chat, [f.msg]);
+  }
+
+  // ---- status ----
+
+  /** Posts a text status to every contact in the chat list. */
+  async postStatus(text: string) {
+    const me = this.state.session!;
+    const audience = this.state.chats.map((c) => c.peer);
+    if (audience.length === 0) throw new Error('no contacts to show it to');
+    const msg = newMsgId();
+    const sealed = await sealStatus(text);
+    const share: Content = { v: 1, kind: 'status_key', text: '', status: msg, key: sealed.key, to: me.account, from_phone: me.phone };
+    for (const peer of audience) await this.deliver(peer, newMsgId(), utf8.encode(JSON.stringify({ ...share, to: peer })));
+    const r = await this.need().request({ type: 'status_post', msg, audience, payload: sealed.payload });
+    await this.keepStatus({ key: `${me.account}:${msg}`, author: me.account, msg, ts: r.ts, text, viewers: [], seen: true });
+  }
+
+  private async statusIn(f: Frame) {
+    const key = await db.kvGet<string>(`status_key:${f.from}:${f.msg}`);
+    if (!key) throw new Error('no key for this status');
+    const text = await openStatus(f.payload, key);
+    const mine = f.from === this.state.session!.account;
+    await this.keepStatus({ key: `${f.from}:${f.msg}`, author: f.from, msg: f.msg, ts: f.ts, text, viewers: [], seen: mine });
+  }
+
+  private async statusViewed(f: Frame) {
+    const key = `${this.state.session!.account}:${f.msg}`;
+    const list = this.state.statuses.map((s) => (s.key === key && !s.viewers.includes(f.from) ? { ...s, viewers: [...s.viewers, f.from] } : s));
+    await this.saveStatuses(list);
+  }
+
+  /** Marks a status seen and tells its author. */
+  async viewStatus(s: Status) {
+    if (s.seen) return;
+    await this.need().request({ type: 'status_view', author: s.author, msg: s.msg });
+    await this.saveStatuses(this.state.statuses.map((x) => (x.key === s.key ? { ...x, seen: true } : x)));
+  }
+
+  private async keepStatus(s: Status) {
+    await this.saveStatuses([s, ...this.state.statuses.filter((x) => x.key !== s.key)]);
+  }
+
+  /** Statuses live 24 h. */
+  private async saveStatuses(list: Status[]) {
+    const fresh = list.filter((s) => s.ts > Date.now() - 24 * 3600 * 1000);
+    await db.kvPut('statuses', fresh);
+    this.changed({ statuses: fresh });
   }
 
   private async timerSet(f: Frame) {
@@ -562,7 +617,7 @@ function parseContent(bytes: Uint8Array, from: number): Content {
   const text = utf8.decode(bytes);
   try {
     const c = JSON.parse(text);
-    if (c && c.v === 1 && ['text', 'file', 'reaction'].includes(c.kind) && typeof c.text === 'string') return c as Content;
+    if (c && c.v === 1 && ['text', 'file', 'reaction', 'status_key'].includes(c.kind) && typeof c.text === 'string') return c as Content;
   } catch {
     // not JSON: plain text
   }

@@ -4,6 +4,68 @@ import type { Message } from './db';
 import { time } from './format';
 import type { Frame } from './ws';
 
+/** Status posts: mine with who saw them, the others' to view. */
+export function Statuses({ client }: { client: Client }) {
+  const [text, setText] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [open, setOpen] = useState<string | null>(null);
+  const me = client.state.session!.account;
+  const name = (a: number) => client.state.chats.find((c) => c.peer === a)?.name ?? `#${a}`;
+  const post = async (ev: Event) => {
+    ev.preventDefault();
+    setBusy(true);
+    try {
+      await client.postStatus(text.trim());
+      setText('');
+    } catch (e) {
+      client.changed({ error: (e as Error).message });
+    } finally {
+      setBusy(false);
+    }
+  };
+  const mine = client.state.statuses.filter((s) => s.author === me);
+  const theirs = client.state.statuses.filter((s) => s.author !== me);
+  const shown = client.state.statuses.find((s) => s.key === open);
+  return (
+    <div class="statuses">
+      <form class="new-chat" onSubmit={post}>
+        <label>
+          My status
+          <input name="status" required maxLength={700} value={text} onInput={(e) => setText(e.currentTarget.value)} />
+        </label>
+        <button type="submit" disabled={busy || !text.trim()}>Post status</button>
+      </form>
+      <ul class="chats" aria-label="My statuses">
+        {mine.map((s) => (
+          <li key={s.key} class="chat-item status-mine">
+            <span class="name">{s.text}</span>
+            <span class="when">{time(s.ts)}</span>
+            <span class="last">Seen by {s.viewers.length}{s.viewers.length ? `: ${s.viewers.map(name).join(', ')}` : ''}</span>
+          </li>
+        ))}
+      </ul>
+      <ul class="chats" aria-label="Statuses of contacts">
+        {theirs.map((s) => (
+          <li key={s.key}>
+            <button type="button" class={`chat-item ${s.seen ? '' : 'unseen'}`} aria-label={`Status of ${name(s.author)}`}
+              onClick={() => { setOpen(s.key); void client.viewStatus(s).catch((e) => client.changed({ error: e.message })); }}>
+              <span class="name">{name(s.author)}</span>
+              <span class="when">{time(s.ts)}</span>
+            </button>
+          </li>
+        ))}
+        {theirs.length === 0 && <li class="none">No statuses from contacts.</li>}
+      </ul>
+      {shown && (
+        <div class="viewer status-viewer" role="dialog" aria-label={`Status of ${name(shown.author)}`}>
+          <p>{shown.text}</p>
+          <button type="button" onClick={() => setOpen(null)}>Close</button>
+        </div>
+      )}
+    </div>
+  );
+}
+
 const MISSED = new Set(['busy', 'cancelled', 'no_answer', 'unavailable']);
 
 /** Search across the history kept in this browser. */
