@@ -16,6 +16,8 @@ ensure_nextest
 ensure_browser_tools
 ensure_turn_tools
 ensure_garage
+# The web client, for tests/tests/browser_web.rs.
+scripts/web.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -76,6 +76,8 @@ pub struct Config {
     pub serve: ServeSection,
     /// The SFU for group calls (`palaver sfu`, and inside `palaver serve`).
     pub sfu: crate::sfu::SfuSection,
+    /// The browser client served at `/` (docs/web.md).
+    pub web: crate::web::WebSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -113,6 +115,7 @@ impl Default for Config {
             media: MediaSection::default(),
             transcoder: TranscoderSection::default(),
             sfu: crate::sfu::SfuSection::default(),
+            web: crate::web::WebSection::default(),
         }
     }
 }

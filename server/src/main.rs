@@ -10,10 +10,12 @@ mod cluster;
 mod config;
 mod http;
 mod media;
+mod media_proxy;
 mod run;
 mod sfu;
 mod telemetry;
 mod transcode;
+mod web;
 mod webhook;
 
 use clap::Parser;

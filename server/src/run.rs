@@ -57,6 +57,19 @@ fn print_config(cfg: &Config) {
     println!("{cfg:#?}");
 }
 
+/// Finds the browser client and says where (or that it is missing).
+#[allow(clippy::print_stdout)]
+fn web_dir(cfg: &Config) -> crate::web::WebDir {
+    let dir = crate::web::locate(&cfg.web);
+    match &dir {
+        crate::web::WebDir::Found(d) => println!("palaver: web client from {}", d.display()),
+        crate::web::WebDir::Missing(_) => {
+            println!("palaver: web client not built (scripts/web.sh builds it)")
+        }
+    }
+    dir
+}
+
 /// Tells scripts and tests where the listeners ended up (port 0 picks one).
 #[allow(clippy::print_stdout)]
 fn announce(what: &str, addr: std::net::SocketAddr) {
@@ -332,6 +345,10 @@ async fn serve(
     } else {
         None
     };
+    if let Some(m) = &media {
+        main_app = main_app.merge(crate::media_proxy::routes(m.addr));
+    }
+    main_app = main_app.merge(crate::web::router(web_dir(&cfg)));
     let admin_app = admin::routes(AdminState {
         registry: Arc::new(registry),
         verifier: dev_codes.then(|| verifier.clone()),

@@ -1,0 +1,173 @@
+// Group calls through the SFU (docs/sfu.md): signaling hands out a ticket
+// (`group_call_start` / `group_call_join`), the page POSTs its offer to the
+// SFU's join endpoint with the ticket's token, then answers the SFU's
+// renegotiation offers on the `palaver` data channel. `ontrack`'s stream id
+// names the participant; `active_speaker` names the loudest one.
+
+import type { Conn, Frame } from './ws';
+
+export interface Tile {
+  stream: MediaStream;
+  account: number | null;
+}
+
+export interface GroupState {
+  phase: 'idle' | 'incoming' | 'active';
+  room: string | null;
+  from: number | null;
+  media: 'audio' | 'video';
+  tiles: Map<string, Tile>;
+  accounts: Map<string, number>; // stream id -> account
+  speaker: string | null; // stream id
+  me: string | null; // my stream id
+  muted: boolean;
+  cameraOff: boolean;
+  local: MediaStream | null;
+}
+
+const IDLE: GroupState = {
+  phase: 'idle', room: null, from: null, media: 'video', tiles: new Map(), accounts: new Map(),
+  speaker: null, me: null, muted: false, cameraOff: false, local: null,
+};
+
+const VIDEO = { width: { ideal: 320 }, height: { ideal: 240 }, frameRate: { ideal: 15 } };
+
+export class GroupCalls {
+  state: GroupState = IDLE;
+  private pc: RTCPeerConnection | null = null;
+  private channel: RTCDataChannel | null = null;
+
+  constructor(private conn: () => Conn | null, private changed: () => void) {}
+
+  private set(patch: Partial<GroupState>) {
+    this.state = { ...this.state, ...patch };
+    this.changed();
+  }
+
+  async start(invite: number[], media: 'audio' | 'video') {
+    if (this.state.phase !== 'idle') throw new Error('already in a call');
+    const ticket = await this.need().request({ type: 'group_call_start', invite, media });
+    await this.join(ticket, media);
+  }
+
+  async accept() {
+    if (this.state.phase !== 'incoming' || !this.state.room) return;
+    const ticket = await this.need().request({ type: 'group_call_join', room: this.state.room });
+    await this.join(ticket, this.state.media);
+  }
+
+  decline() {
+    this.state = IDLE;
+    this.changed();
+  }
+
+  push(f: Frame): boolean {
+    if (f.type !== 'group_call_incoming') return false;
+    if (this.state.phase === 'idle') this.set({ ...IDLE, phase: 'incoming', room: f.room, from: f.from, media: f.media });
+    return true;
+  }
+
+  private async join(ticket: Frame, media: 'audio' | 'video') {
+    const local = await navigator.mediaDevices.getUserMedia({ audio: true, video: media === 'video' ? VIDEO : false });
+    this.set({ ...IDLE, phase: 'active', room: ticket.room, media, local, tiles: new Map(), accounts: new Map() });
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: ticket.ice_servers });
+    this.pc = pc;
+    for (const t of local.getTracks()) pc.addTransceiver(t, { direction: 'sendonly', streams: [local] });
+    const channel = pc.createDataChannel('palaver');
+    this.channel = channel;
+    channel.onmessage = (ev) => void this.message(JSON.parse(String(ev.data)));
+    pc.ontrack = (ev) => this.track(ev);
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await fetch(`${ticket.sfu_url}/v1/rooms/${ticket.room}/join`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${ticket.token}`, 'Content-Type': 'application/sdp' },
+      body: pc.localDescription!.sdp,
+    });
+    const body = await res.text();
+    if (!res.ok) {
+      this.leave();
+      throw new Error(`cannot join the call: ${res.status} ${body}`);
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: body });
+  }
+
+  private track(ev: RTCTrackEvent) {
+    const id = ev.streams[0]?.id;
+    if (!id) return;
+    const tiles = new Map(this.state.tiles);
+    const tile = tiles.get(id) ?? { stream: new MediaStream(), account: this.state.accounts.get(id) ?? null };
+    tile.stream.addTrack(ev.track);
+    ev.track.onended = () => this.drop(id);
+    tiles.set(id, { ...tile });
+    this.set({ tiles });
+  }
+
+  private drop(id: string) {
+    const tiles = new Map(this.state.tiles);
+    if (tiles.delete(id)) this.set({ tiles });
+  }
+
+  private know(p: { account: number; stream: string }) {
+    const accounts = new Map(this.state.accounts);
+    accounts.set(p.stream, p.account);
+    const tiles = new Map(this.state.tiles);
+    const t = tiles.get(p.stream);
+    if (t) tiles.set(p.stream, { ...t, account: p.account });
+    this.set({ accounts, tiles });
+  }
+
+  private async message(m: any) {
+    switch (m.type) {
+      case 'welcome':
+        this.set({ me: m.you?.stream ?? null });
+        for (const p of m.participants ?? []) this.know(p);
+        break;
+      case 'joined':
+        this.know(m.participant);
+        break;
+      case 'left':
+        this.drop(m.participant.stream);
+        break;
+      case 'active_speaker':
+        this.set({ speaker: m.participant.stream });
+        break;
+      case 'offer': {
+        const pc = this.pc!;
+        await pc.setRemoteDescription({ type: 'offer', sdp: m.sdp });
+        await pc.setLocalDescription(await pc.createAnswer());
+        this.channel?.send(JSON.stringify({ type: 'answer', sdp: pc.localDescription!.sdp }));
+        break;
+      }
+    }
+  }
+
+  toggleMute() {
+    const muted = !this.state.muted;
+    this.state.local?.getAudioTracks().forEach((t) => (t.enabled = !muted));
+    this.channel?.send(JSON.stringify({ type: 'mute', kind: 'audio', muted }));
+    this.set({ muted });
+  }
+
+  toggleCamera() {
+    const cameraOff = !this.state.cameraOff;
+    this.state.local?.getVideoTracks().forEach((t) => (t.enabled = !cameraOff));
+    this.channel?.send(JSON.stringify({ type: 'mute', kind: 'video', muted: cameraOff }));
+    this.set({ cameraOff });
+  }
+
+  leave() {
+    if (this.channel?.readyState === 'open') this.channel.send(JSON.stringify({ type: 'leave' }));
+    this.pc?.close();
+    this.pc = null;
+    this.channel = null;
+    this.state.local?.getTracks().forEach((t) => t.stop());
+    this.state = IDLE;
+    this.changed();
+  }
+
+  private need(): Conn {
+    const c = this.conn();
+    if (!c) throw new Error('offline');
+    return c;
+  }
+}
