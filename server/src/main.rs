@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod config;
 mod http;
+mod jobqueue;
 mod media;
 mod run;
 mod sfu;

@@ -38,7 +38,7 @@ impl DeviceAuth for StoreAuth {
 }
 
 /// Reads a generated secret, creating it (mode 0600) on first start.
-fn generated(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+pub(crate) fn generated(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
@@ -151,7 +151,9 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let m = &cfg.media;
     let media = open(cfg, secrets, registry).await?;
-    let transcoder = crate::transcode::start_in_media(media.clone(), cfg, registry, stop.clone())?;
+    let transcoder =
+        crate::transcode::start_in_media(media.clone(), cfg, secrets, registry, stop.clone())
+            .await?;
     let http_stats = Arc::new(HttpStats::default());
     http_stats.register(registry);
     // The first maintenance pass (at start-up) also removes orphan blobs.

@@ -59,7 +59,7 @@ fn print_config(cfg: &Config) {
 
 /// Tells scripts and tests where the listeners ended up (port 0 picks one).
 #[allow(clippy::print_stdout)]
-fn announce(what: &str, addr: std::net::SocketAddr) {
+pub(crate) fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("palaver: {what} listening on {addr}");
 }
 
@@ -555,8 +555,11 @@ async fn transcoder_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> a
     crate::telemetry::init(&cfg.log)?;
     prepare_data_dir(&cfg.data_dir)?;
     let mut registry = Registry::default();
-    let media = crate::media::open(&cfg, &secrets, &mut registry).await?;
     let stop = CancellationToken::new();
+    if cfg.transcoder.queue_backend == crate::config::QueueBackend::Redis {
+        return crate::jobqueue::roles::worker_role(cfg, secrets, registry, stop).await;
+    }
+    let media = crate::media::open(&cfg, &secrets, &mut registry).await?;
     let queue = {
         let (media, cfg, stop) = (media.clone(), cfg.clone(), stop.clone());
         tokio::spawn(async move {
@@ -570,7 +573,7 @@ async fn transcoder_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> a
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
