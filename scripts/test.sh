@@ -17,6 +17,9 @@ ensure_browser_tools
 ensure_turn_tools
 ensure_garage
 
+# docker-compose.yml parses and resolves (Debian's docker-compose v1, no engine).
+scripts/compose-check.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -2,6 +2,8 @@
 //! overridden by `PALAVER__SECTION__KEY` environment variables and then by
 //! command-line flags, validated before anything starts.
 
+#[cfg(test)]
+mod deploy_tests;
 mod media_s3;
 
 pub use media_s3::{MediaS3Section, MediaStorage};
