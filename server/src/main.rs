@@ -11,6 +11,7 @@ mod config;
 mod http;
 mod jobqueue;
 mod media;
+mod ops;
 mod run;
 mod sfu;
 mod telemetry;

@@ -90,6 +90,7 @@ async fn blob_store(
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    pub media: Arc<Media>,
     pub server: JoinHandle<()>,
     pub maintenance: JoinHandle<()>,
     /// The in-process transcoding queue, when it runs here.
@@ -186,6 +187,7 @@ pub async fn start(
         http_stats,
         stop.clone(),
     ));
+    let media_handle = media.clone();
     let every = m.maintenance_interval;
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -198,8 +200,25 @@ pub async fn start(
     });
     Ok(Running {
         addr,
+        media: media_handle,
         server,
         maintenance,
         transcoder,
+    })
+}
+
+/// Readiness of `palaver media`: the messaging store (device
+/// credentials) and the media metadata database answer.
+pub fn probe(store: Arc<dyn Store>, media: Arc<Media>) -> crate::ops::Probe {
+    Arc::new(move || {
+        let (store, media) = (store.clone(), media.clone());
+        Box::pin(async move {
+            store.health().await.map_err(|_| "database".to_owned())?;
+            media
+                .jobs_in_state("running")
+                .await
+                .map(|_| ())
+                .map_err(|_| "media database".to_owned())
+        })
     })
 }

@@ -533,14 +533,16 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
     prepare_data_dir(&cfg.data_dir)?;
     let store = open_store(&cfg, &secrets, Arc::new(NoNotifier)).await?;
     let stop = CancellationToken::new();
-    // No admin listener here: the metrics go nowhere.
     let mut registry = Registry::default();
     let media =
         crate::media::start(&cfg, &secrets, store.clone(), &mut registry, stop.clone()).await?;
+    let probe = crate::media::probe(store.clone(), media.media.clone());
+    let admin = crate::ops::admin_listener(&cfg, &secrets, registry, probe, stop.clone()).await?;
     tracing::info!(media_addr = %media.addr, "palaver media started");
     announce("media", media.addr);
     wait_for_signal().await?;
     stop.cancel();
+    let _ = admin.await;
     stop_media(media, cfg.server.shutdown_timeout).await;
     store.health().await.context("final flush of the store")?;
     Ok(())

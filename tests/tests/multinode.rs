@@ -188,7 +188,7 @@ async fn roles_as_separate_processes_chat_transcode_and_survive_a_killed_node() 
         "media",
         &format!("{queue}in_process = false\n"),
         &env,
-        &["media"],
+        &["media", "admin"],
     );
     let worker = Role::start("transcoder", &queue, &[], &["admin"]);
     let turn_env = vec![("PALAVER__CALLS__TURN_SECRET".into(), TURN_SECRET.into())];
@@ -253,6 +253,16 @@ async fn roles_as_separate_processes_chat_transcode_and_survive_a_killed_node() 
     );
     let (status, _) = palaver_tests::http_get(&turn.url("admin"), "/healthz").await;
     assert_eq!(status, 200);
+    // Every role reports ready on its admin listener, with metrics.
+    for (role, what) in [(&worker, "redis"), (&media_role, "database")] {
+        let (status, body) = palaver_tests::http_get(&role.url("admin"), "/readyz").await;
+        assert_eq!((status, body.as_str()), (200, "ready\n"), "{what}");
+    }
+    let (_, m) = palaver_tests::http_get(&media_role.url("admin"), "/metrics").await;
+    assert!(
+        m.contains("palaver_transcoder_jobs_completed_total 1"),
+        "{m}"
+    );
 
     // Alice sends Bob messages the server acknowledges; Bob's node dies
     // before he reads them, he reconnects to the survivor.

@@ -120,26 +120,13 @@ pub async fn worker_role(
 ) -> anyhow::Result<()> {
     let w = worker_side(&cfg, &secrets, "worker").await?;
     w.stats.register(&mut registry);
-    let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
-        .await
-        .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
-    let admin_addr = listener.local_addr()?;
-    let app = crate::admin::routes(crate::admin::AdminState {
-        registry: Arc::new(registry),
-        verifier: None,
-        token: secrets.admin_token.clone(),
-        turn: None,
-        store: None,
-        sfu: None,
+    let q = w.queue.clone();
+    let probe: crate::ops::Probe = Arc::new(move || {
+        let q = q.clone();
+        Box::pin(async move { q.ping().await.map_err(|_| "redis".to_owned()) })
     });
-    let opts = crate::http::HttpOptions {
-        header_timeout: cfg.server.header_timeout,
-        max_connections: 256,
-        shutdown_timeout: cfg.server.shutdown_timeout,
-    };
-    let admin = tokio::spawn(crate::http::serve(listener, app, opts, stop.clone()));
-    crate::run::announce("admin", admin_addr);
-    tracing::info!(consumer = %w.queue.consumer, %admin_addr, "palaver transcoder started on the Redis queue");
+    let admin = crate::ops::admin_listener(&cfg, &secrets, registry, probe, stop.clone()).await?;
+    tracing::info!(consumer = %w.queue.consumer, "palaver transcoder started on the Redis queue");
     let worker = tokio::spawn(super::worker::run(w, stop.clone()));
     crate::run::wait_for_signal().await?;
     stop.cancel();
