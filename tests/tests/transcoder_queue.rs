@@ -10,6 +10,7 @@ use palaver_client::media::request;
 use palaver_tests::{Backend, MediaServer, phone, redis_url};
 use palaver_transcoder::corpus::{self, VideoSpec};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -311,4 +312,73 @@ fn worker_admin(w: &Worker) -> String {
         })
         .unwrap_or_else(|| panic!("no admin address in {log}"));
     format!("http://{addr}")
+}
+
+/// The fields of the first entry of a stream.
+async fn first_entry(stream: &str) -> HashMap<String, String> {
+    let mut r = redis().await;
+    let v: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    v.into_iter().next().expect("an entry").1
+}
+
+async fn internal(method: &str, url: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let auth = format!("Bearer {token}");
+    let r = request(url, method, &[("Authorization", &auth)], body)
+        .await
+        .unwrap();
+    (r.status, r.body)
+}
+
+#[tokio::test]
+async fn internal_endpoint_grants_one_unfinished_job_per_token() {
+    let c = cluster();
+    let s = media_role(Backend::Local, &c, "");
+    let (_c, alice) = s.device(&phone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("p.png");
+    corpus::picture(&png, 64, 48).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    let id = upload(&s, &alice, "image/png", &bytes).await;
+    let other = upload(&s, &alice, "image/png", &bytes).await;
+    // No worker yet: the job waits on the stream with its token.
+    let e = first_entry(&format!("{c}:transcode:jobs")).await;
+    let (job, token, url) = (&e["job"], &e["token"], &e["url"]);
+    assert!(*job == id || *job == other);
+    let input = format!("{url}/internal/transcode/{job}/input");
+    assert_eq!(
+        internal("GET", &input, token, &[]).await,
+        (200, bytes.clone())
+    );
+    assert_eq!(internal("GET", &input, "00", &[]).await.0, 401);
+    assert_eq!(internal("GET", &input, "", &[]).await.0, 401);
+    let not_mine = if *job == id { &other } else { &id };
+    let elsewhere = format!("{url}/internal/transcode/{not_mine}/input");
+    assert_eq!(internal("GET", &elsewhere, token, &[]).await.0, 401);
+    let put = |run: &str, file: &str| format!("{url}/internal/transcode/{job}/{run}/{file}");
+    assert_eq!(internal("PUT", &put("1-0", ".x"), token, b"x").await.0, 400);
+    assert_eq!(
+        internal("PUT", &put("a-b", "x.jpg"), token, b"x").await.0,
+        400
+    );
+    assert_eq!(
+        internal("PUT", &put("1-0", "x.jpg"), "ab", b"x").await.0,
+        401
+    );
+    // A worker finishes both jobs; the token opens nothing any more.
+    let w = Worker::start(&c, "");
+    for j in [&id, &other] {
+        let done = until(&s, &alice, j, finished).await;
+        assert_eq!(done["state"], "done", "{done}\n{}", w.log());
+    }
+    assert_eq!(internal("GET", &input, token, &[]).await.0, 410);
+    assert_eq!(
+        internal("PUT", &put("1-0", "x.jpg"), token, b"x").await.0,
+        410
+    );
 }
