@@ -9,6 +9,9 @@
 //! The Redis queue needs `PALAVER_TEST_REDIS_URL` (scripts/redis.sh).
 //! Prints jobs/s and the machine's CPU use over the run (/proc/stat).
 
+// The result line is the program's output.
+#![allow(clippy::print_stdout)]
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use std::io::{BufRead, BufReader};
