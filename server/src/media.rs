@@ -207,18 +207,60 @@ pub async fn start(
     })
 }
 
+/// What `palaver media`'s `/readyz` asks besides its own databases.
+#[derive(Clone, Default)]
+pub struct Deps {
+    /// The bucket (`media.storage = "s3"`): HeadBucket.
+    pub s3: Option<S3Store>,
+    /// The Redis of the job queue (`transcoder.queue_backend = "redis"`).
+    pub redis: Option<redis::Client>,
+}
+
+impl Deps {
+    pub fn of(cfg: &Config, secrets: &Secrets) -> anyhow::Result<Deps> {
+        let s3 = match (cfg.media.storage, &secrets.media_s3_secret_access_key) {
+            (MediaStorage::S3, Some(k)) => Some(S3Store::new(&cfg.media.s3.store_config(k))),
+            _ => None,
+        };
+        let redis = match (&cfg.transcoder.queue_backend, &secrets.transcoder_redis_url) {
+            (crate::config::QueueBackend::Redis, Some(u)) if cfg.transcoder.enabled => {
+                Some(redis::Client::open(u.expose()).context("transcoder.redis_url")?)
+            }
+            _ => None,
+        };
+        Ok(Deps { s3, redis })
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        if let Some(s3) = &self.s3 {
+            s3.check().await.map_err(|_| "s3".to_owned())?;
+        }
+        if let Some(r) = &self.redis {
+            let ping = async {
+                let mut c = r.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(3), ping).await {
+                Ok(Ok(_)) => {}
+                _ => return Err("redis".to_owned()),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Readiness of `palaver media`: the messaging store (device
-/// credentials) and the media metadata database answer.
-pub fn probe(store: Arc<dyn Store>, media: Arc<Media>) -> crate::ops::Probe {
+/// credentials), the media metadata database, and `deps`.
+pub fn probe(store: Arc<dyn Store>, media: Arc<Media>, deps: Deps) -> crate::ops::Probe {
     Arc::new(move || {
-        let (store, media) = (store.clone(), media.clone());
+        let (store, media, deps) = (store.clone(), media.clone(), deps.clone());
         Box::pin(async move {
             store.health().await.map_err(|_| "database".to_owned())?;
             media
                 .jobs_in_state("running")
                 .await
-                .map(|_| ())
-                .map_err(|_| "media database".to_owned())
+                .map_err(|_| "media database".to_owned())?;
+            deps.check().await
         })
     })
 }

@@ -536,7 +536,8 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
     let mut registry = Registry::default();
     let media =
         crate::media::start(&cfg, &secrets, store.clone(), &mut registry, stop.clone()).await?;
-    let probe = crate::media::probe(store.clone(), media.media.clone());
+    let deps = crate::media::Deps::of(&cfg, &secrets)?;
+    let probe = crate::media::probe(store.clone(), media.media.clone(), deps);
     let admin = crate::ops::admin_listener(&cfg, &secrets, registry, probe, stop.clone()).await?;
     tracing::info!(media_addr = %media.addr, "palaver media started");
     announce("media", media.addr);

@@ -297,4 +297,17 @@ async fn roles_as_separate_processes_chat_transcode_and_survive_a_killed_node() 
         }
     }
     assert_eq!(got, expected);
+
+    // The media role's readiness follows its object store.
+    drop(garage);
+    let start = Instant::now();
+    loop {
+        let (status, body) = palaver_tests::http_get(&media_role.url("admin"), "/readyz").await;
+        if status == 503 {
+            assert_eq!(body, "s3 unavailable\n");
+            break;
+        }
+        assert!(start.elapsed() < JOB_PATIENCE, "still ready without S3");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
