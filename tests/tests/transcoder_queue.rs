@@ -381,4 +381,49 @@ async fn internal_endpoint_grants_one_unfinished_job_per_token() {
         internal("PUT", &put("1-0", "x.jpg"), token, b"x").await.0,
         410
     );
+
+    // A result replayed for a finished job (a worker that lost its ack,
+    // a duplicate run) commits nothing: the job keeps its variants.
+    let before = committed(&until(&s, &alice, job, finished).await);
+    let mut r = redis().await;
+    let results = format!("{c}:transcode:results");
+    for (kind, extra) in [("done", ("outcome", "{}")), ("failed", ("reason", "late"))] {
+        let _: String = redis::cmd("XADD")
+            .arg(&results)
+            .arg("*")
+            .arg(&[("job", job.as_str()), ("kind", kind), ("run", "1-0"), extra])
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+    // The media role consumes (and deletes) every result it applies.
+    let start = Instant::now();
+    loop {
+        let left: i64 = redis::cmd("XLEN")
+            .arg(&results)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < JOB_PATIENCE,
+            "{left} results not consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(committed(&until(&s, &alice, job, finished).await), before);
+}
+
+/// What a commit decides: state, reason, attempts, variant ids (not the
+/// signed links, which carry the time).
+fn committed(j: &Value) -> Value {
+    let ids: Vec<&Value> = j["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["id"])
+        .collect();
+    serde_json::json!([j["state"], j["reason"], j["attempts"], ids])
 }
