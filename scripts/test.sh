@@ -19,6 +19,9 @@ ensure_garage
 # The web client, for tests/tests/browser_web.rs.
 scripts/web.sh
 
+# docker-compose.yml parses and resolves (Debian's docker-compose v1, no engine).
+scripts/compose-check.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -2,6 +2,8 @@
 //! overridden by `PALAVER__SECTION__KEY` environment variables and then by
 //! command-line flags, validated before anything starts.
 
+#[cfg(test)]
+mod deploy_tests;
 mod media_s3;
 
 pub use media_s3::{MediaS3Section, MediaStorage};
@@ -166,6 +168,31 @@ pub struct TranscoderSection {
     /// `jpeg` or `webp`.
     pub image_format: palaver_transcoder::plan::ImageFormat,
     pub thumb_side: u32,
+    /// Where jobs wait: `local` (in process, or `palaver transcoder`
+    /// polling the media database on the same machine) or `redis` (a Redis
+    /// stream on `cluster.redis_url`; workers anywhere).
+    pub queue_backend: QueueBackend,
+    /// `redis` queue: the Redis of the queue (a secret); default
+    /// `cluster.redis_url`. Workers need only this, not the cluster's.
+    pub redis_url: Option<Secret>,
+    pub redis_url_file: Option<PathBuf>,
+    /// `redis` queue: the media role's job endpoint for workers.
+    pub internal_listen: SocketAddr,
+    /// `redis` queue: the URL workers reach `internal_listen` at; default
+    /// `http://` and the bound address.
+    pub internal_url: Option<String>,
+    /// `redis` queue: a job a worker took and has not finished after this
+    /// long (its worker died) goes to another worker. Longer than `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub reclaim_after: Duration,
+}
+
+/// `transcoder.queue_backend`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    Local,
+    Redis,
 }
 
 impl Default for TranscoderSection {
@@ -199,6 +226,12 @@ impl Default for TranscoderSection {
             image_max_side: s.image_max_side,
             image_format: s.image_format,
             thumb_side: s.thumb_side,
+            queue_backend: QueueBackend::Local,
+            redis_url: None,
+            redis_url_file: None,
+            internal_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            internal_url: None,
+            reclaim_after: Duration::from_secs(660),
         }
     }
 }
@@ -764,6 +797,8 @@ pub struct Secrets {
     pub sfu_token_secret: Option<Secret>,
     pub postgres_url: Option<Secret>,
     pub redis_url: Option<Secret>,
+    /// `transcoder.redis_url`, else `cluster.redis_url`.
+    pub transcoder_redis_url: Option<Secret>,
 }
 
 fn one_of(
@@ -872,8 +907,17 @@ impl Config {
                 &self.cluster.redis_url,
                 &self.cluster.redis_url_file,
             )?,
+            transcoder_redis_url: None,
         };
+        let mut secrets = secrets;
+        secrets.transcoder_redis_url = one_of(
+            "transcoder.redis_url",
+            &self.transcoder.redis_url,
+            &self.transcoder.redis_url_file,
+        )?
+        .or_else(|| secrets.redis_url.clone());
         self.validate_cluster(&secrets)?;
+        self.validate_transcoder_queue(&secrets)?;
         self.sfu.validate()?;
         if let Some(s) = &secrets.sfu_token_secret
             && s.expose().len() < 32
@@ -944,6 +988,40 @@ impl Config {
             }
         }
         Ok(secrets)
+    }
+
+    fn validate_transcoder_queue(&self, secrets: &Secrets) -> Result<(), ConfigError> {
+        let t = &self.transcoder;
+        if t.queue_backend != QueueBackend::Redis {
+            return Ok(());
+        }
+        match &secrets.transcoder_redis_url {
+            None => {
+                return Err(key_err(
+                    "transcoder.queue_backend",
+                    "`redis` needs transcoder.redis_url or cluster.redis_url",
+                ));
+            }
+            Some(u) if !u.expose().starts_with("redis://") => {
+                return Err(key_err("transcoder.redis_url", "must be a redis:// URL"));
+            }
+            _ => {}
+        }
+        if t.reclaim_after <= t.timeout {
+            return Err(key_err(
+                "transcoder.reclaim_after",
+                "must be longer than transcoder.timeout",
+            ));
+        }
+        if t.max_attempts == 0 {
+            return Err(key_err("transcoder.max_attempts", "must be at least 1"));
+        }
+        if let Some(u) = &t.internal_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(key_err("transcoder.internal_url", "must be an http(s) URL"));
+        }
+        Ok(())
     }
 
     fn validate_cluster(&self, secrets: &Secrets) -> Result<(), ConfigError> {

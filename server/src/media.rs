@@ -38,7 +38,7 @@ impl DeviceAuth for StoreAuth {
 }
 
 /// Reads a generated secret, creating it (mode 0600) on first start.
-fn generated(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+pub(crate) fn generated(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
@@ -90,6 +90,7 @@ async fn blob_store(
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    pub media: Arc<Media>,
     pub server: JoinHandle<()>,
     pub maintenance: JoinHandle<()>,
     /// The in-process transcoding queue, when it runs here.
@@ -151,7 +152,9 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let m = &cfg.media;
     let media = open(cfg, secrets, registry).await?;
-    let transcoder = crate::transcode::start_in_media(media.clone(), cfg, registry, stop.clone())?;
+    let transcoder =
+        crate::transcode::start_in_media(media.clone(), cfg, secrets, registry, stop.clone())
+            .await?;
     let http_stats = Arc::new(HttpStats::default());
     http_stats.register(registry);
     // The first maintenance pass (at start-up) also removes orphan blobs.
@@ -184,6 +187,7 @@ pub async fn start(
         http_stats,
         stop.clone(),
     ));
+    let media_handle = media.clone();
     let every = m.maintenance_interval;
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -196,8 +200,67 @@ pub async fn start(
     });
     Ok(Running {
         addr,
+        media: media_handle,
         server,
         maintenance,
         transcoder,
+    })
+}
+
+/// What `palaver media`'s `/readyz` asks besides its own databases.
+#[derive(Clone, Default)]
+pub struct Deps {
+    /// The bucket (`media.storage = "s3"`): HeadBucket.
+    pub s3: Option<S3Store>,
+    /// The Redis of the job queue (`transcoder.queue_backend = "redis"`).
+    pub redis: Option<redis::Client>,
+}
+
+impl Deps {
+    pub fn of(cfg: &Config, secrets: &Secrets) -> anyhow::Result<Deps> {
+        let s3 = match (cfg.media.storage, &secrets.media_s3_secret_access_key) {
+            (MediaStorage::S3, Some(k)) => Some(S3Store::new(&cfg.media.s3.store_config(k))),
+            _ => None,
+        };
+        let redis = match (&cfg.transcoder.queue_backend, &secrets.transcoder_redis_url) {
+            (crate::config::QueueBackend::Redis, Some(u)) if cfg.transcoder.enabled => {
+                Some(redis::Client::open(u.expose()).context("transcoder.redis_url")?)
+            }
+            _ => None,
+        };
+        Ok(Deps { s3, redis })
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        if let Some(s3) = &self.s3 {
+            s3.check().await.map_err(|_| "s3".to_owned())?;
+        }
+        if let Some(r) = &self.redis {
+            let ping = async {
+                let mut c = r.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(3), ping).await {
+                Ok(Ok(_)) => {}
+                _ => return Err("redis".to_owned()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Readiness of `palaver media`: the messaging store (device
+/// credentials), the media metadata database, and `deps`.
+pub fn probe(store: Arc<dyn Store>, media: Arc<Media>, deps: Deps) -> crate::ops::Probe {
+    Arc::new(move || {
+        let (store, media, deps) = (store.clone(), media.clone(), deps.clone());
+        Box::pin(async move {
+            store.health().await.map_err(|_| "database".to_owned())?;
+            media
+                .jobs_in_state("running")
+                .await
+                .map_err(|_| "media database".to_owned())?;
+            deps.check().await
+        })
     })
 }

@@ -72,7 +72,7 @@ fn web_dir(cfg: &Config) -> crate::web::WebDir {
 
 /// Tells scripts and tests where the listeners ended up (port 0 picks one).
 #[allow(clippy::print_stdout)]
-fn announce(what: &str, addr: std::net::SocketAddr) {
+pub(crate) fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("palaver: {what} listening on {addr}");
 }
 
@@ -550,14 +550,17 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
     prepare_data_dir(&cfg.data_dir)?;
     let store = open_store(&cfg, &secrets, Arc::new(NoNotifier)).await?;
     let stop = CancellationToken::new();
-    // No admin listener here: the metrics go nowhere.
     let mut registry = Registry::default();
     let media =
         crate::media::start(&cfg, &secrets, store.clone(), &mut registry, stop.clone()).await?;
+    let deps = crate::media::Deps::of(&cfg, &secrets)?;
+    let probe = crate::media::probe(store.clone(), media.media.clone(), deps);
+    let admin = crate::ops::admin_listener(&cfg, &secrets, registry, probe, stop.clone()).await?;
     tracing::info!(media_addr = %media.addr, "palaver media started");
     announce("media", media.addr);
     wait_for_signal().await?;
     stop.cancel();
+    let _ = admin.await;
     stop_media(media, cfg.server.shutdown_timeout).await;
     store.health().await.context("final flush of the store")?;
     Ok(())
@@ -572,8 +575,11 @@ async fn transcoder_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> a
     crate::telemetry::init(&cfg.log)?;
     prepare_data_dir(&cfg.data_dir)?;
     let mut registry = Registry::default();
-    let media = crate::media::open(&cfg, &secrets, &mut registry).await?;
     let stop = CancellationToken::new();
+    if cfg.transcoder.queue_backend == crate::config::QueueBackend::Redis {
+        return crate::jobqueue::roles::worker_role(cfg, secrets, registry, stop).await;
+    }
+    let media = crate::media::open(&cfg, &secrets, &mut registry).await?;
     let queue = {
         let (media, cfg, stop) = (media.clone(), cfg.clone(), stop.clone());
         tokio::spawn(async move {
@@ -587,7 +593,7 @@ async fn transcoder_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> a
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

@@ -34,12 +34,12 @@ struct Queue {
 }
 
 /// Whether a media type is one the transcoder handles.
-fn kind_of(content_type: &str) -> Option<MediaKind> {
+pub(crate) fn kind_of(content_type: &str) -> Option<MediaKind> {
     MediaKind::from_content_type(content_type)
 }
 
 /// `video/*; clip=1` asks for a clip without its audio track.
-fn wants_no_audio(content_type: &str) -> bool {
+pub(crate) fn wants_no_audio(content_type: &str) -> bool {
     content_type
         .split(';')
         .skip(1)
@@ -62,15 +62,17 @@ impl Processor for Queue {
 
 /// Job counters, exported as `palaver_transcoder_*`.
 #[derive(Debug, Default)]
-struct Stats {
-    completed: Counter,
-    failed: Counter,
-    retried: Counter,
-    running: Gauge,
+pub(crate) struct Stats {
+    pub(crate) completed: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) retried: Counter,
+    pub(crate) running: Gauge,
+    /// Jobs put in the dead-letter stream (Redis queue).
+    pub(crate) dead: Counter,
 }
 
 impl Stats {
-    fn register(&self, registry: &mut Registry) {
+    pub(crate) fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("palaver_transcoder");
         r.register(
             "jobs_completed",
@@ -88,6 +90,11 @@ impl Stats {
             self.retried.clone(),
         );
         r.register("jobs_running", "Jobs running now", self.running.clone());
+        r.register(
+            "jobs_dead_lettered",
+            "Jobs given up after max_attempts runs (Redis queue)",
+            self.dead.clone(),
+        );
     }
 }
 
@@ -108,7 +115,7 @@ struct Runner {
 }
 
 /// How this process starts a worker: itself, with the hidden subcommand.
-fn worker_command() -> anyhow::Result<WorkerCommand> {
+pub(crate) fn worker_command() -> anyhow::Result<WorkerCommand> {
     Ok(WorkerCommand {
         program: std::env::current_exe()?,
         args: vec![WORKER_SUBCOMMAND.into()],
@@ -124,15 +131,20 @@ fn unix_now() -> u64 {
 
 /// Starts the queue for the media role. `None` when transcoding is off;
 /// with `in_process = false` only the jobs are recorded.
-pub fn start_in_media(
+pub async fn start_in_media(
     media: Arc<Media>,
     cfg: &Config,
+    secrets: &crate::config::Secrets,
     registry: &mut Registry,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
     let t = &cfg.transcoder;
     if !t.enabled {
         return Ok(None);
+    }
+    if t.queue_backend == crate::config::QueueBackend::Redis {
+        let h = crate::jobqueue::roles::start_media(media, cfg, secrets, registry, stop).await?;
+        return Ok(Some(h));
     }
     if !t.in_process {
         media.set_processor(Arc::new(Queue { tx: None }));
@@ -181,7 +193,7 @@ fn runner(
     Ok(Arc::new(r))
 }
 
-fn workers(cfg: &TranscoderSection) -> usize {
+pub(crate) fn workers(cfg: &TranscoderSection) -> usize {
     if cfg.workers > 0 {
         cfg.workers
     } else {
@@ -392,7 +404,7 @@ const OUTPUTS: &[(&str, &[&str])] = &[
 /// worker handled hostile input, so what it reports is checked like input
 /// (a known name and type, a plain file directly in its output folder,
 /// not a symlink to something else).
-fn checked_output(
+pub(crate) fn checked_output(
     out_dir: &std::path::Path,
     o: &palaver_transcoder::Output,
 ) -> Result<NewVariant, JobError> {

@@ -154,6 +154,62 @@ impl Media {
             .collect())
     }
 
+    /// Jobs in one state (`queued` or `running`), oldest first.
+    pub async fn jobs_in_state(&self, state: &'static str) -> Result<Vec<ObjectId>, UploadError> {
+        let ids = self
+            .meta
+            .call(move |c| {
+                let mut st = c.prepare(
+                    "SELECT source FROM jobs WHERE state = ?1 ORDER BY updated LIMIT 10000",
+                )?;
+                st.query_map([state], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|s| ObjectId::parse(s.as_bytes()).ok())
+            .collect())
+    }
+
+    /// An unfinished job (queued or running) as a ticket, without claiming
+    /// it: for a run done elsewhere (the Redis queue).
+    pub async fn open_job(&self, source: ObjectId) -> Result<Option<Ticket>, UploadError> {
+        Ok(self
+            .meta
+            .call(move |c| {
+                c.query_row(
+                    "SELECT owner, content_type, attempts FROM jobs
+                     WHERE source = ?1 AND state IN ('queued', 'running')",
+                    [source.to_string()],
+                    |r| {
+                        Ok(Ticket {
+                            source,
+                            owner: r.get(0)?,
+                            content_type: r.get(1)?,
+                            attempts: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()
+            })
+            .await?)
+    }
+
+    /// Marks an unfinished job running as run `attempt` (a worker took it).
+    pub async fn job_started(&self, source: ObjectId, attempt: u32) -> Result<(), UploadError> {
+        self.meta
+            .call(move |c| {
+                c.execute(
+                    "UPDATE jobs SET state = 'running', attempts = MAX(attempts, ?2), progress = 0, updated = ?3
+                     WHERE source = ?1 AND state IN ('queued', 'running')",
+                    params![source.to_string(), attempt, unix_now()],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Claims a job for a run: `queued`, or `running` but not updated
     /// since `stale_before` (Unix seconds: a run that died), becomes
     /// `running` with one more attempt. `None` if it is finished, unknown,
