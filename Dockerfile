@@ -3,6 +3,15 @@
 # is published. The runtime image holds the binary, the FFmpeg runtime
 # libraries and CA certificates; it runs as uid/gid 10001 (secret files
 # must be readable by that group, not by the world: deploy/make-secrets.sh).
+# The browser client (web/), built with Node; served from
+# /usr/local/share/palaver/web (docs/web.md).
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # The transcoder links Debian's FFmpeg libraries (bindgen needs clang).
@@ -22,6 +31,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && groupadd --system --gid 10001 palaver \
     && useradd --system --uid 10001 --gid 10001 --home /var/lib/palaver --create-home palaver
 COPY --from=build /usr/local/bin/palaver /usr/local/bin/palaver-cli /usr/local/bin/
+COPY --from=web /web/dist /usr/local/share/palaver/web
 USER palaver
 VOLUME /var/lib/palaver
 EXPOSE 8080 8081 8082 9090 7450

@@ -41,10 +41,17 @@ ensure_nextest() {
   cargo install --locked cargo-nextest
 }
 
+# Node.js and npm (Debian's, 18 or newer) build the web client and drive
+# the browser tests; an installed newer Node is used as it is.
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  apt_install nodejs npm
+}
+
 # Headless Chromium (Debian's, never a downloaded one) and playwright-core
 # for the browser tests in tests/browser.
 ensure_browser_tools() {
-  command -v node >/dev/null || { echo "Node.js is required for the browser tests" >&2; exit 1; }
+  ensure_node
   apt_install chromium
   # interop/webrtc-peer encodes its VP8 and Opus test media with the ffmpeg CLI.
   apt_install ffmpeg

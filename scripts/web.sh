@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-command -v npm >/dev/null || { echo "Node.js and npm are required to build the web client" >&2; exit 1; }
+ensure_node
 cd web
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   step "installing the web client's packages (npm ci in web/)"
