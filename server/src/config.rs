@@ -76,6 +76,8 @@ pub struct Config {
     pub serve: ServeSection,
     /// The SFU for group calls (`palaver sfu`, and inside `palaver serve`).
     pub sfu: crate::sfu::SfuSection,
+    /// TLS on the main listener (docs/tls.md).
+    pub tls: crate::tls::TlsSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -113,6 +115,7 @@ impl Default for Config {
             media: MediaSection::default(),
             transcoder: TranscoderSection::default(),
             sfu: crate::sfu::SfuSection::default(),
+            tls: crate::tls::TlsSection::default(),
         }
     }
 }
@@ -872,6 +875,7 @@ impl Config {
         };
         self.validate_cluster(&secrets)?;
         self.sfu.validate()?;
+        self.tls.validate()?;
         if let Some(s) = &secrets.sfu_token_secret
             && s.expose().len() < 32
         {

@@ -13,6 +13,7 @@ mod media;
 mod run;
 mod sfu;
 mod telemetry;
+mod tls;
 mod transcode;
 mod webhook;
 
