@@ -14,8 +14,8 @@ mod groups;
 mod keys;
 pub mod media;
 pub mod tls;
-pub use rustls;
 pub use chats::ChatRef;
+pub use rustls;
 #[cfg(feature = "transcode")]
 pub mod transcode;
 

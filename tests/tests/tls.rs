@@ -92,12 +92,23 @@ fn fingerprint(der: &[u8]) -> String {
 }
 
 fn port(server: &Server) -> u16 {
-    server.main_addr.rsplit(':').next().unwrap().parse().unwrap()
+    server
+        .main_addr
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
-/// A TLS handshake with rustls to the main listener, presenting `name`,
-/// then `GET /healthz`. Returns the served certificate's fingerprint.
+/// A full TLS handshake with rustls to the main listener, presenting
+/// `name`, then `GET /healthz`. Returns the served certificate's
+/// fingerprint. No session resumption: a resumed session shows the
+/// certificate of the session it resumes.
 async fn probe(server: &Server, name: &str, config: Arc<ClientConfig>) -> std::io::Result<String> {
+    let mut config = (*config).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(config);
     let tcp = TcpStream::connect(&server.main_addr).await?;
     let name = ServerName::try_from(name.to_owned()).unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(config)
@@ -108,7 +119,10 @@ async fn probe(server: &Server, name: &str, config: Arc<ClientConfig>) -> std::i
     let mut response = Vec::new();
     tls.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
-    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("ok\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("ok\n"),
+        "{text}"
+    );
     let (_, conn) = tls.get_ref();
     let leaf = &conn.peer_certificates().expect("a certificate")[0];
     Ok(fingerprint(leaf))
@@ -152,22 +166,30 @@ async fn wss_device(server: &Server, config: &Arc<ClientConfig>) -> (Client, Reg
 async fn chat(from: &mut Client, to: (&mut Client, &Registration), text: &str) {
     let (client, reg) = to;
     let msg = ClientMsgId::new(format!("m-{}", rand::random::<u32>())).unwrap();
-    from.send(reg.account, &msg, vec![(reg.device, text.as_bytes().to_vec())])
-        .await
-        .unwrap();
+    from.send(
+        reg.account,
+        &msg,
+        vec![(reg.device, text.as_bytes().to_vec())],
+    )
+    .await
+    .unwrap();
     let env = next_envelope(client).await;
     assert_eq!(env.payload.as_deref(), Some(text.as_bytes()));
 }
 
 /// Polls `check` until it holds, for at most [`PATIENCE`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(server: &Server, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = Instant::now() + PATIENCE;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        let log = server.log();
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -176,7 +198,8 @@ where
 async fn wss_and_https_with_a_trusted_certificate() {
     let pki = Pki::new();
     let fp = pki.issue(false);
-    let server = Server::start_with(&pki.config("hsts = true\nredirect_listen = \"127.0.0.1:0\"\n"));
+    let server =
+        Server::start_with(&pki.config("hsts = true\nredirect_listen = \"127.0.0.1:0\"\n"));
     assert_eq!(server.tls_sha256.as_deref(), Some(fp.as_str()));
     let config = pki.client_config();
 
@@ -184,7 +207,10 @@ async fn wss_and_https_with_a_trusted_certificate() {
     let (mut bob, b) = wss_device(&server, &config).await;
     chat(&mut alice, (&mut bob, &b), "over wss").await;
 
-    assert_eq!(probe(&server, "localhost", config.clone()).await.unwrap(), fp);
+    assert_eq!(
+        probe(&server, "localhost", config.clone()).await.unwrap(),
+        fp
+    );
     assert_eq!(probe(&server, "127.0.0.1", config).await.unwrap(), fp);
 
     let (code, out) = curl(&server, "localhost", "/healthz", &pki.path("ca.pem"));
@@ -199,7 +225,13 @@ async fn wss_and_https_with_a_trusted_certificate() {
     // Plain HTTP on the redirect listener: 308 to the same path over HTTPS.
     let redirect = server.redirect_addr.clone().expect("redirect listener");
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
         .arg(format!("http://{redirect}/healthz?x=1"))
         .output()
         .unwrap();
@@ -231,7 +263,9 @@ async fn wrong_name_and_expired_certificates_are_refused_by_clients() {
     let (code, out) = curl(&server, "wrong.example", "/healthz", &pki.path("ca.pem"));
     assert_eq!(code, 60, "curl refuses the name: {out}");
     let url = format!("wss://localhost:{}/v1/ws", port(&server));
-    Client::connect_tls(&url, Some(config.clone())).await.unwrap();
+    Client::connect_tls(&url, Some(config.clone()))
+        .await
+        .unwrap();
 
     let old = Pki::new();
     old.issue(true);
@@ -275,7 +309,10 @@ async fn tls_1_1_is_refused_and_tls_1_2_accepted() {
     let mut answer = Vec::new();
     let _ = tcp.read_to_end(&mut answer).await;
     assert!(!answer.is_empty(), "the server answers with an alert");
-    assert_eq!(answer[0], 0x15, "an alert record, not a ServerHello: {answer:?}");
+    assert_eq!(
+        answer[0], 0x15,
+        "an alert record, not a ServerHello: {answer:?}"
+    );
 
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca.der().clone()).unwrap();
@@ -299,14 +336,17 @@ async fn changed_files_are_served_without_a_restart_or_dropped_connections() {
 
     // A broken key: an error in the log, the old certificate stays.
     std::fs::write(pki.path("key.pem"), "not a key").unwrap();
-    eventually("the reload error", || async {
+    eventually(&server, "the reload error", || async {
         server.log().contains("tls certificate reload failed")
     })
     .await;
-    assert_eq!(probe(&server, "localhost", config.clone()).await.unwrap(), first);
+    assert_eq!(
+        probe(&server, "localhost", config.clone()).await.unwrap(),
+        first
+    );
 
     let second = pki.issue(false);
-    eventually("the new certificate", || {
+    eventually(&server, "the new certificate", || {
         let config = config.clone();
         let (server, second) = (&server, &second);
         async move { probe(server, "localhost", config).await.ok().as_ref() == Some(second) }
@@ -324,8 +364,14 @@ async fn sighup_reloads_at_once() {
     let config = pki.client_config();
     let second = pki.issue(false);
     let pid = server.pid().unwrap().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    eventually("the new certificate", || {
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually(&server, "the new certificate", || {
         let config = config.clone();
         let (server, second) = (&server, &second);
         async move { probe(server, "localhost", config).await.ok().as_ref() == Some(second) }
@@ -347,7 +393,9 @@ async fn tls_self_signed_is_made_once_and_its_fingerprint_printed() {
     roots.add(der).unwrap();
     let config = tls::client_config(roots).unwrap();
     let url = format!("wss://localhost:{}/v1/ws", port(&server));
-    Client::connect_tls(&url, Some(config.clone())).await.unwrap();
+    Client::connect_tls(&url, Some(config.clone()))
+        .await
+        .unwrap();
     let url = format!("wss://127.0.0.1:{}/v1/ws", port(&server));
     Client::connect_tls(&url, Some(config)).await.unwrap();
 

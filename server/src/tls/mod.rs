@@ -193,8 +193,7 @@ pub async fn start(
     };
     crate::run::announce_text("tls certificate sha256", &tls.resolver.fingerprint());
     tasks.push(
-        spawn_reload(&tls, section.reload_interval, stop.clone())
-            .context("cannot watch SIGHUP")?,
+        spawn_reload(&tls, section.reload_interval, stop.clone()).context("cannot watch SIGHUP")?,
     );
     if let Some(addr) = section.redirect_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -221,11 +220,21 @@ mod tests {
             cert_file: Some("c.pem".into()),
             ..TlsSection::default()
         };
-        assert!(s.validate().unwrap_err().to_string().contains("tls.key_file"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("tls.key_file")
+        );
         s.key_file = Some("k.pem".into());
         s.validate().unwrap();
         s.self_signed = true;
-        assert!(s.validate().unwrap_err().to_string().contains("tls.self_signed"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("tls.self_signed")
+        );
         let s = TlsSection {
             hsts: true,
             ..TlsSection::default()

@@ -23,12 +23,18 @@ pub enum SelfSignedError {
 /// Where the development certificate and key live.
 pub fn paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     let dir = data_dir.join("tls");
-    (dir.join("self-signed-cert.pem"), dir.join("self-signed-key.pem"))
+    (
+        dir.join("self-signed-cert.pem"),
+        dir.join("self-signed-key.pem"),
+    )
 }
 
 /// Makes the certificate (ECDSA P-256, for `names`) unless both files
 /// exist; returns their paths and whether they were made now.
-pub fn ensure(data_dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf, bool), SelfSignedError> {
+pub fn ensure(
+    data_dir: &Path,
+    names: &[String],
+) -> Result<(PathBuf, PathBuf, bool), SelfSignedError> {
     let (cert, key) = paths(data_dir);
     if cert.exists() && key.exists() {
         return Ok((cert, key, false));
