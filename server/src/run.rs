@@ -175,7 +175,7 @@ async fn serve(
     let mut turn_stats = None;
     let mut local_turn = None;
     if run_turn {
-        let server = palaver_turn::TurnServer::bind(
+        let mut server = palaver_turn::TurnServer::bind(
             cfg.turn.clone(),
             palaver_turn::Secrets {
                 rest_secret: turn_secret.clone(),
@@ -184,6 +184,14 @@ async fn serve(
         )
         .await
         .context("cannot start the TURN server (config section `turn`)")?;
+        if let Some(t) = &cfg.turn.tls {
+            let stop = http_stop.clone();
+            let reload = cfg.tls.reload_interval;
+            server.set_tls_config(crate::tls::start_turn(t, reload, stop, &mut background)?);
+        }
+        if let Some(tls) = server.local_tls_addr() {
+            announce("turn tls", tls);
+        }
         announce("turn udp", server.local_udp_addr());
         if let Some(tcp) = server.local_tcp_addr() {
             announce("turn tcp", tcp);

@@ -54,6 +54,8 @@ pub struct Server {
     pub tls_sha256: Option<String>,
     /// The HTTP-to-HTTPS redirect listener's `IP:PORT`, if configured.
     pub redirect_addr: Option<String>,
+    /// TURN's TLS listener `IP:PORT`, if configured.
+    pub turn_tls_addr: Option<String>,
     /// How the process is started again by `restart`.
     launch: Launch,
 }
@@ -224,7 +226,7 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (mut main, mut admin, mut media, mut sfu_udp) = (None, None, None, None);
-        let (mut tls_sha256, mut redirect_addr) = (None, None);
+        let (mut tls_sha256, mut redirect_addr, mut turn_tls_addr) = (None, None, None);
         while main.is_none() || admin.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
@@ -243,6 +245,8 @@ impl Server {
                 tls_sha256 = Some(addr);
             } else if line.starts_with("palaver: redirect listening on") {
                 redirect_addr = Some(addr);
+            } else if line.starts_with("palaver: turn tls listening on") {
+                turn_tls_addr = Some(addr);
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -257,6 +261,7 @@ impl Server {
             main_addr: main,
             tls_sha256,
             redirect_addr,
+            turn_tls_addr,
             admin_url: format!("http://{}", admin.unwrap()),
             media_url: media.map(|m| format!("http://{m}")).unwrap_or_default(),
             sfu_udp: sfu_udp.unwrap_or_default(),
@@ -309,6 +314,7 @@ impl Server {
         self.main_addr = std::mem::take(&mut next.main_addr);
         self.tls_sha256 = next.tls_sha256.take();
         self.redirect_addr = next.redirect_addr.take();
+        self.turn_tls_addr = next.turn_tls_addr.take();
     }
 
     /// The server's log so far.

@@ -106,14 +106,7 @@ fn port(server: &Server) -> u16 {
 /// fingerprint. No session resumption: a resumed session shows the
 /// certificate of the session it resumes.
 async fn probe(server: &Server, name: &str, config: Arc<ClientConfig>) -> std::io::Result<String> {
-    let mut config = (*config).clone();
-    config.resumption = rustls::client::Resumption::disabled();
-    let config = Arc::new(config);
-    let tcp = TcpStream::connect(&server.main_addr).await?;
-    let name = ServerName::try_from(name.to_owned()).unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await?;
+    let mut tls = handshake(&server.main_addr, name, config).await?;
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await?;
     let mut response = Vec::new();
@@ -123,9 +116,27 @@ async fn probe(server: &Server, name: &str, config: Arc<ClientConfig>) -> std::i
         text.starts_with("HTTP/1.1 200") && text.ends_with("ok\n"),
         "{text}"
     );
+    Ok(served(&tls))
+}
+
+/// A full TLS handshake to `addr`, presenting `name`.
+async fn handshake(
+    addr: &str,
+    name: &str,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut config = (*config).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+fn served(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> String {
     let (_, conn) = tls.get_ref();
-    let leaf = &conn.peer_certificates().expect("a certificate")[0];
-    Ok(fingerprint(leaf))
+    fingerprint(&conn.peer_certificates().expect("a certificate")[0])
 }
 
 /// `curl` to `https://<name>:<port><path>` resolved to the server, trusting
@@ -402,4 +413,37 @@ async fn tls_self_signed_is_made_once_and_its_fingerprint_printed() {
     assert!(server.terminate().success());
     server.restart();
     assert_eq!(server.tls_sha256.as_deref(), Some(printed.as_str()));
+}
+
+#[tokio::test]
+async fn turn_tls_certificate_reloads_on_sighup() {
+    let pki = Pki::new();
+    let first = pki.issue(false);
+    let config = format!(
+        "[tls]\nreload_interval = \"1h\"\n[turn.tls]\nlisten = \"127.0.0.1:0\"\n\
+         cert_path = {:?}\nkey_path = {:?}\n",
+        pki.path("cert.pem"),
+        pki.path("key.pem")
+    );
+    let server = Server::start_with(&config);
+    let addr = server.turn_tls_addr.clone().expect("turn tls listener");
+    let client = pki.client_config();
+    let tls = handshake(&addr, "localhost", client.clone()).await.unwrap();
+    assert_eq!(served(&tls), first);
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    let second = pki.issue(false);
+    let pid = server.pid().unwrap().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    eventually(&server, "the new TURN certificate", || {
+        let (addr, client, second) = (&addr, client.clone(), &second);
+        async move {
+            let tls = handshake(addr, "localhost", client).await;
+            tls.ok().map(|t| served(&t)).as_ref() == Some(second)
+        }
+    })
+    .await;
 }

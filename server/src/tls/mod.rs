@@ -142,21 +142,47 @@ pub fn setup(section: &TlsSection, data_dir: &Path) -> Result<Option<Tls>, Setup
         _ => return Ok(None),
     };
     let resolver = CertResolver::load(&cert, &key)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(resolver::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver.clone());
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = server_config(resolver.clone(), vec![b"http/1.1".to_vec()])?;
     let hsts = section.hsts.then(|| {
         let value = format!("max-age={}", section.hsts_max_age.as_secs());
         axum::http::HeaderValue::from_str(&value).expect("digits are a valid header value")
     });
     Ok(Some(Tls {
         resolver,
-        config: Arc::new(config),
+        config,
         handshake_timeout: section.handshake_timeout,
         hsts,
     }))
+}
+
+/// A server configuration presenting `resolver`'s certificate: TLS 1.3
+/// and 1.2 only, the provider's default suites, `alpn` protocols.
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(resolver::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn;
+    Ok(Arc::new(config))
+}
+
+/// TURN's TLS listener (`turn.tls`) with a certificate that reloads like
+/// the main listener's: on SIGHUP and when its files change.
+pub fn start_turn(
+    turn: &palaver_turn::TlsConfig,
+    interval: Duration,
+    stop: CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let resolver = CertResolver::load(&turn.cert_path, &turn.key_path)
+        .map_err(|e| anyhow::anyhow!("turn.tls: {e}"))?;
+    let config = server_config(resolver.clone(), Vec::new())?;
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tasks.push(tokio::spawn(resolver::watch(resolver, interval, hup, stop)));
+    Ok(config)
 }
 
 /// Starts the reload task: SIGHUP and the file poll. SIGHUP is caught
