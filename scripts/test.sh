@@ -16,6 +16,7 @@ ensure_nextest
 ensure_browser_tools
 ensure_turn_tools
 ensure_garage
+ensure_tls_push_tools
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -437,7 +437,13 @@ async fn turn_tls_certificate_reloads_on_sighup() {
 
     let second = pki.issue(false);
     let pid = server.pid().unwrap().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     eventually(&server, "the new TURN certificate", || {
         let (addr, client, second) = (&addr, client.clone(), &second);
         async move {
