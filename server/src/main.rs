@@ -10,6 +10,7 @@ mod cluster;
 mod config;
 mod http;
 mod media;
+mod push;
 mod run;
 mod sfu;
 mod telemetry;

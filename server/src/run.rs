@@ -336,6 +336,9 @@ async fn serve(
         shutdown_timeout: cfg.server.shutdown_timeout,
     };
     let mut main_app = palaver_signaling::http::routes(gw.clone());
+    main_app = main_app.merge(crate::push::routes(&crate::push::load_or_create(
+        &cfg.data_dir,
+    )?));
     let sfu = if role == Role::Serve && cfg.serve.sfu {
         let secret = sfu_secret.clone().unwrap_or_default();
         let sfu = palaver_sfu::Sfu::start(&cfg.sfu.driver_config(), secret.into_bytes())
