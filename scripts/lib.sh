@@ -82,3 +82,10 @@ ensure_garage() {
   command -v curl >/dev/null || apt_install curl
   scripts/garage.sh install
 }
+
+# The TLS tests drive curl; the Web Push tests check what palaver-push
+# builds with Python's `cryptography` (an implementation nobody here wrote).
+ensure_tls_push_tools() {
+  command -v curl >/dev/null || apt_install curl
+  apt_install python3 python3-cryptography
+}

@@ -21,6 +21,7 @@ scripts/web.sh
 
 # docker-compose.yml parses and resolves (Debian's docker-compose v1, no engine).
 scripts/compose-check.sh
+ensure_tls_push_tools
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

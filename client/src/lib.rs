@@ -13,7 +13,9 @@ mod group_call;
 mod groups;
 mod keys;
 pub mod media;
+pub mod tls;
 pub use chats::ChatRef;
+pub use rustls;
 #[cfg(feature = "transcode")]
 pub mod transcode;
 
@@ -52,6 +54,8 @@ pub enum Error {
     Protocol(String),
     #[error("http: {0}")]
     Http(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -148,9 +152,25 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to a `ws://host:port/v1/ws` URL and reads the greeting.
+    /// Connects to a `ws://host:port/v1/ws` or `wss://` URL and reads the
+    /// greeting. `wss://` trusts the system's root certificates.
     pub async fn connect(url: &str) -> Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let tls = match url.starts_with("wss://") {
+            true => Some(tls::default_config()?),
+            false => None,
+        };
+        Self::connect_tls(url, tls).await
+    }
+
+    /// Connects with a given TLS configuration for `wss://` URLs (see
+    /// [`tls::client_config`]), and reads the greeting.
+    pub async fn connect_tls(
+        url: &str,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Client> {
+        let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector).await?;
         let mut client = Client {
             ws,
             next_id: 1,

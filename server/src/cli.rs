@@ -85,4 +85,9 @@ pub struct ServeArgs {
     /// [config: media.listen, default 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     pub media_listen: Option<SocketAddr>,
+    /// Serve HTTPS/WSS on the main listener with a self-signed development
+    /// certificate, made once in <data_dir>/tls/; its SHA-256 fingerprint
+    /// is printed [config: tls.self_signed].
+    #[arg(long)]
+    pub tls_self_signed: bool,
 }

@@ -80,6 +80,8 @@ pub struct Config {
     pub sfu: crate::sfu::SfuSection,
     /// The browser client served at `/` (docs/web.md).
     pub web: crate::web::WebSection,
+    /// TLS on the main listener (docs/tls.md).
+    pub tls: crate::tls::TlsSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -118,6 +120,7 @@ impl Default for Config {
             transcoder: TranscoderSection::default(),
             sfu: crate::sfu::SfuSection::default(),
             web: crate::web::WebSection::default(),
+            tls: crate::tls::TlsSection::default(),
         }
     }
 }
@@ -919,6 +922,7 @@ impl Config {
         self.validate_cluster(&secrets)?;
         self.validate_transcoder_queue(&secrets)?;
         self.sfu.validate()?;
+        self.tls.validate()?;
         if let Some(s) = &secrets.sfu_token_secret
             && s.expose().len() < 32
         {

@@ -80,6 +80,18 @@ pub async fn serve(
     opts: HttpOptions,
     shutdown: CancellationToken,
 ) {
+    serve_tls(listener, app, opts, None, shutdown).await
+}
+
+/// Like [`serve`], with TLS on every connection when `tls` is given: the
+/// handshake runs in the connection's task, bounded by its timeout.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    opts: HttpOptions,
+    tls: Option<crate::tls::Tls>,
+    shutdown: CancellationToken,
+) {
     let open = Arc::new(AtomicUsize::new(0));
     let tasks = tokio_util::task::TaskTracker::new();
     let mut refused_logged = false;
@@ -110,36 +122,21 @@ pub async fn serve(
         refused_logged = false;
         let _ = stream.set_nodelay(true);
         open.fetch_add(1, Ordering::Relaxed);
-        let io = TokioIo::new(Counted {
+        let counted = Counted {
             inner: stream,
             open: open.clone(),
-        });
-        let app = app.clone();
-        let svc =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(PeerAddr(addr));
-                app.clone().oneshot(req)
-            });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(io, svc)
-            .with_upgrades();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::trace!(error = %e, "http connection ended with an error");
-            }
-        });
+        };
+        let conn = Conn {
+            app: app.clone(),
+            addr,
+            header_timeout: opts.header_timeout,
+            hsts: tls.as_ref().and_then(|t| t.hsts.clone()),
+            stop: shutdown.clone(),
+        };
+        match &tls {
+            None => tasks.spawn(conn.run(counted)),
+            Some(t) => tasks.spawn(conn.run_tls(counted, t.clone())),
+        };
     }
     drop(listener);
     tasks.close();
@@ -148,5 +145,71 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("some HTTP connections did not finish before the shutdown timeout");
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    app: axum::Router,
+    addr: std::net::SocketAddr,
+    header_timeout: Duration,
+    hsts: Option<axum::http::HeaderValue>,
+    stop: CancellationToken,
+}
+
+impl Conn {
+    async fn run_tls(self, stream: Counted, tls: crate::tls::Tls) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+        match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.run(stream).await,
+            // Scanners and clients that refuse the certificate: routine.
+            Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake failed"),
+            Err(_) => tracing::debug!("tls handshake timed out"),
+        }
+    }
+
+    async fn run<I>(self, stream: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            app,
+            addr,
+            header_timeout,
+            hsts,
+            stop,
+        } = self;
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(addr));
+                let response = app.clone().oneshot(req);
+                let hsts = hsts.clone();
+                async move {
+                    let mut response = response.await?;
+                    if let Some(value) = hsts {
+                        response
+                            .headers_mut()
+                            .insert(axum::http::header::STRICT_TRANSPORT_SECURITY, value);
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::trace!(error = %e, "http connection ended with an error");
+        }
     }
 }

@@ -48,6 +48,9 @@ fn load(path: Option<std::path::PathBuf>, args: &ServeArgs) -> anyhow::Result<Co
     if let Some(l) = args.media_listen {
         cfg.media.listen = l;
     }
+    if args.tls_self_signed {
+        cfg.tls.self_signed = true;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -74,6 +77,12 @@ fn web_dir(cfg: &Config) -> crate::web::WebDir {
 #[allow(clippy::print_stdout)]
 pub(crate) fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("palaver: {what} listening on {addr}");
+}
+
+/// A line for scripts and tests: `palaver: <what> <value>`.
+#[allow(clippy::print_stdout)]
+pub fn announce_text(what: &str, value: &str) {
+    println!("palaver: {what} {value}");
 }
 
 /// Raises the soft limit on open files to the hard limit: every connection
@@ -179,7 +188,7 @@ async fn serve(
     let mut turn_stats = None;
     let mut local_turn = None;
     if run_turn {
-        let server = palaver_turn::TurnServer::bind(
+        let mut server = palaver_turn::TurnServer::bind(
             cfg.turn.clone(),
             palaver_turn::Secrets {
                 rest_secret: turn_secret.clone(),
@@ -188,6 +197,14 @@ async fn serve(
         )
         .await
         .context("cannot start the TURN server (config section `turn`)")?;
+        if let Some(t) = &cfg.turn.tls {
+            let stop = http_stop.clone();
+            let reload = cfg.tls.reload_interval;
+            server.set_tls_config(crate::tls::start_turn(t, reload, stop, &mut background)?);
+        }
+        if let Some(tls) = server.local_tls_addr() {
+            announce("turn tls", tls);
+        }
         announce("turn udp", server.local_udp_addr());
         if let Some(tcp) = server.local_tcp_addr() {
             announce("turn tcp", tcp);
@@ -287,6 +304,15 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
     let main_addr = main_listener.local_addr()?;
+    let tls = crate::tls::start(
+        &cfg.tls,
+        &cfg.data_dir,
+        main_addr.port(),
+        &admin_opts,
+        http_stop.clone(),
+        &mut background,
+    )
+    .await?;
     let mut gateway_config = cfg.signaling.gateway_config(&cfg.calls, None);
     gateway_config.ice.turn_secret = turn_secret;
     if let (true, Some((udp, tcp))) = (cfg.calls.turn_urls.is_empty(), local_turn) {
@@ -298,7 +324,11 @@ async fn serve(
             .collect();
     }
     let sfu_secret = group_call_secret(&cfg, &secrets, role)?;
-    gateway_config.group_calls = group_calls(&cfg, sfu_secret.as_deref(), main_addr, role);
+    let main_base = match tls {
+        Some(_) => format!("https://{main_addr}"),
+        None => format!("http://{main_addr}"),
+    };
+    gateway_config.group_calls = group_calls(&cfg, sfu_secret.as_deref(), &main_base, role);
     if cluster.is_some() {
         gateway_config.catch_up_interval = Some(cfg.cluster.catch_up_interval);
     }
@@ -319,6 +349,9 @@ async fn serve(
         shutdown_timeout: cfg.server.shutdown_timeout,
     };
     let mut main_app = palaver_signaling::http::routes(gw.clone());
+    main_app = main_app.merge(crate::push::routes(&crate::push::load_or_create(
+        &cfg.data_dir,
+    )?));
     let sfu = if role == Role::Serve && cfg.serve.sfu {
         let secret = sfu_secret.clone().unwrap_or_default();
         let sfu = palaver_sfu::Sfu::start(&cfg.sfu.driver_config(), secret.into_bytes())
@@ -357,10 +390,11 @@ async fn serve(
         store: Some(store.clone()),
         sfu: sfu.clone(),
     });
-    let main_task = tokio::spawn(http::serve(
+    let main_task = tokio::spawn(http::serve_tls(
         main_listener,
         main_app,
         opts.clone(),
+        tls,
         http_stop.clone(),
     ));
     let admin_task = tokio::spawn(http::serve(
@@ -431,12 +465,12 @@ fn group_call_secret(
 fn group_calls(
     cfg: &Config,
     secret: Option<&str>,
-    main_addr: std::net::SocketAddr,
+    main_base: &str,
     role: Role,
 ) -> Option<palaver_signaling::group_calls::GroupCallConfig> {
     let sfu_url = match (&cfg.sfu.public_url, role) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
-        (None, Role::Serve) if cfg.serve.sfu => format!("http://{main_addr}"),
+        (None, Role::Serve) if cfg.serve.sfu => main_base.to_owned(),
         _ => return None,
     };
     Some(palaver_signaling::group_calls::GroupCallConfig {

@@ -48,6 +48,14 @@ pub struct Server {
     /// The SFU's media UDP address (empty if the SFU is disabled).
     pub sfu_udp: String,
     pub stderr_log: PathBuf,
+    /// The main listener's `IP:PORT`.
+    pub main_addr: String,
+    /// SHA-256 of the TLS certificate it printed at start, if TLS is on.
+    pub tls_sha256: Option<String>,
+    /// The HTTP-to-HTTPS redirect listener's `IP:PORT`, if configured.
+    pub redirect_addr: Option<String>,
+    /// TURN's TLS listener `IP:PORT`, if configured.
+    pub turn_tls_addr: Option<String>,
     /// How the process is started again by `restart`.
     launch: Launch,
 }
@@ -57,6 +65,8 @@ pub struct Server {
 struct Launch {
     role: &'static str,
     env: Vec<(String, String)>,
+    /// Extra flags after the role.
+    args: Vec<String>,
 }
 
 /// The PostgreSQL server of the tests (`scripts/postgres.sh`).
@@ -123,7 +133,33 @@ impl Server {
             Vec::new()
         };
         env.extend(extra);
-        Self::launch(config, Launch { role: "serve", env })
+        Self::launch(
+            config,
+            Launch {
+                role: "serve",
+                env,
+                args: Vec::new(),
+            },
+        )
+    }
+
+    /// Starts `palaver serve` with extra TOML configuration and extra flags
+    /// (for example `--tls-self-signed`).
+    pub fn start_with_args(config: &str, args: &[&str]) -> Server {
+        let env = if on_postgres() {
+            postgres_env(&fresh_schema())
+        } else {
+            Vec::new()
+        };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Self::launch(
+            config,
+            Launch {
+                role: "serve",
+                env,
+                args,
+            },
+        )
     }
 
     /// Starts `palaver signaling` as one node of a cluster: PostgreSQL in
@@ -149,6 +185,7 @@ impl Server {
             Launch {
                 role: "signaling",
                 env,
+                args: Vec::new(),
             },
         )
     }
@@ -171,6 +208,7 @@ impl Server {
             .args(["--config"])
             .arg(cfg)
             .arg(launch.role)
+            .args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .arg("--data-dir")
             .arg(data_dir)
@@ -188,6 +226,7 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (mut main, mut admin, mut media, mut sfu_udp) = (None, None, None, None);
+        let (mut tls_sha256, mut redirect_addr, mut turn_tls_addr) = (None, None, None);
         while main.is_none() || admin.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
@@ -202,16 +241,27 @@ impl Server {
                 media = Some(addr);
             } else if line.starts_with("palaver: sfu udp listening on") {
                 sfu_udp = Some(addr);
+            } else if line.starts_with("palaver: tls certificate sha256") {
+                tls_sha256 = Some(addr);
+            } else if line.starts_with("palaver: redirect listening on") {
+                redirect_addr = Some(addr);
+            } else if line.starts_with("palaver: turn tls listening on") {
+                turn_tls_addr = Some(addr);
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        let main = main.unwrap();
         Server {
             child: Some(child),
             data_dir: data_dir.to_owned(),
             _tmp: None,
             config: Some(cfg.to_owned()),
-            ws_url: format!("ws://{}/v1/ws", main.unwrap()),
+            ws_url: format!("ws://{main}/v1/ws"),
+            main_addr: main,
+            tls_sha256,
+            redirect_addr,
+            turn_tls_addr,
             admin_url: format!("http://{}", admin.unwrap()),
             media_url: media.map(|m| format!("http://{m}")).unwrap_or_default(),
             sfu_udp: sfu_udp.unwrap_or_default(),
@@ -261,6 +311,10 @@ impl Server {
         self.admin_url = std::mem::take(&mut next.admin_url);
         self.media_url = std::mem::take(&mut next.media_url);
         self.stderr_log = std::mem::take(&mut next.stderr_log);
+        self.main_addr = std::mem::take(&mut next.main_addr);
+        self.tls_sha256 = next.tls_sha256.take();
+        self.redirect_addr = next.redirect_addr.take();
+        self.turn_tls_addr = next.turn_tls_addr.take();
     }
 
     /// The server's log so far.

@@ -109,7 +109,7 @@ fn load_tls(tls: &crate::config::TlsConfig) -> Result<Arc<rustls::ServerConfig>,
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key_path)
         .map_err(|e| err(&tls.key_path, e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| err(&tls.cert_path, e.to_string()))?
@@ -164,6 +164,15 @@ impl TurnServer {
             tls,
             stats: StatsHandle::default(),
         })
+    }
+
+    /// Replaces the TLS configuration loaded from `config.tls`, for example
+    /// with one whose certificate resolver reloads its files. Without
+    /// `config.tls` there is no TLS listener and this does nothing.
+    pub fn set_tls_config(&mut self, tls: Arc<rustls::ServerConfig>) {
+        if let Some((_, current)) = self.tls.as_mut() {
+            *current = tls;
+        }
     }
 
     /// The bound UDP address (useful with port 0).
