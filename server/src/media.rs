@@ -90,6 +90,9 @@ async fn blob_store(
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// What the main listener's media proxy sends so that the media store
+    /// counts failed logins per client, not per proxy (random per process).
+    pub proxy_secret: String,
     pub media: Arc<Media>,
     pub server: JoinHandle<()>,
     pub maintenance: JoinHandle<()>,
@@ -162,6 +165,7 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on media.listen = {}", m.listen))?;
     let addr = listener.local_addr()?;
+    let proxy_secret = hex::encode(rand::random::<[u8; 32]>());
     let http = HttpConfig {
         public_url: m
             .public_url
@@ -178,6 +182,7 @@ pub async fn start(
             burst: m.auth_failures_per_ip.burst,
             per_minute: m.auth_failures_per_ip.per_minute,
         },
+        proxy_secret: Some(proxy_secret.clone()),
     };
     let server = tokio::spawn(palaver_media_store::http::serve(
         listener,
@@ -200,6 +205,7 @@ pub async fn start(
     });
     Ok(Running {
         addr,
+        proxy_secret,
         media: media_handle,
         server,
         maintenance,

@@ -4,8 +4,10 @@
 //! the media listener sends no CORS headers. Bodies stream both ways; one
 //! upstream connection per request.
 //!
-//! Known limit: the media store sees the proxy's loopback address, so its
-//! per-address limit on failed logins counts every web client together.
+//! The media store would see the proxy's loopback address; so the proxy
+//! passes the client's address in a header together with a secret made for
+//! this process, and the media store counts failed logins per client.
+//! Headers of those names that a client sends are dropped.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -15,13 +17,36 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 
 /// The proxy routes, forwarding to the media listener at `upstream`.
-pub fn routes(upstream: SocketAddr) -> axum::Router {
-    let forward = move |req: Request| async move { forward(upstream, req).await };
+pub fn routes(upstream: SocketAddr, secret: String) -> axum::Router {
+    let secret: std::sync::Arc<str> = secret.into();
+    let forward = move |req: Request| {
+        let secret = secret.clone();
+        async move { forward(upstream, &secret, req).await }
+    };
     axum::Router::new()
         .route("/v1/media", axum::routing::any(forward))
         .route("/v1/media/{*rest}", axum::routing::any(forward))
         .route("/v1/uploads", axum::routing::any(forward))
         .route("/v1/uploads/{*rest}", axum::routing::any(forward))
+}
+
+/// Replaces whatever the client sent in the trusted headers with its real
+/// address and this process's secret.
+fn vouch_for_client(parts: &mut axum::http::request::Parts, secret: &str) {
+    use palaver_media_store::http::{CLIENT_ADDR_HEADER, PROXY_SECRET_HEADER};
+    parts.headers.remove(CLIENT_ADDR_HEADER);
+    parts.headers.remove(PROXY_SECRET_HEADER);
+    let Some(peer) = parts
+        .extensions
+        .get::<palaver_signaling::http::PeerAddr>()
+        .map(|p| p.0.ip())
+    else {
+        return;
+    };
+    if let (Ok(addr), Ok(secret)) = (peer.to_string().parse(), secret.parse()) {
+        parts.headers.insert(CLIENT_ADDR_HEADER, addr);
+        parts.headers.insert(PROXY_SECRET_HEADER, secret);
+    }
 }
 
 /// Hop-by-hop headers, which a proxy does not pass on.
@@ -39,8 +64,8 @@ fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
     }
 }
 
-async fn forward(upstream: SocketAddr, req: Request) -> Response {
-    match try_forward(upstream, req).await {
+async fn forward(upstream: SocketAddr, secret: &str, req: Request) -> Response {
+    match try_forward(upstream, secret, req).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::warn!(error = %e, "media proxy: the media listener did not answer");
@@ -49,9 +74,14 @@ async fn forward(upstream: SocketAddr, req: Request) -> Response {
     }
 }
 
-async fn try_forward(upstream: SocketAddr, req: Request) -> Result<Response, ProxyError> {
+async fn try_forward(
+    upstream: SocketAddr,
+    secret: &str,
+    req: Request,
+) -> Result<Response, ProxyError> {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    vouch_for_client(&mut parts, secret);
     parts.headers.insert(
         header::HOST,
         upstream

@@ -379,7 +379,7 @@ async fn serve(
         None
     };
     if let Some(m) = &media {
-        main_app = main_app.merge(crate::media_proxy::routes(m.addr));
+        main_app = main_app.merge(crate::media_proxy::routes(m.addr, m.proxy_secret.clone()));
     }
     main_app = main_app.merge(crate::web::router(web_dir(&cfg)));
     let admin_app = admin::routes(AdminState {

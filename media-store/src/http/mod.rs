@@ -61,7 +61,17 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// Failed logins per client address (IPv4, or IPv6 /64) before 429.
     pub auth_failures: AuthFailureRate,
+    /// A secret that a trusted front (the main listener's media proxy in
+    /// the same process) sends in [`PROXY_SECRET_HEADER`] beside the
+    /// client's address in [`CLIENT_ADDR_HEADER`]: then that address, not
+    /// the proxy's, is the one rate limits count. `None`: headers ignored.
+    pub proxy_secret: Option<String>,
 }
+
+/// Header carrying the client's address from a trusted proxy.
+pub const CLIENT_ADDR_HEADER: &str = "x-palaver-client-addr";
+/// Header carrying the trusted proxy's secret.
+pub const PROXY_SECRET_HEADER: &str = "x-palaver-proxy-secret";
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -73,6 +83,7 @@ impl Default for HttpConfig {
             send_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             auth_failures: AuthFailureRate::default(),
+            proxy_secret: None,
         }
     }
 }
@@ -368,7 +379,8 @@ pub(crate) async fn authenticate(ctx: &Ctx, head: &Head) -> Result<u64, Reply> {
         || Reply::error(401, "device credentials required").header("WWW-Authenticate", "Bearer");
     let value = head.header("authorization").ok_or_else(unauthorized)?;
     let now = std::time::Instant::now();
-    if let Err(wait) = ctx.failed_auths.check(head.peer, now) {
+    let peer = client_addr(ctx, head);
+    if let Err(wait) = ctx.failed_auths.check(peer, now) {
         ctx.stats.auth_rate_limited.inc();
         return Err(
             Reply::error(429, "too many failed logins from this address")
@@ -381,9 +393,30 @@ pub(crate) async fn authenticate(ctx: &Ctx, head: &Head) -> Result<u64, Reply> {
     };
     account.ok_or_else(|| {
         ctx.stats.auth_failures.inc();
-        ctx.failed_auths.failed(head.peer, now);
+        ctx.failed_auths.failed(peer, now);
         unauthorized()
     })
+}
+
+/// The client's address: the connection's peer, or the address a trusted
+/// proxy vouches for with the shared secret (compared in constant time).
+fn client_addr(ctx: &Ctx, head: &Head) -> IpAddr {
+    let Some(secret) = ctx.cfg.proxy_secret.as_deref() else {
+        return head.peer;
+    };
+    let vouched = head
+        .header(PROXY_SECRET_HEADER)
+        .is_some_and(|given| constant_time_eq(given, secret.as_bytes()));
+    if !vouched {
+        return head.peer;
+    }
+    head.header_str(CLIENT_ADDR_HEADER)
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(head.peer)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `Bearer DEVICE:CREDENTIAL`.
