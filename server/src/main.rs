@@ -12,6 +12,7 @@ mod http;
 mod media;
 mod run;
 mod sfu;
+mod sfu_node;
 mod telemetry;
 mod transcode;
 mod webhook;
