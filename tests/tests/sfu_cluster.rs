@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The issue's bound from the kill to media flowing again.
 const RECOVERY_LIMIT_MS: u64 = 5000;
@@ -209,7 +209,7 @@ async fn call(c: &Cluster) -> ([Client; 2], [GroupCallTicket; 2]) {
 
 async fn next_moved(c: &mut Client) -> GroupCallTicket {
     loop {
-        if let Event::Call(f) = next_event(c).await
+        if let Event::Call(f) = c.next_event().await.expect("event")
             && let Some(t) = GroupCallTicket::from_moved(&f)
         {
             return t;
@@ -229,13 +229,16 @@ async fn both_in(d: &Driver, tickets: &[GroupCallTicket; 2]) {
 /// again, with the time of the later first frame.
 async fn follow_move(
     d: &Driver,
+    cluster: &Cluster,
     clients: &mut [Client; 2],
     room: &str,
     to: &str,
 ) -> (u64, u64) {
     let mut moved_at = 0;
     for (i, c) in clients.iter_mut().enumerate() {
-        let t = next_moved(c).await;
+        let t = tokio::time::timeout(palaver_tests::PATIENCE, next_moved(c))
+            .await
+            .unwrap_or_else(|_| panic!("no group_call_moved\n{}", cluster.logs()));
         moved_at = moved_at.max(now_ms());
         assert_eq!((t.room.as_str(), t.sfu_url.as_str()), (room, to));
         d.moved(i, &t).await;
@@ -257,7 +260,7 @@ async fn call_resumes_on_the_surviving_sfu_after_sigkill() {
 
     let killed_at = now_ms();
     c.sfus[host].kill();
-    let (moved_at, first) = follow_move(&d, &mut clients, &tickets[0].room, &survivor).await;
+    let (moved_at, first) = follow_move(&d, &c, &mut clients, &tickets[0].room, &survivor).await;
     let recovery = first.saturating_sub(killed_at);
     eprintln!(
         "SIGKILL -> group_call_moved at both clients: {} ms; -> first frame decoded on the \
@@ -284,7 +287,7 @@ async fn a_draining_sfu_hands_its_room_over_and_exits() {
     both_in(&d, &tickets).await;
 
     c.sfus[host].sigterm();
-    follow_move(&d, &mut clients, &tickets[0].room, &survivor).await;
+    follow_move(&d, &c, &mut clients, &tickets[0].room, &survivor).await;
     d.assert_flowing().await;
     // New calls avoid the draining node (it may have exited already).
     let (_, fresh) = call(&c).await;

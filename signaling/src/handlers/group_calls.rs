@@ -3,7 +3,6 @@
 use super::{Reply, ReqError, blocked, not_found};
 use crate::conn::Conn;
 use crate::now_ms;
-use crate::router::Push;
 use palaver_proto::frames::{Media, ServerFrame};
 use palaver_proto::join_token::{self, JoinClaims};
 use crate::group_calls::{GroupCallConfig, new_room_name};
@@ -85,11 +84,10 @@ impl Conn {
             from_device: me.device,
             media,
         });
+        // On every node: invitees may be connected anywhere.
         for to in ring {
-            for device in self.gw.router.connected_devices(to) {
-                self.gw
-                    .router
-                    .deliver(device, Push::Frame(incoming.clone()));
+            for device in self.gw.connected_devices(to).await {
+                self.gw.deliver_frame(device, incoming.clone());
             }
         }
         Ok(())
