@@ -15,6 +15,7 @@ pub mod http;
 pub mod keyframe;
 pub mod layers;
 pub mod messages;
+mod moderation;
 mod peer;
 pub mod rewrite;
 pub mod server;

@@ -41,6 +41,7 @@ impl std::fmt::Debug for GroupCallConfig {
 
 #[derive(Debug)]
 struct Grant {
+    creator: AccountId,
     members: HashSet<AccountId>,
     started: Instant,
 }
@@ -67,6 +68,7 @@ impl Rooms {
         self.rooms.insert(
             name.clone(),
             Grant {
+                creator,
                 members,
                 started: now,
             },
@@ -93,6 +95,13 @@ pub(crate) fn new_room_name() -> String {
     format!("g{:016x}", rand::random::<u64>())
 }
 
+impl Rooms {
+    /// True when `account` started `room` (its tickets carry `admin`).
+    pub(crate) fn is_creator(&self, room: &str, account: AccountId) -> bool {
+        self.rooms.get(room).is_some_and(|g| g.creator == account)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +116,8 @@ mod tests {
         assert!(r.may_join(&room, AccountId(2), t0, ttl));
         assert!(!r.may_join(&room, AccountId(3), t0, ttl));
         assert!(!r.may_join("nope", AccountId(1), t0, ttl));
+        assert!(r.is_creator(&room, AccountId(1)));
+        assert!(!r.is_creator(&room, AccountId(2)));
         assert!(!r.may_join(&room, AccountId(2), t0 + ttl, ttl));
         // Expired rooms are dropped when the next one is made.
         let other = r.create(AccountId(5), &[], t0 + ttl, ttl);

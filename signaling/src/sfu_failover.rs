@@ -106,8 +106,10 @@ impl Gateway {
         room: &str,
         url: String,
     ) -> Result<(), RegistryError> {
+        let creator = reg.room(room).await?.and_then(|r| r.creator);
         for (account, device) in reg.ticket_holders(room).await? {
-            let Ok((token, expires_at)) = sign_ticket(cfg, room, account, device) else {
+            let admin = creator == Some(account);
+            let Ok((token, expires_at)) = sign_ticket(cfg, room, account, device, admin) else {
                 continue;
             };
             let frame = ServerFrame::GroupCallMoved {

@@ -61,9 +61,7 @@ fn pick_with<'a>(
     nodes
         .iter()
         .filter(|n| n.takes(more(n).saturating_add(size)))
-        .min_by(|a, b| {
-            (a.load(more(a)), a.rooms, &a.id).cmp(&(b.load(more(b)), b.rooms, &b.id))
-        })
+        .min_by(|a, b| (a.load(more(a)), a.rooms, &a.id).cmp(&(b.load(more(b)), b.rooms, &b.id)))
 }
 
 /// Registered nodes whose rooms must move: those without a live status

@@ -41,6 +41,8 @@ pub struct RoomRecord {
     pub node: String,
     /// Accounts that may join.
     pub members: Vec<AccountId>,
+    /// Who started it (the admin).
+    pub creator: Option<AccountId>,
 }
 
 /// Handle on the registry; cheap to clone.
@@ -157,10 +159,12 @@ impl SfuRegistry {
         Ok((ids, live))
     }
 
-    /// Records a new room on `node`, open to `members`, for `ttl`.
+    /// Records a new room on `node`, started by `creator` and open to
+    /// `members`, for `ttl`.
     pub async fn create_room(
         &self,
         room: &str,
+        creator: AccountId,
         members: &[AccountId],
         node: &str,
         ttl: Duration,
@@ -172,7 +176,14 @@ impl SfuRegistry {
         })?;
         let mut r = self.redis.clone();
         redis::pipe()
-            .hset_multiple(self.room_key(room), &[("node", node), ("members", &members)])
+            .hset_multiple(
+                self.room_key(room),
+                &[
+                    ("node", node),
+                    ("members", &members),
+                    ("creator", &creator.0.to_string()),
+                ],
+            )
             .ignore()
             .pexpire(self.room_key(room), px(ttl) as i64)
             .ignore()
@@ -198,6 +209,7 @@ impl SfuRegistry {
         Ok(Some(RoomRecord {
             node: node.clone(),
             members: ids.into_iter().map(AccountId).collect(),
+            creator: h.get("creator").and_then(|c| c.parse().ok()).map(AccountId),
         }))
     }
 

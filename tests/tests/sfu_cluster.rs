@@ -129,10 +129,8 @@ impl Driver {
             // A freeze is ~0 fps; 5 fps proves media flows without measuring
             // how busy the machine is.
             assert!(
-                streams
-                    .iter()
-                    .any(|s| s["fps"].as_f64().unwrap() >= 5.0
-                        && s["samplesPerSec"].as_f64().unwrap() > 8000.0),
+                streams.iter().any(|s| s["fps"].as_f64().unwrap() >= 5.0
+                    && s["samplesPerSec"].as_f64().unwrap() > 8000.0),
                 "{r:#}"
             );
         }

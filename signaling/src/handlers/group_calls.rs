@@ -2,12 +2,12 @@
 
 use super::{Reply, ReqError, blocked, not_found};
 use crate::conn::Conn;
-use crate::now_ms;
-use palaver_proto::frames::{Media, ServerFrame};
-use palaver_proto::join_token::{self, JoinClaims};
 use crate::group_calls::{GroupCallConfig, new_room_name};
+use crate::now_ms;
 use crate::sfu_nodes;
 use crate::sfu_registry::{RegistryError, SfuRegistry};
+use palaver_proto::frames::{Media, ServerFrame};
+use palaver_proto::join_token::{self, JoinClaims};
 use palaver_proto::{AccountId, DeviceId, ErrorCode, GroupId, RequestId};
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,7 +77,8 @@ impl Conn {
             }
         }
         let (room, sfu_url) = self.place_room(&cfg, me.account, &ring).await?;
-        self.group_call_ticket(id, room.clone(), sfu_url).await?;
+        self.group_call_ticket(id, room.clone(), sfu_url, true)
+            .await?;
         let incoming = Arc::new(ServerFrame::GroupCallIncoming {
             room,
             from: me.account,
@@ -108,18 +109,21 @@ impl Conn {
                 .filter(|r| r.members.contains(&me.account))
                 .ok_or_else(not_found)?;
             let url = node_url(&reg, &cfg, &record.node).await?;
-            return self.group_call_ticket(id, room, url).await;
+            let admin = record.creator == Some(me.account);
+            return self.group_call_ticket(id, room, url, admin).await;
         }
-        let allowed =
-            self.gw
-                .group_calls
-                .lock()
-                .may_join(&room, me.account, Instant::now(), cfg.room_ttl);
+        let (allowed, admin) = {
+            let rooms = self.gw.group_calls.lock();
+            (
+                rooms.may_join(&room, me.account, Instant::now(), cfg.room_ttl),
+                rooms.is_creator(&room, me.account),
+            )
+        };
         let url = cfg.sfu_url.clone().ok_or_else(not_configured)?;
         if !allowed {
             return Err(not_found());
         }
-        self.group_call_ticket(id, room, url).await
+        self.group_call_ticket(id, room, url, admin).await
     }
 
     /// Makes a room for `creator` and `ring` on the least-loaded SFU node
@@ -147,13 +151,20 @@ impl Conn {
         };
         let room = new_room_name();
         let members: Vec<AccountId> = ring.iter().copied().chain([creator]).collect();
-        reg.create_room(&room, &members, &node, cfg.room_ttl)
+        reg.create_room(&room, creator, &members, &node, cfg.room_ttl)
             .await?;
         tracing::info!(%room, %node, "group call placed");
         Ok((room, url))
     }
 
-    async fn group_call_ticket(&mut self, id: RequestId, room: String, sfu_url: String) -> Reply {
+    /// Answers with a ticket for this device (`admin`: it started the call).
+    async fn group_call_ticket(
+        &mut self,
+        id: RequestId,
+        room: String,
+        sfu_url: String,
+        admin: bool,
+    ) -> Reply {
         let me = self.me()?;
         let cfg = self
             .gw
@@ -165,7 +176,7 @@ impl Conn {
             reg.add_ticket_holder(&room, me.account, me.device, cfg.room_ttl)
                 .await?;
         }
-        let (token, expires_at) = sign_ticket(cfg, &room, me.account, me.device)?;
+        let (token, expires_at) = sign_ticket(cfg, &room, me.account, me.device, admin)?;
         let frame = ServerFrame::GroupCallTicket {
             id,
             room,
@@ -222,13 +233,14 @@ async fn node_url(
     }
 }
 
-/// A join token for `account`'s `device` in `room`; returns it and its
-/// expiry (Unix seconds).
+/// A join token for `account`'s `device` in `room` (`admin`: may kick and
+/// ask to mute); returns it and its expiry (Unix seconds).
 pub(crate) fn sign_ticket(
     cfg: &GroupCallConfig,
     room: &str,
     account: AccountId,
     device: DeviceId,
+    admin: bool,
 ) -> Result<(String, u64), ReqError> {
     let expires_at = now_ms() / 1000 + cfg.token_ttl.as_secs();
     let claims = JoinClaims {
@@ -238,6 +250,7 @@ pub(crate) fn sign_ticket(
         publish: true,
         subscribe: true,
         exp: expires_at,
+        admin,
     };
     let token = join_token::sign(&cfg.token_secret, &claims)
         .map_err(|e| ReqError::new(ErrorCode::Internal, e.to_string()))?;
