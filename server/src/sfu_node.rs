@@ -1,4 +1,5 @@
-//! `palaver sfu`: the join endpoint on `sfu.listen`, the media workers,
+//! `palaver sfu`: the join endpoint on `sfu.listen`, the admin listener
+//! (metrics, per-participant stats) on `admin.listen`, the media workers,
 //! and with `cluster.redis_url` the node's entry in the SFU node registry
 //! (heartbeat, load, drain on SIGTERM). See docs/sfu.md, "Several nodes".
 
@@ -36,7 +37,24 @@ pub async fn run(cfg: &Config, secrets: &Secrets) -> anyhow::Result<()> {
     };
     let app = palaver_sfu::http::routes(sfu.clone())
         .route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let task = tokio::spawn(http::serve(listener, app, opts, stop.clone()));
+    let task = tokio::spawn(http::serve(listener, app, opts.clone(), stop.clone()));
+    let admin = TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
+    announce("admin", admin.local_addr()?);
+    let admin_app = crate::admin::routes(crate::admin::AdminState {
+        registry: Arc::new(prometheus_client::registry::Registry::default()),
+        verifier: None,
+        token: secrets.admin_token.clone(),
+        turn: None,
+        store: None,
+        sfu: Some(sfu.clone()),
+    });
+    let admin_opts = HttpOptions {
+        max_connections: 256,
+        ..opts.clone()
+    };
+    let admin_task = tokio::spawn(http::serve(admin, admin_app, admin_opts, stop.clone()));
     let node = match &secrets.redis_url {
         Some(url) => Some(Registered::start(cfg, url.expose(), &sfu, addr).await?),
         None => None,
@@ -52,6 +70,7 @@ pub async fn run(cfg: &Config, secrets: &Secrets) -> anyhow::Result<()> {
     }
     stop.cancel();
     let _ = task.await;
+    let _ = admin_task.await;
     sfu.shutdown();
     Ok(())
 }

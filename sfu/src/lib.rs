@@ -16,6 +16,7 @@ pub mod keyframe;
 pub mod layers;
 pub mod messages;
 mod moderation;
+pub mod participant_stats;
 mod peer;
 pub mod rewrite;
 pub mod server;
@@ -23,5 +24,6 @@ pub mod speaker;
 pub mod worker;
 
 pub use config::Config;
+pub use participant_stats::ParticipantStats;
 pub use server::{JoinFailure, Sfu};
 pub use worker::{Datagram, JoinError, Stats, Worker, WorkerConfig};

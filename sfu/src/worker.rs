@@ -115,6 +115,12 @@ pub(crate) struct Room {
     pub(crate) kicked: std::collections::HashSet<palaver_proto::AccountId>,
 }
 
+impl Room {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The sans-IO core of one worker.
 #[derive(Debug)]
 pub struct Worker {
@@ -216,6 +222,7 @@ impl Worker {
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .enable_bwe(Some(str0m::bwe::Bitrate::kbps(500)))
+            .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         let cand = Candidate::host(self.cfg.candidate_addr, "udp")
             .map_err(|e| JoinError::BadOffer(format!("candidate: {e}")))?;
@@ -461,6 +468,11 @@ impl Worker {
             Event::ChannelData(d) => self.channel_data(key, &d.data, now),
             Event::RtpPacket(p) => self.forward(key, p, now),
             Event::KeyframeRequest(r) => self.keyframe_from_subscriber(key, r, now),
+            Event::PeerStats(s) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.measured.update(&s);
+                }
+            }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.bwe = Some(estimate.as_u64());

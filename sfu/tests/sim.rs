@@ -695,3 +695,20 @@ fn the_admin_kicks_and_asks_to_mute_and_nobody_else_may() {
         assert!(c.got.len() > b, "{} still receives", c.name);
     }
 }
+
+#[test]
+fn participant_stats_show_bitrates_both_ways() {
+    let mut net = Net::new(32);
+    for n in 1..=2 {
+        net.join("room", n).unwrap();
+    }
+    net.connect();
+    // str0m reports once a second; rates need two reports.
+    net.run(Duration::from_millis(2500), media);
+    let stats = net.sfu.participant_stats();
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    for s in &stats {
+        assert_eq!(s.room, "room");
+        assert!(s.bitrate_in_bps > 0 && s.bitrate_out_bps > 0, "{s:?}");
+    }
+}

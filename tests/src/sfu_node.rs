@@ -11,6 +11,8 @@ pub struct SfuNode {
     child: Option<Child>,
     /// Its join endpoint's base URL, `http://127.0.0.1:PORT`.
     pub url: String,
+    /// Its admin listener (metrics, `/sfu/participants`).
+    pub admin_url: String,
     pub id: String,
     pub stderr_log: PathBuf,
     _tmp: tempfile::TempDir,
@@ -27,6 +29,7 @@ impl SfuNode {
             .arg("sfu")
             .arg("--data-dir")
             .arg(tmp.path().join("data"))
+            .args(["--admin-listen", "127.0.0.1:0"])
             // `cluster.redis_url` is accepted only with a shared database.
             .envs(crate::postgres_env(name))
             .env("PALAVER__CLUSTER__REDIS_URL", crate::redis_url())
@@ -43,11 +46,15 @@ impl SfuNode {
             .expect("start palaver sfu");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut admin_url = String::new();
         let url = loop {
             let Some(Ok(line)) = lines.next() else {
                 let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
                 panic!("palaver sfu exited before listening; stderr:\n{log}");
             };
+            if let Some(addr) = line.strip_prefix("palaver: admin listening on ") {
+                admin_url = format!("http://{addr}");
+            }
             if let Some(addr) = line.strip_prefix("palaver: sfu listening on ") {
                 break format!("http://{addr}");
             }
@@ -56,6 +63,7 @@ impl SfuNode {
         SfuNode {
             child: Some(child),
             url,
+            admin_url,
             id: id.to_owned(),
             stderr_log,
             _tmp: tmp,

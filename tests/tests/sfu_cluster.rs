@@ -271,6 +271,20 @@ async fn call_resumes_on_the_surviving_sfu_after_sigkill() {
         c.logs()
     );
     d.assert_flowing().await;
+
+    // The surviving node's per-participant stats show both, sending and
+    // receiving.
+    let (status, body) =
+        palaver_tests::http_get(&c.sfus[1 - host].admin_url, "/sfu/participants").await;
+    assert_eq!(status, 200, "{body}");
+    let list: Vec<Value> = serde_json::from_str(&body).unwrap();
+    eprintln!("participants on the surviving node: {list:#?}");
+    assert_eq!(list.len(), 2, "{body}");
+    for p in &list {
+        assert_eq!(p["room"], tickets[0].room.as_str());
+        assert!(p["bitrate_in_bps"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["bitrate_out_bps"].as_u64().unwrap() > 0, "{p}");
+    }
     d.cmd(json!({"cmd": "quit"})).await;
 }
 
