@@ -29,9 +29,10 @@ impl Measured {
         let (rx, tx) = (s.peer_bytes_rx, s.peer_bytes_tx);
         if let Some((t, prx, ptx)) = self.last {
             let ms = s.timestamp.saturating_duration_since(t).as_millis() as u64;
-            if ms > 0 {
-                self.bitrate_in = rx.saturating_sub(prx) * 8 * 1000 / ms;
-                self.bitrate_out = tx.saturating_sub(ptx) * 8 * 1000 / ms;
+            let rate = |now: u64, before: u64| (now.saturating_sub(before) * 8000).checked_div(ms);
+            if let (Some(i), Some(o)) = (rate(rx, prx), rate(tx, ptx)) {
+                self.bitrate_in = i;
+                self.bitrate_out = o;
             }
         }
         self.last = Some((s.timestamp, rx, tx));
