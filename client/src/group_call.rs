@@ -38,6 +38,31 @@ fn ticket(f: ServerFrame) -> Result<GroupCallTicket> {
     }
 }
 
+impl GroupCallTicket {
+    /// The fresh ticket in a `group_call_moved` push (the room's SFU node
+    /// died or is draining); `None` for any other frame. A device in the
+    /// call closes its peer connection and joins again with it: see
+    /// docs/sfu.md, "Failover".
+    pub fn from_moved(f: &ServerFrame) -> Option<GroupCallTicket> {
+        match f {
+            ServerFrame::GroupCallMoved {
+                room,
+                sfu_url,
+                token,
+                expires_at,
+                ice_servers,
+            } => Some(GroupCallTicket {
+                room: room.clone(),
+                sfu_url: sfu_url.clone(),
+                token: token.clone(),
+                expires_at: *expires_at,
+                ice_servers: ice_servers.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl Client {
     /// Starts an ad-hoc group call and invites `invite` (their devices get
     /// a `group_call_incoming` event).

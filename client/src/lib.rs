@@ -325,7 +325,8 @@ impl Client {
             | ServerFrame::CallIce { .. }
             | ServerFrame::CallWaiting { .. }
             | ServerFrame::CallPeer { .. }
-            | ServerFrame::GroupCallIncoming { .. }) => Event::Call(f),
+            | ServerFrame::GroupCallIncoming { .. }
+            | ServerFrame::GroupCallMoved { .. }) => Event::Call(f),
             other => return Err(Error::Protocol(format!("unexpected frame {other:?}"))),
         };
         self.events.push_back(event);
@@ -725,7 +726,8 @@ fn reply_id(f: &ServerFrame) -> Option<RequestId> {
         | CallPeer { .. }
         | KeysLow { .. }
         | SettingsChanged { .. }
-        | GroupCallIncoming { .. } => None,
+        | GroupCallIncoming { .. }
+        | GroupCallMoved { .. } => None,
     }
 }
 

@@ -662,6 +662,17 @@ pub enum ServerFrame {
         from_device: DeviceId,
         media: Media,
     },
+    /// The SFU node hosting `room` died or is draining: the room now lives
+    /// on another node. Pushed to every device that took a ticket for the
+    /// room; a device in the call joins again with this fresh ticket (same
+    /// fields as `group_call_ticket`), others ignore it. See docs/sfu.md.
+    GroupCallMoved {
+        room: String,
+        sfu_url: String,
+        token: String,
+        expires_at: u64,
+        ice_servers: Vec<IceServer>,
+    },
     /// A request or frame failed.
     Error(ErrorFrame),
 }

@@ -35,6 +35,10 @@ pub struct JoinClaims {
     pub subscribe: bool,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// The call's admin (its starter): may kick others and ask them to
+    /// mute. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// Why a token was refused.
@@ -115,6 +119,7 @@ mod tests {
             publish: true,
             subscribe: true,
             exp,
+            admin: false,
         }
     }
 

@@ -31,6 +31,7 @@ pub fn routes(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/dev/codes/{phone}", get(dev_code))
         .route("/reports", get(reports))
+        .route("/sfu/participants", get(sfu_participants))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -147,4 +148,17 @@ async fn dev_code(State(state): State<AdminState>, Path(phone): Path<String>) ->
         Some(code) => (StatusCode::OK, code).into_response(),
         None => (StatusCode::NOT_FOUND, "no code sent to this number\n").into_response(),
     }
+}
+
+/// Per-participant statistics of the SFU in this process (docs/sfu.md).
+async fn sfu_participants(State(state): State<AdminState>) -> Response {
+    let Some(sfu) = state.sfu else {
+        return (StatusCode::NOT_FOUND, "no SFU in this role\n").into_response();
+    };
+    let list = sfu.participants().await;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&list).unwrap_or_default(),
+    )
+        .into_response()
 }

@@ -24,10 +24,10 @@ pub fn routes(upstream: SocketAddr, secret: String) -> axum::Router {
         async move { forward(upstream, &secret, req).await }
     };
     axum::Router::new()
-        .route("/v1/media", axum::routing::any(forward))
-        .route("/v1/media/{*rest}", axum::routing::any(forward))
-        .route("/v1/uploads", axum::routing::any(forward))
-        .route("/v1/uploads/{*rest}", axum::routing::any(forward))
+        .route("/v1/media", axum::routing::any(forward.clone()))
+        .route("/v1/media/{*rest}", axum::routing::any(forward.clone()))
+        .route("/v1/uploads", axum::routing::any(forward.clone()))
+        .route("/v1/uploads/{*rest}", axum::routing::any(forward.clone()))
 }
 
 /// Replaces whatever the client sent in the trusted headers with its real

@@ -75,7 +75,7 @@ fn web_dir(cfg: &Config) -> crate::web::WebDir {
 
 /// Tells scripts and tests where the listeners ended up (port 0 picks one).
 #[allow(clippy::print_stdout)]
-pub(crate) fn announce(what: &str, addr: std::net::SocketAddr) {
+pub fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("palaver: {what} listening on {addr}");
 }
 
@@ -328,7 +328,13 @@ async fn serve(
         Some(_) => format!("https://{main_addr}"),
         None => format!("http://{main_addr}"),
     };
-    gateway_config.group_calls = group_calls(&cfg, sfu_secret.as_deref(), &main_base, role);
+    gateway_config.group_calls = group_calls(
+        &cfg,
+        sfu_secret.as_deref(),
+        &main_base,
+        role,
+        cluster.is_some(),
+    );
     if cluster.is_some() {
         gateway_config.catch_up_interval = Some(cfg.cluster.catch_up_interval);
     }
@@ -408,6 +414,7 @@ async fn serve(
     ));
     let maintenance = tokio::spawn(gw.clone().run_maintenance());
     let call_timers = tokio::spawn(gw.clone().run_call_timers());
+    let sfu_monitor = tokio::spawn(gw.clone().run_sfu_monitor());
 
     tracing::info!(%main_addr, %admin_addr, data_dir = %cfg.data_dir.display(), "palaver started");
     // Media first: scripts and tests read the lines until main and admin.
@@ -431,6 +438,7 @@ async fn serve(
     let _ = admin_task.await;
     let _ = maintenance.await;
     let _ = call_timers.await;
+    let _ = sfu_monitor.await;
     for task in background {
         let _ = task.await;
     }
@@ -461,63 +469,40 @@ fn group_call_secret(
     })
 }
 
-/// Group calls are offered when signaling knows the SFU's URL and secret.
+/// Group calls are offered when signaling knows the secret and an SFU: its
+/// URL, or the SFU node registry (`registry`: nodes share Redis).
 fn group_calls(
     cfg: &Config,
     secret: Option<&str>,
     main_base: &str,
     role: Role,
+    registry: bool,
 ) -> Option<palaver_signaling::group_calls::GroupCallConfig> {
     let sfu_url = match (&cfg.sfu.public_url, role) {
-        (Some(u), _) => u.trim_end_matches('/').to_owned(),
-        (None, Role::Serve) if cfg.serve.sfu => main_base.to_owned(),
-        _ => return None,
+        (Some(u), _) => Some(u.trim_end_matches('/').to_owned()),
+        (None, Role::Serve) if cfg.serve.sfu => Some(main_base.to_owned()),
+        _ => None,
     };
+    if sfu_url.is_none() && !registry {
+        return None;
+    }
     Some(palaver_signaling::group_calls::GroupCallConfig {
         sfu_url,
         token_secret: secret?.as_bytes().to_vec(),
         token_ttl: cfg.sfu.token_ttl,
         max_invites: cfg.sfu.room_limit.saturating_sub(1),
         room_ttl: std::time::Duration::from_secs(24 * 3600),
+        node_poll: cfg.sfu.heartbeat,
     })
 }
 
-/// `palaver sfu`: the join endpoint on sfu.listen and the media workers.
+/// `palaver sfu`: the join endpoint on sfu.listen and the media workers
+/// (crate::sfu_node).
 async fn sfu_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let cfg = load(path, &args)?;
     let secrets = cfg.validate()?;
     crate::telemetry::init(&cfg.log)?;
-    let secret = secrets.sfu_token_secret.clone().context(
-        "config key `sfu.token_secret`: required by `palaver sfu` (shared with signaling)",
-    )?;
-    let sfu = palaver_sfu::Sfu::start(
-        &cfg.sfu.driver_config(),
-        secret.expose().as_bytes().to_vec(),
-    )
-    .context("cannot start the SFU (config section `sfu`)")?;
-    let listener = TcpListener::bind(cfg.sfu.listen)
-        .await
-        .with_context(|| format!("cannot listen on sfu.listen = {}", cfg.sfu.listen))?;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    let opts = HttpOptions {
-        header_timeout: cfg.server.header_timeout,
-        max_connections: 10_000,
-        shutdown_timeout: cfg.server.shutdown_timeout,
-    };
-    let app = palaver_sfu::http::routes(sfu.clone())
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let task = tokio::spawn(http::serve(listener, app, opts, stop.clone()));
-    for udp in sfu.udp_addrs() {
-        announce("sfu udp", udp);
-    }
-    announce("sfu", addr);
-    tracing::info!(%addr, "palaver sfu started");
-    wait_for_signal().await?;
-    stop.cancel();
-    let _ = task.await;
-    sfu.shutdown();
-    Ok(())
+    crate::sfu_node::run(&cfg, &secrets).await
 }
 
 /// Opens the configured storage backend.
@@ -627,7 +612,7 @@ async fn transcoder_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> a
     Ok(())
 }
 
-pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

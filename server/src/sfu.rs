@@ -35,6 +35,21 @@ pub struct SfuSection {
     /// HMAC key shared by signaling (which signs join tokens) and the SFU.
     pub token_secret: Option<Secret>,
     pub token_secret_file: Option<PathBuf>,
+    /// Participants this node takes before placement counts it as full
+    /// (SFU node registry, with `cluster.redis_url`).
+    pub capacity: u32,
+    /// How often a `palaver sfu` node renews its registry entry, and how
+    /// often signaling looks for dead or draining nodes.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A node whose entry was not renewed for this long is dead: its rooms
+    /// move to other nodes.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+    /// On SIGTERM a registered node drains (its rooms move elsewhere); it
+    /// exits once empty or after this long.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for SfuSection {
@@ -52,6 +67,10 @@ impl Default for SfuSection {
             token_ttl: Duration::from_secs(300),
             token_secret: None,
             token_secret_file: None,
+            capacity: 500,
+            heartbeat: Duration::from_millis(500),
+            node_ttl: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +97,15 @@ impl SfuSection {
             return Err(err(
                 "sfu.public_ip",
                 "required when sfu.udp_ip is unspecified (0.0.0.0 or ::)",
+            ));
+        }
+        if self.capacity == 0 {
+            return Err(err("sfu.capacity", "must be at least 1"));
+        }
+        if self.heartbeat.is_zero() || self.node_ttl <= self.heartbeat {
+            return Err(err(
+                "sfu.node_ttl",
+                "must be longer than sfu.heartbeat, which must be longer than zero",
             ));
         }
         if let Some(u) = &self.public_url

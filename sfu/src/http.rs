@@ -69,6 +69,7 @@ fn failure(e: &JoinFailure) -> Response {
         JoinFailure::WrongRoom => (StatusCode::FORBIDDEN, "wrong_room"),
         JoinFailure::Join(JoinError::RoomFull { .. }) => (StatusCode::CONFLICT, "room_full"),
         JoinFailure::Join(JoinError::BadOffer(_)) => (StatusCode::BAD_REQUEST, "bad_sdp"),
+        JoinFailure::Join(JoinError::Kicked) => (StatusCode::FORBIDDEN, "kicked"),
         JoinFailure::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
     error(status, code, &e.to_string())

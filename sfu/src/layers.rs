@@ -35,8 +35,19 @@ impl RateMeter {
 
 /// Picks the index of the layer to forward from `rates` (bits per second,
 /// lowest layer first; 0 = not measured yet) within `budget` bits per
-/// second. `current` adds hysteresis: going up needs 20 % headroom.
+/// second. `current` adds hysteresis both ways: going up needs 20 %
+/// headroom, and the current layer is kept until the budget falls 20 %
+/// below its rate (a bandwidth estimate wobbling around one layer's rate
+/// does not flip between layers, each flip costing a keyframe).
 pub fn choose_layer(rates: &[u64], budget: u64, current: Option<usize>) -> usize {
+    let best = best_fit(rates, budget, current);
+    match current {
+        Some(c) if best < c && rates.get(c).is_some_and(|&r| r != 0 && r - r / 5 <= budget) => c,
+        _ => best,
+    }
+}
+
+fn best_fit(rates: &[u64], budget: u64, current: Option<usize>) -> usize {
     let mut best = 0;
     for (i, &rate) in rates.iter().enumerate() {
         if rate == 0 {
@@ -73,6 +84,10 @@ mod tests {
         assert_eq!(choose_layer(&rates, 1_800_000, Some(1)), 2);
         // Staying on 2 needs only its own rate.
         assert_eq!(choose_layer(&rates, 1_600_000, Some(2)), 2);
+        // Down from 2 only once the budget is 20 % below its rate.
+        assert_eq!(choose_layer(&rates, 1_200_000, Some(2)), 2);
+        assert_eq!(choose_layer(&rates, 1_199_999, Some(2)), 1);
+        assert_eq!(choose_layer(&rates, 100_000, Some(2)), 0);
         // An unmeasured layer is never picked.
         assert_eq!(choose_layer(&[150_000, 0, 0], 9_000_000, None), 0);
     }

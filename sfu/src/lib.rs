@@ -15,6 +15,8 @@ pub mod http;
 pub mod keyframe;
 pub mod layers;
 pub mod messages;
+mod moderation;
+pub mod participant_stats;
 mod peer;
 pub mod rewrite;
 pub mod server;
@@ -22,5 +24,6 @@ pub mod speaker;
 pub mod worker;
 
 pub use config::Config;
+pub use participant_stats::ParticipantStats;
 pub use server::{JoinFailure, Sfu};
 pub use worker::{Datagram, JoinError, Stats, Worker, WorkerConfig};

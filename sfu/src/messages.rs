@@ -46,10 +46,28 @@ pub enum ServerMessage {
         stream: String,
         rid: String,
     },
-    /// A client message was not understood.
+    /// The call's admin removed you from the room (sent just before the
+    /// SFU drops your session; joining this room again is refused).
+    Kicked {
+        by: ParticipantInfo,
+    },
+    /// The call's admin asks you to mute `kind` (the SFU does not mute
+    /// anyone itself: it cannot without decoding; the client decides).
+    MuteRequest {
+        from: ParticipantInfo,
+        kind: MediaKindName,
+    },
+    /// A client message was not understood, or not allowed.
     Error {
         message: String,
     },
+}
+
+/// A participant named in a request: one device of one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub account: AccountId,
+    pub device: DeviceId,
 }
 
 /// Audio or video.
@@ -70,6 +88,13 @@ pub enum ClientMessage {
     Mute { kind: MediaKindName, muted: bool },
     /// Leave the room now (closing the peer connection also works, later).
     Leave,
+    /// Admin only: remove `participant` from the room.
+    Kick { participant: Target },
+    /// Admin only: ask `participant` to mute `kind`.
+    MuteRequest {
+        participant: Target,
+        kind: MediaKindName,
+    },
 }
 
 #[cfg(test)]

@@ -82,6 +82,8 @@ pub(crate) struct Peer {
     pub(crate) tracks_out: HashMap<(PeerKey, Mid), TrackOut>,
     /// Latest egress bandwidth estimate, bits per second.
     pub(crate) bwe: Option<u64>,
+    /// From str0m's stats events (participant_stats).
+    pub(crate) measured: crate::participant_stats::Measured,
     /// Messages waiting for the channel to open.
     outbox: Vec<String>,
     pub(crate) closing: bool,
@@ -111,6 +113,7 @@ impl Peer {
             ssrc_cache: HashMap::new(),
             tracks_out: HashMap::new(),
             bwe: None,
+            measured: Default::default(),
             outbox: Vec::new(),
             closing: false,
             needs_negotiation: false,

@@ -23,6 +23,7 @@ enum Command {
         reply: oneshot::Sender<Result<String, JoinError>>,
     },
     Stats(oneshot::Sender<Stats>),
+    Participants(oneshot::Sender<Vec<crate::ParticipantStats>>),
     Stop,
 }
 
@@ -137,6 +138,20 @@ impl Sfu {
         total
     }
 
+    /// Every participant's statistics, from all workers.
+    pub async fn participants(&self) -> Vec<crate::ParticipantStats> {
+        let mut all = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = oneshot::channel();
+            if w.tx.send(Command::Participants(tx)).is_ok()
+                && let Ok(list) = rx.await
+            {
+                all.extend(list);
+            }
+        }
+        all
+    }
+
     /// Stops the workers; their participants are dropped.
     pub fn shutdown(&self) {
         for w in &self.workers {
@@ -211,6 +226,9 @@ fn command(core: &mut Worker, c: Command) {
         }
         Command::Stats(reply) => {
             let _ = reply.send(core.stats());
+        }
+        Command::Participants(reply) => {
+            let _ = reply.send(core.participant_stats());
         }
         Command::Stop => {}
     }

@@ -46,6 +46,8 @@ pub enum JoinError {
     RoomFull { limit: usize },
     #[error("malformed SDP offer: {0}")]
     BadOffer(String),
+    #[error("the call's admin removed this account from the room")]
+    Kicked,
 }
 
 /// A datagram to send.
@@ -109,6 +111,14 @@ pub(crate) struct Room {
     pub(crate) speaker: SpeakerDetector<PeerKey>,
     pub(crate) gates: HashMap<(PeerKey, Mid, Option<Rid>), KeyframeGate>,
     ticks: u32,
+    /// Accounts the admin kicked: refused while the room is open here.
+    pub(crate) kicked: std::collections::HashSet<palaver_proto::AccountId>,
+}
+
+impl Room {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// The sans-IO core of one worker.
@@ -175,6 +185,13 @@ impl Worker {
             self.remove_peer(old, now);
         }
         let room = self.room_for(&claims.room, now);
+        if self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.kicked.contains(&claims.account))
+        {
+            return Err(JoinError::Kicked);
+        }
         let size = self.rooms.get(&room).map_or(0, |r| r.members.len());
         if size >= self.cfg.room_limit {
             self.drop_room_if_empty(room);
@@ -205,6 +222,7 @@ impl Worker {
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .enable_bwe(Some(str0m::bwe::Bitrate::kbps(500)))
+            .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         let cand = Candidate::host(self.cfg.candidate_addr, "udp")
             .map_err(|e| JoinError::BadOffer(format!("candidate: {e}")))?;
@@ -241,6 +259,7 @@ impl Worker {
                 speaker: SpeakerDetector::default(),
                 gates: HashMap::new(),
                 ticks: 0,
+                kicked: Default::default(),
             },
         );
         self.timers.insert((now + ROOM_TICK, Timer::Room(key)));
@@ -449,6 +468,11 @@ impl Worker {
             Event::ChannelData(d) => self.channel_data(key, &d.data, now),
             Event::RtpPacket(p) => self.forward(key, p, now),
             Event::KeyframeRequest(r) => self.keyframe_from_subscriber(key, r, now),
+            Event::PeerStats(s) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.measured.update(&s);
+                }
+            }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.bwe = Some(estimate.as_u64());
@@ -550,6 +574,10 @@ impl Worker {
                 self.broadcast(room, Some(key), &msg);
             }
             ClientMessage::Leave => peer.closing = true,
+            ClientMessage::Kick { participant } => self.kick(key, participant),
+            ClientMessage::MuteRequest { participant, kind } => {
+                self.mute_request(key, participant, kind);
+            }
         }
     }
 

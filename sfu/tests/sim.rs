@@ -120,6 +120,7 @@ fn claims(room: &str, n: u64) -> JoinClaims {
         publish: true,
         subscribe: true,
         exp: u64::MAX,
+        admin: n == 1,
     }
 }
 
@@ -618,4 +619,96 @@ fn simulcast_layer_switch_is_seamless_and_starts_on_a_keyframe() {
             .iter()
             .any(|m| matches!(m, ServerMessage::Layer { rid, .. } if rid == "h"))
     );
+}
+
+fn send_message(c: &mut Client, json: serde_json::Value) {
+    let id = c.channel.expect("data channel open");
+    let mut ch = c.rtc.channel(id).unwrap();
+    ch.write(false, json.to_string().as_bytes()).unwrap();
+}
+
+fn target(n: u64) -> serde_json::Value {
+    serde_json::json!({"account": n, "device": 100 + n})
+}
+
+#[test]
+fn the_admin_kicks_and_asks_to_mute_and_nobody_else_may() {
+    use palaver_sfu::messages::MediaKindName;
+    // c1 holds the admin token (see `claims`).
+    let mut net = Net::new(32);
+    for n in 1..=3 {
+        net.join("room", n).unwrap();
+    }
+    net.connect();
+    net.run(Duration::from_millis(300), media);
+
+    // Not the admin: refused, nothing happens.
+    let kick3 = serde_json::json!({"type": "kick", "participant": target(3)});
+    send_message(&mut net.clients[1], kick3.clone());
+    net.run(Duration::from_millis(100), media);
+    assert!(
+        net.clients[1]
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { message } if message.contains("admin")))
+    );
+    assert_eq!(net.sfu.room_size("room"), 3);
+
+    // The admin asks c2 to mute its audio: only c2 hears it.
+    let mute =
+        serde_json::json!({"type": "mute_request", "participant": target(2), "kind": "audio"});
+    send_message(&mut net.clients[0], mute);
+    net.run(Duration::from_millis(100), media);
+    let asked = |c: &Client| {
+        c.messages.iter().any(|m| {
+            matches!(m, ServerMessage::MuteRequest { from, kind: MediaKindName::Audio }
+                if from.account == AccountId(1))
+        })
+    };
+    assert!(asked(&net.clients[1]));
+    assert!(!asked(&net.clients[2]));
+
+    // The admin kicks c3: c3 is told, the others see it leave.
+    send_message(&mut net.clients[0], kick3);
+    net.run(Duration::from_millis(300), media);
+    assert!(
+        net.clients[2]
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Kicked { by } if by.account == AccountId(1)))
+    );
+    assert_eq!(net.sfu.room_size("room"), 2);
+    for c in &net.clients[..2] {
+        assert!(c.messages.iter().any(
+            |m| matches!(m, ServerMessage::Left { participant } if participant.account == AccountId(3))
+        ));
+    }
+    // And may not come back while the room is open.
+    assert!(matches!(
+        net.join("room", 3),
+        Err(palaver_sfu::JoinError::Kicked)
+    ));
+    // The two others keep receiving each other.
+    let before: Vec<usize> = net.clients[..2].iter().map(|c| c.got.len()).collect();
+    net.run(Duration::from_millis(300), media);
+    for (c, b) in net.clients[..2].iter().zip(before) {
+        assert!(c.got.len() > b, "{} still receives", c.name);
+    }
+}
+
+#[test]
+fn participant_stats_show_bitrates_both_ways() {
+    let mut net = Net::new(32);
+    for n in 1..=2 {
+        net.join("room", n).unwrap();
+    }
+    net.connect();
+    // str0m reports once a second; rates need two reports.
+    net.run(Duration::from_millis(2500), media);
+    let stats = net.sfu.participant_stats();
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    for s in &stats {
+        assert_eq!(s.room, "room");
+        assert!(s.bitrate_in_bps > 0 && s.bitrate_out_bps > 0, "{s:?}");
+    }
 }

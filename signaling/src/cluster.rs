@@ -297,6 +297,11 @@ impl Cluster {
         &self.config.node_id
     }
 
+    /// The SFU node registry, over this node's Redis connection.
+    pub fn sfu_registry(&self) -> crate::sfu_registry::SfuRegistry {
+        crate::sfu_registry::SfuRegistry::new(self.redis.clone(), &self.config.name)
+    }
+
     fn ttl_ms(&self) -> u64 {
         self.config.registry_ttl.as_millis() as u64
     }

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 /// Where group calls happen and how tickets are signed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GroupCallConfig {
-    /// The SFU's base URL, e.g. `https://sfu.example`.
-    pub sfu_url: String,
+    /// The SFU's base URL, e.g. `https://sfu.example`: the only SFU on a
+    /// single node; with the SFU node registry (`cluster.redis_url`), only
+    /// used while no SFU node is registered.
+    pub sfu_url: Option<String>,
     /// HMAC key shared with the SFU.
     pub token_secret: Vec<u8>,
     /// Lifetime of a join token.
@@ -19,6 +21,9 @@ pub struct GroupCallConfig {
     pub max_invites: usize,
     /// A room is forgotten (nobody else may join) this long after it started.
     pub room_ttl: Duration,
+    /// With the SFU node registry: how often this node looks for dead or
+    /// draining SFU nodes whose rooms must move.
+    pub node_poll: Duration,
 }
 
 impl std::fmt::Debug for GroupCallConfig {
@@ -29,12 +34,14 @@ impl std::fmt::Debug for GroupCallConfig {
             .field("token_ttl", &self.token_ttl)
             .field("max_invites", &self.max_invites)
             .field("room_ttl", &self.room_ttl)
+            .field("node_poll", &self.node_poll)
             .finish()
     }
 }
 
 #[derive(Debug)]
 struct Grant {
+    creator: AccountId,
     members: HashSet<AccountId>,
     started: Instant,
 }
@@ -56,11 +63,12 @@ impl Rooms {
     ) -> String {
         self.rooms
             .retain(|_, g| now.saturating_duration_since(g.started) < ttl);
-        let name = format!("g{:016x}", rand::random::<u64>());
+        let name = new_room_name();
         let members = invited.iter().copied().chain([creator]).collect();
         self.rooms.insert(
             name.clone(),
             Grant {
+                creator,
                 members,
                 started: now,
             },
@@ -82,6 +90,18 @@ impl Rooms {
     }
 }
 
+/// A fresh, unguessable room name.
+pub(crate) fn new_room_name() -> String {
+    format!("g{:016x}", rand::random::<u64>())
+}
+
+impl Rooms {
+    /// True when `account` started `room` (its tickets carry `admin`).
+    pub(crate) fn is_creator(&self, room: &str, account: AccountId) -> bool {
+        self.rooms.get(room).is_some_and(|g| g.creator == account)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +116,8 @@ mod tests {
         assert!(r.may_join(&room, AccountId(2), t0, ttl));
         assert!(!r.may_join(&room, AccountId(3), t0, ttl));
         assert!(!r.may_join("nope", AccountId(1), t0, ttl));
+        assert!(r.is_creator(&room, AccountId(1)));
+        assert!(!r.is_creator(&room, AccountId(2)));
         assert!(!r.may_join(&room, AccountId(2), t0 + ttl, ttl));
         // Expired rooms are dropped when the next one is made.
         let other = r.create(AccountId(5), &[], t0 + ttl, ttl);

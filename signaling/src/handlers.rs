@@ -2,6 +2,8 @@
 
 mod group_calls;
 
+pub(crate) use group_calls::sign_ticket;
+
 use crate::calls::{CallError, CallInput};
 use crate::conn::{Conn, Identity};
 use crate::now_ms;
@@ -216,7 +218,7 @@ impl Conn {
                 media,
                 group,
             } => self.group_call_start(id, invite, media, group).await,
-            F::GroupCallJoin { id, room } => self.group_call_join(id, room),
+            F::GroupCallJoin { id, room } => self.group_call_join(id, room).await,
             F::CallHistory { id, before, limit } => {
                 let me = self.me()?;
                 let limit = limit.unwrap_or(50).clamp(1, 500);

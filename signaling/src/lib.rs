@@ -30,6 +30,9 @@ mod keys;
 pub mod metrics;
 pub mod ratelimit;
 pub mod router;
+mod sfu_failover;
+pub mod sfu_nodes;
+pub mod sfu_registry;
 pub mod verifier;
 
 pub use config::GatewayConfig;
@@ -120,6 +123,12 @@ impl Gateway {
         calls::CallHub::run_timers(self).await;
         remote.abort();
         reaped.abort();
+    }
+
+    /// The SFU node registry, when nodes share Redis (`None`: the one
+    /// configured SFU takes every group call).
+    pub(crate) fn sfu_registry(&self) -> Option<sfu_registry::SfuRegistry> {
+        self.cluster.as_ref().map(|c| c.sfu_registry())
     }
 
     /// Runs periodic maintenance (queue expiry, rate-limiter cleanup) until

@@ -22,6 +22,18 @@ fn offer() -> String {
     change.apply().unwrap().0.to_sdp_string()
 }
 
+/// The `admin` claim of a join token (the claims are readable by anyone;
+/// only the signature is secret).
+fn is_admin(token: &str) -> bool {
+    use base64::Engine;
+    let body = token.split('.').next().unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .unwrap();
+    let claims: palaver_proto::join_token::JoinClaims = serde_json::from_slice(&json).unwrap();
+    claims.admin
+}
+
 #[tokio::test]
 async fn invited_accounts_ring_and_join_others_cannot() {
     let server = Server::start();
@@ -44,6 +56,9 @@ async fn invited_accounts_ring_and_join_others_cannot() {
     assert_eq!(room, t.room);
     let tb = b.group_call_join(&room).await.unwrap();
     assert_ne!(tb.token, t.token);
+    // The starter is the call's admin (may kick, ask to mute); not b.
+    assert!(is_admin(&t.token));
+    assert!(!is_admin(&tb.token));
     // Not invited: the room does not exist for c.
     let e = c.group_call_join(&room).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound));

@@ -32,6 +32,7 @@ fn claims(room: &str, n: u64, exp: u64) -> JoinClaims {
         publish: true,
         subscribe: true,
         exp,
+        admin: false,
     }
 }
 

@@ -156,6 +156,7 @@ fn token(secret: &str, room: &str, n: u64) -> Result<String> {
         publish: true,
         subscribe: true,
         exp,
+        admin: false,
     };
     Ok(join_token::sign(secret.as_bytes(), &claims)?)
 }
