@@ -292,6 +292,23 @@ impl Cluster {
         self.clone()
     }
 
+    /// Whether Redis answers a PING in time (for `/readyz`).
+    pub(crate) async fn ping(&self) -> bool {
+        let mut r = self.redis.clone();
+        let pong = bounded(redis::cmd("PING").query_async::<String>(&mut r)).await;
+        match pong {
+            Some(Ok(_)) => true,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "readiness check: Redis failed");
+                false
+            }
+            None => {
+                tracing::warn!("readiness check: Redis did not answer in time");
+                false
+            }
+        }
+    }
+
     /// This node's name.
     pub fn node_id(&self) -> &str {
         &self.config.node_id

@@ -47,11 +47,14 @@ async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
     if gw.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    match gw.store.health().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
-        }
+    if let Err(e) = gw.store.health().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
     }
+    if let Some(c) = &gw.cluster
+        && !c.ping().await
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n").into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }

@@ -310,3 +310,45 @@ async fn accounts_of_a_killed_node_go_offline_for_watchers_elsewhere() {
         .unwrap();
     assert_eq!((p[0].online, p[1].online), (Some(false), Some(true)));
 }
+
+/// A node whose Redis goes away stops reporting ready (so a load balancer
+/// sends new connections elsewhere).
+#[tokio::test]
+async fn readiness_follows_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/redis.sh installs it)");
+    let url = format!("redis://127.0.0.1:{port}/");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < palaver_tests::PATIENCE, "redis-server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let schema = fresh_schema();
+    let node = Server::start_node_with(&schema, "node-a", &[("PALAVER__CLUSTER__REDIS_URL", &url)]);
+    let base = format!("http://{}", node.main_addr);
+    assert_eq!(palaver_tests::http_get(&base, "/readyz").await.0, 200);
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = palaver_tests::http_get(&base, "/readyz").await;
+        if status == 503 {
+            assert!(body.contains("redis"), "{body}");
+            break;
+        }
+        assert!(start.elapsed() < palaver_tests::PATIENCE, "still ready without Redis");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
