@@ -322,7 +322,14 @@ async fn readiness_follows_redis() {
         .port();
     let dir = tempfile::tempdir().unwrap();
     let mut redis = std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
         .args(["--appendonly", "no", "--dir"])
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
@@ -331,7 +338,10 @@ async fn readiness_follows_redis() {
     let url = format!("redis://127.0.0.1:{port}/");
     let start = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < palaver_tests::PATIENCE, "redis-server did not start");
+        assert!(
+            start.elapsed() < palaver_tests::PATIENCE,
+            "redis-server did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let schema = fresh_schema();
@@ -348,7 +358,10 @@ async fn readiness_follows_redis() {
             assert!(body.contains("redis"), "{body}");
             break;
         }
-        assert!(start.elapsed() < palaver_tests::PATIENCE, "still ready without Redis");
+        assert!(
+            start.elapsed() < palaver_tests::PATIENCE,
+            "still ready without Redis"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
