@@ -35,6 +35,11 @@ eval "$(scripts/postgres.sh start)"
 eval "$(scripts/redis.sh start)"
 trap 'scripts/postgres.sh stop "$PALAVER_TEST_POSTGRES_DIR"; scripts/redis.sh stop "$PALAVER_TEST_REDIS_DIR"' EXIT
 
+# The end-to-end tests in tests/ start the `palaver` binary, which
+# `cargo nextest` does not build (only test targets): build it first.
+step "cargo build (the palaver binary for the end-to-end tests)"
+cargo build --workspace --bins --locked
+
 step "cargo nextest"
 status=0
 cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?

@@ -16,10 +16,10 @@ use std::time::Duration;
 /// How long a test waits for something the server should do promptly.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
-/// The `palaver` binary built alongside these tests. Cargo rebuilds it only
-/// when the whole workspace is tested (`cargo nextest run --workspace`, as
-/// `scripts/test.sh` does); with `-p palaver-tests`, run
-/// `cargo build -p palaver-server` first or the tests use a stale binary.
+/// The `palaver` binary beside these tests. `cargo nextest` does not build
+/// it (it builds test targets only): `scripts/test.sh` runs `cargo build
+/// --workspace --bins` first; by hand, run `cargo build -p palaver-server`
+/// before the tests or they use a stale binary (or set `PALAVER_BIN`).
 pub fn palaver_bin() -> PathBuf {
     if let Ok(p) = std::env::var("PALAVER_BIN") {
         return PathBuf::from(p);
