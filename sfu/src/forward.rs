@@ -170,7 +170,7 @@ impl Worker {
             if let Some(p) = self.peers.get(k) {
                 for t in p.tracks_in.iter().filter(|t| !t.layers.is_empty()) {
                     let mut l: Vec<(Rid, u64)> =
-                        t.layers.iter().map(|(r, m)| (*r, m.bitrate())).collect();
+                        t.layers.iter().map(|(r, m)| (*r, m.bitrate(now))).collect();
                     l.sort_by_key(|(_, rate)| *rate);
                     rates.insert((*k, t.mid), l);
                 }

@@ -27,9 +27,16 @@ impl RateMeter {
         self.bytes += bytes as u64;
     }
 
-    /// Bits per second, 0 before the first window completes.
-    pub fn bitrate(&self) -> u64 {
-        self.rate
+    /// Bits per second, 0 before the first window completes, and 0 again
+    /// once no packet came for two windows: a layer the publisher stopped
+    /// sending (a browser drops its upper simulcast layers when short of
+    /// CPU or bandwidth) must not be picked for anyone, or its subscribers
+    /// would wait for packets that never come.
+    pub fn bitrate(&self, now: Instant) -> u64 {
+        match self.window_start {
+            Some(start) if now.saturating_duration_since(start) <= 2 * WINDOW => self.rate,
+            _ => 0,
+        }
     }
 }
 
@@ -99,6 +106,8 @@ mod tests {
         for i in 0..=50 {
             m.add(1000, t0 + Duration::from_millis(20 * i));
         }
-        assert_eq!(m.bitrate(), 400_000);
+        assert_eq!(m.bitrate(t0 + Duration::from_millis(1500)), 400_000);
+        // The publisher stopped sending this layer: it no longer counts.
+        assert_eq!(m.bitrate(t0 + Duration::from_millis(3500)), 0);
     }
 }
