@@ -182,9 +182,25 @@ impl Worker {
                 continue;
             };
             retarget(p, &rates, &mut requests);
+            still_waiting(p, &mut requests);
         }
         for (publisher, mid, rid) in requests {
-            self.request_keyframe(publisher, mid, Some(rid), KeyframeRequestKind::Pli, now);
+            self.request_keyframe(publisher, mid, rid, KeyframeRequestKind::Pli, now);
+        }
+    }
+}
+
+/// Video tracks of `p` still waiting for a keyframe on their target layer
+/// (a new subscription, or a switch): the request is repeated on every
+/// layout pass (merged and rate-limited per publisher stream), because a
+/// lost PLI, or one that reached a publisher still setting up its encoder,
+/// would otherwise leave the picture black until the publisher's next
+/// keyframe of its own, which can be minutes away.
+fn still_waiting(p: &Peer, requests: &mut Vec<(PeerKey, Mid, Option<Rid>)>) {
+    for t in p.tracks_out.values() {
+        let waiting = t.current != t.target || !t.has_keyframe;
+        if t.kind == MediaKind::Video && t.open_mid().is_some() && waiting {
+            requests.push((t.source, t.source_mid, t.target));
         }
     }
 }
@@ -192,7 +208,7 @@ impl Worker {
 fn retarget(
     p: &mut Peer,
     rates: &std::collections::HashMap<(PeerKey, Mid), Vec<(Rid, u64)>>,
-    requests: &mut Vec<(PeerKey, Mid, Rid)>,
+    requests: &mut Vec<(PeerKey, Mid, Option<Rid>)>,
 ) {
     let videos = p
         .tracks_out
@@ -213,7 +229,7 @@ fn retarget(
         if t.target != Some(pick) {
             t.target = Some(pick);
             if t.current != Some(pick) {
-                requests.push((t.source, t.source_mid, pick));
+                requests.push((t.source, t.source_mid, Some(pick)));
             }
         }
     }
