@@ -8,7 +8,7 @@ use crate::router::{CloseReason, Mailbox, Push, Transition};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use palaver_proto::codec::encode_server;
-use palaver_proto::frames::{EnvelopeKind, ErrorFrame, LastSeenPrivacy, ServerFrame};
+use palaver_proto::frames::{EnvelopeKind, ErrorFrame, ServerFrame};
 use palaver_proto::{AccountId, DeviceId, ErrorCode, PROTOCOL_VERSION, RequestId, Seq};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -392,15 +392,7 @@ impl Conn {
                 transition == Transition::Changed && self.gw.is_online(me.account).await;
         }
         if transition == Transition::Changed && !online_elsewhere {
-            let now = crate::now_ms();
-            let privacy = match self.gw.store.presence(me.account).await {
-                Ok(Some(p)) => p.privacy,
-                _ => LastSeenPrivacy::Nobody,
-            };
-            if let Err(e) = self.gw.store.set_last_seen(me.account, now).await {
-                tracing::warn!(error = %e, "cannot record last seen");
-            }
-            self.gw.announce(me.account, false, Some(now), privacy);
+            self.gw.announce_offline(me.account, crate::now_ms()).await;
         }
     }
 }

@@ -163,16 +163,22 @@ impl Gateway {
             let Some(accounts) = accounts else { return };
             let now = now_ms();
             for account in accounts {
-                let privacy = match self.store.presence(account).await {
-                    Ok(Some(p)) => p.privacy,
-                    _ => palaver_proto::frames::LastSeenPrivacy::Nobody,
-                };
-                if let Err(e) = self.store.set_last_seen(account, now).await {
-                    tracing::warn!(error = %e, "cannot record last seen");
-                }
-                self.announce(account, false, Some(now), privacy);
+                self.announce_offline(account, now).await;
             }
         }
+    }
+
+    /// Records `account`'s last-seen time and tells its watchers, on every
+    /// node, that it went offline.
+    pub(crate) async fn announce_offline(&self, account: palaver_proto::AccountId, now: u64) {
+        let privacy = match self.store.presence(account).await {
+            Ok(Some(p)) => p.privacy,
+            _ => palaver_proto::frames::LastSeenPrivacy::Nobody,
+        };
+        if let Err(e) = self.store.set_last_seen(account, now).await {
+            tracing::warn!(error = %e, "cannot record last seen");
+        }
+        self.announce(account, false, Some(now), privacy);
     }
 
     /// Whether any device of `account` is connected, here or elsewhere.

@@ -396,3 +396,27 @@ pub async fn next_envelope(c: &mut Client) -> palaver_client::Envelope {
         }
     }
 }
+
+/// The next call frame (`Event::Call`), skipping other events.
+pub async fn next_call(c: &mut Client) -> palaver_client::proto::frames::ServerFrame {
+    loop {
+        if let palaver_client::Event::Call(f) = next_event(c).await {
+            return f;
+        }
+    }
+}
+
+/// Asserts that the next call frame ends `call` with `reason`.
+pub async fn expect_ended(
+    c: &mut Client,
+    call: palaver_client::proto::CallId,
+    reason: palaver_client::proto::frames::EndReason,
+) {
+    match next_call(c).await {
+        palaver_client::proto::frames::ServerFrame::CallEnded {
+            call: got,
+            reason: r,
+        } => assert_eq!((got, r), (call, reason)),
+        other => panic!("expected call_ended {reason:?}, got {other:?}"),
+    }
+}

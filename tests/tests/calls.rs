@@ -1,28 +1,10 @@
 //! 1:1 call signalling through the real server, driven by the SDK (the
 //! browser tests drive the same frames from Chromium).
 
+use palaver_client::Event;
+use palaver_client::proto::ErrorCode;
 use palaver_client::proto::frames::{EndReason, Media, SdpKind, ServerFrame};
-use palaver_client::proto::{CallId, ErrorCode};
-use palaver_client::{Client, Event};
-use palaver_tests::{Server, next_event, phone};
-
-async fn next_call(c: &mut Client) -> ServerFrame {
-    loop {
-        if let Event::Call(f) = next_event(c).await {
-            return f;
-        }
-    }
-}
-
-async fn expect_ended(c: &mut Client, call: CallId, reason: EndReason) {
-    match next_call(c).await {
-        ServerFrame::CallEnded {
-            call: got,
-            reason: r,
-        } => assert_eq!((got, r), (call, reason)),
-        other => panic!("expected call_ended {reason:?}, got {other:?}"),
-    }
-}
+use palaver_tests::{Server, expect_ended, next_call, next_event, phone};
 
 #[tokio::test]
 async fn a_call_rings_every_device_and_the_first_answer_wins() {

@@ -3,29 +3,10 @@
 //! the other node forwards its devices' requests, and when the leader dies
 //! the survivor takes over.
 
+use palaver_client::proto::ErrorCode;
 use palaver_client::proto::frames::{EndReason, Media, ServerFrame};
-use palaver_client::proto::{CallId, ErrorCode};
-use palaver_client::{Client, Event};
-use palaver_tests::{PATIENCE, Server, fresh_schema, next_event, phone};
+use palaver_tests::{PATIENCE, Server, expect_ended, fresh_schema, next_call, phone};
 use std::time::{Duration, Instant};
-
-async fn next_call(c: &mut Client) -> ServerFrame {
-    loop {
-        if let Event::Call(f) = next_event(c).await {
-            return f;
-        }
-    }
-}
-
-async fn expect_ended(c: &mut Client, call: CallId, reason: EndReason) {
-    match next_call(c).await {
-        ServerFrame::CallEnded {
-            call: got,
-            reason: r,
-        } => assert_eq!((got, r), (call, reason)),
-        other => panic!("expected call_ended {reason:?}, got {other:?}"),
-    }
-}
 
 /// Polls `node`'s log until it says it leads the calls.
 fn wait_until_leader(node: &Server) {
