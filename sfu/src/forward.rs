@@ -8,10 +8,11 @@ use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use crate::demux::PeerKey;
+use crate::dynacast::Quality;
 use crate::keyframe::{KeyframeGate, starts_keyframe};
 use crate::layers::choose_layer;
 use crate::messages::ServerMessage;
-use crate::peer::Peer;
+use crate::peer::{Peer, TrackOut};
 use crate::rewrite::Rewriter;
 use crate::worker::Worker;
 
@@ -167,10 +168,10 @@ impl Worker {
         let members = r.members.clone();
         let mut rates = std::collections::HashMap::new();
         for k in &members {
-            if let Some(p) = self.peers.get(k) {
-                for t in p.tracks_in.iter().filter(|t| !t.layers.is_empty()) {
+            if let Some(p) = self.peers.get_mut(k) {
+                for t in p.tracks_in.iter_mut().filter(|t| !t.layers.is_empty()) {
                     let mut l: Vec<(Rid, u64)> =
-                        t.layers.iter().map(|(r, m)| (*r, m.bitrate(now))).collect();
+                        t.layers.iter_mut().map(|l| (l.rid, l.rate(now))).collect();
                     l.sort_by_key(|(_, rate)| *rate);
                     rates.insert((*k, t.mid), l);
                 }
@@ -187,6 +188,7 @@ impl Worker {
         for (publisher, mid, rid) in requests {
             self.request_keyframe(publisher, mid, rid, KeyframeRequestKind::Pli, now);
         }
+        self.dynacast(&members, now);
     }
 }
 
@@ -199,7 +201,7 @@ impl Worker {
 fn still_waiting(p: &Peer, requests: &mut Vec<(PeerKey, Mid, Option<Rid>)>) {
     for t in p.tracks_out.values() {
         let waiting = t.current != t.target || !t.has_keyframe;
-        if t.kind == MediaKind::Video && t.open_mid().is_some() && waiting {
+        if t.kind == MediaKind::Video && t.open_mid().is_some() && waiting && !t.off {
             requests.push((t.source, t.source_mid, t.target));
         }
     }
@@ -219,9 +221,17 @@ fn retarget(
     let budget = p.bwe.unwrap_or(1_000_000) / videos;
     let mut desired = 0;
     for t in p.tracks_out.values_mut().filter(|t| t.open_mid().is_some()) {
+        if t.kind != MediaKind::Video {
+            continue;
+        }
+        let quality = p.quality.get(&t.stream).copied().unwrap_or_default();
+        if apply_off(t, quality == Quality::Off) {
+            continue;
+        }
         let Some(layers) = rates.get(&(t.source, t.source_mid)) else {
             continue;
         };
+        let layers = &layers[..=quality.cap(layers.len())];
         desired += layers.last().map_or(0, |l| l.1);
         let only: Vec<u64> = layers.iter().map(|l| l.1).collect();
         let current = t.current.and_then(|c| layers.iter().position(|l| l.0 == c));
@@ -239,6 +249,17 @@ fn retarget(
             .bwe()
             .set_bitrate(Bitrate::kbps(100), Bitrate::bps(desired + desired / 5));
     }
+}
+
+/// Turns a track's video off or back on; returns true while it is off.
+/// Back on, it starts again on a keyframe of the layer chosen next.
+fn apply_off(t: &mut TrackOut, off: bool) -> bool {
+    if off != t.off {
+        t.off = off;
+        t.current = None;
+        t.has_keyframe = false;
+    }
+    off
 }
 
 /// Looks up what the publisher's packet is: track, layer, codec.
@@ -264,8 +285,8 @@ fn describe<'a>(publisher: &mut Peer, packet: &'a RtpPacket, now: Instant) -> Op
     let track = publisher.tracks_in.iter_mut().find(|t| t.mid == mid)?;
     let mut layer = 0;
     if let Some(rid) = rid {
-        let i = track.layers.iter().position(|l| l.0 == rid)?;
-        track.layers[i].1.add(packet.payload.len(), now);
+        let i = track.layers.iter().position(|l| l.rid == rid)?;
+        track.layers[i].meter.add(packet.payload.len(), now);
         layer = i as u64 + 1;
     }
     let keyframe =
@@ -298,7 +319,9 @@ fn forward_to(
     };
     let mut switched = false;
     if t.kind == MediaKind::Video {
-        if inc.rid == t.current && t.has_keyframe {
+        if t.off {
+            return false;
+        } else if inc.rid == t.current && t.has_keyframe {
             // The layer being forwarded.
         } else if inc.rid == t.target && inc.keyframe {
             switched = inc.rid.is_some() && t.current != inc.rid;

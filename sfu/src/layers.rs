@@ -19,7 +19,13 @@ impl RateMeter {
     pub fn add(&mut self, bytes: usize, now: Instant) {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
-        if elapsed >= WINDOW {
+        if elapsed > 2 * WINDOW {
+            // The first packet after a pause (the publisher stopped this
+            // layer): what came before says nothing about the rate now.
+            self.rate = 0;
+            self.bytes = 0;
+            self.window_start = Some(now);
+        } else if elapsed >= WINDOW {
             self.rate = self.bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
             self.bytes = 0;
             self.window_start = Some(now);
@@ -109,5 +115,11 @@ mod tests {
         assert_eq!(m.bitrate(t0 + Duration::from_millis(1500)), 400_000);
         // The publisher stopped sending this layer: it no longer counts.
         assert_eq!(m.bitrate(t0 + Duration::from_millis(3500)), 0);
+        // It resumes: the gap is not averaged into the first window.
+        let t1 = t0 + Duration::from_secs(20);
+        for i in 0..=50 {
+            m.add(1000, t1 + Duration::from_millis(20 * i));
+        }
+        assert_eq!(m.bitrate(t1 + Duration::from_millis(1500)), 400_000);
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod demux;
+pub mod dynacast;
 mod forward;
 pub mod http;
 pub mod keyframe;

@@ -57,6 +57,13 @@ pub enum ServerMessage {
         from: ParticipantInfo,
         kind: MediaKindName,
     },
+    /// To a publisher: keep sending only these simulcast layers (rids) of
+    /// the track with this `mid` (of your own offer); pause the others
+    /// (`encodings[i].active = false`). Nobody receives or wants them.
+    PublishLayers {
+        mid: String,
+        active: Vec<String>,
+    },
     /// A client message was not understood, or not allowed.
     Error {
         message: String,
@@ -94,6 +101,12 @@ pub enum ClientMessage {
     MuteRequest {
         participant: Target,
         kind: MediaKindName,
+    },
+    /// The most you want of `stream`'s video (a small tile: `low`; hidden:
+    /// `off`). Default `high`.
+    VideoQuality {
+        stream: String,
+        quality: crate::dynacast::Quality,
     },
 }
 

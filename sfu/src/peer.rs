@@ -12,7 +12,7 @@ use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::demux::PeerKey;
-use crate::layers::RateMeter;
+use crate::dynacast::{Layer, Quality};
 use crate::messages::{ParticipantInfo, ServerMessage};
 use crate::rewrite::Rewriter;
 
@@ -21,9 +21,9 @@ use crate::rewrite::Rewriter;
 pub(crate) struct TrackIn {
     pub(crate) mid: Mid,
     pub(crate) kind: MediaKind,
-    /// Simulcast layers (rids) with their measured rates; empty without
+    /// Simulcast layers with their measured rates; empty without
     /// simulcast.
-    pub(crate) layers: Vec<(Rid, RateMeter)>,
+    pub(crate) layers: Vec<Layer>,
 }
 
 /// Negotiation state of a track sent to this participant.
@@ -54,6 +54,8 @@ pub(crate) struct TrackOut {
     pub(crate) has_keyframe: bool,
     /// The last payload type mapping (publisher's pt, subscriber's pt).
     pub(crate) pt_cache: Option<(Pt, Pt)>,
+    /// The subscriber asked for no video from this stream.
+    pub(crate) off: bool,
 }
 
 impl TrackOut {
@@ -84,6 +86,8 @@ pub(crate) struct Peer {
     pub(crate) bwe: Option<u64>,
     /// From str0m's stats events (participant_stats).
     pub(crate) measured: crate::participant_stats::Measured,
+    /// `video_quality` preferences by stream id.
+    pub(crate) quality: HashMap<String, Quality>,
     /// Messages waiting for the channel to open.
     outbox: Vec<String>,
     pub(crate) closing: bool,
@@ -114,6 +118,7 @@ impl Peer {
             tracks_out: HashMap::new(),
             bwe: None,
             measured: Default::default(),
+            quality: HashMap::new(),
             outbox: Vec::new(),
             closing: false,
             needs_negotiation: false,

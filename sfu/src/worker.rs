@@ -21,6 +21,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::demux::{Demux, PeerKey};
+use crate::dynacast::Layer;
 use crate::keyframe::KeyframeGate;
 use crate::messages::{ClientMessage, ServerMessage};
 use crate::peer::{OutState, Peer, TrackIn, TrackOut};
@@ -71,6 +72,8 @@ pub struct Stats {
     pub keyframe_requests_in: u64,
     pub keyframe_requests_sent: u64,
     pub layer_switches: u64,
+    /// `publish_layers` messages: simulcast layers paused or resumed.
+    pub publish_layer_updates: u64,
     pub unknown_datagrams: u64,
     pub ice_timeouts: u64,
 }
@@ -88,6 +91,7 @@ impl Stats {
         self.keyframe_requests_in += o.keyframe_requests_in;
         self.keyframe_requests_sent += o.keyframe_requests_sent;
         self.layer_switches += o.layer_switches;
+        self.publish_layer_updates += o.publish_layer_updates;
         self.unknown_datagrams += o.unknown_datagrams;
         self.ice_timeouts += o.ice_timeouts;
     }
@@ -491,7 +495,7 @@ impl Worker {
         }
         let layers = m
             .simulcast
-            .map(|s| s.recv.iter().map(|l| (l.rid, Default::default())).collect())
+            .map(|s| s.recv.iter().map(|l| Layer::new(l.rid)).collect())
             .unwrap_or_default();
         let track = TrackIn {
             mid: m.mid,
@@ -578,6 +582,9 @@ impl Worker {
             ClientMessage::MuteRequest { participant, kind } => {
                 self.mute_request(key, participant, kind);
             }
+            ClientMessage::VideoQuality { stream, quality } => {
+                self.video_quality(key, stream, quality, now);
+            }
         }
     }
 
@@ -662,9 +669,10 @@ pub(crate) fn new_track_out(source: &Peer, track: &TrackIn) -> TrackOut {
         state: OutState::ToOpen,
         rewriter: None,
         current: None,
-        target: track.layers.first().map(|(rid, _)| *rid),
+        target: track.layers.first().map(|l| l.rid),
         has_keyframe: track.kind == MediaKind::Audio,
         pt_cache: None,
+        off: false,
     }
 }
 
@@ -716,6 +724,11 @@ impl Stats {
                 "layer_switches",
                 "Simulcast layer switches",
                 self.layer_switches,
+            ),
+            (
+                "publish_layer_updates",
+                "Simulcast layers paused or resumed at publishers (dynacast)",
+                self.publish_layer_updates,
             ),
             (
                 "unknown_datagrams",

@@ -712,3 +712,102 @@ fn participant_stats_show_bitrates_both_ways() {
         assert!(s.bitrate_in_bps > 0 && s.bitrate_out_bps > 0, "{s:?}");
     }
 }
+
+/// The layers a publisher was last told to keep (`publish_layers`).
+fn active_layers(c: &Client) -> Option<Vec<String>> {
+    c.messages.iter().rev().find_map(|m| match m {
+        ServerMessage::PublishLayers { active, .. } => Some(active.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn dynacast_pauses_what_nobody_wants_and_resumes_on_demand() {
+    let mut net = Net::new(32);
+    let mut sim = Simulcast::new();
+    sim.add_send_layer(SimulcastLayer::new("q"));
+    sim.add_send_layer(SimulcastLayer::new("h"));
+    net.join_with("dyn", 1, Some(sim)).unwrap();
+    net.join("dyn", 2).unwrap();
+    net.connect();
+    let mut k = 0;
+    // The publisher sends the layers it was not told to pause, with a
+    // keyframe when asked and when a layer starts again.
+    let mut publish = move |net: &mut Net, step: u32| {
+        if step % 33 != 0 {
+            return;
+        }
+        let now = net.now;
+        let c = &mut net.clients[0];
+        let wanted: Vec<Option<Rid>> = std::mem::take(&mut c.keyframe_rids);
+        let active = active_layers(c).unwrap_or_else(|| vec!["q".into(), "h".into()]);
+        for (rid, size) in [("q", 300), ("h", 900)] {
+            if !active.iter().any(|a| a == rid) {
+                continue;
+            }
+            let key = k % 150 == 0 || wanted.iter().any(|w| w.is_none_or(|w| w == rid.into()));
+            send_layer(c, now, rid, k, key, size);
+        }
+        k += 1;
+    };
+    net.run(Duration::from_secs(5), &mut publish);
+    let layer_of = |g: &Got| g.payload[2];
+    let last = |net: &Net| {
+        net.clients[1]
+            .got
+            .iter()
+            .rev()
+            .find(|g| g.payload.len() > 4)
+            .map(layer_of)
+    };
+    assert_eq!(last(&net), Some(2), "on h before asking for less");
+    assert_eq!(
+        active_layers(&net.clients[0]),
+        None,
+        "nothing paused while h is watched"
+    );
+
+    let stream = format!("a{}d{}", 1, 101);
+    send_message(
+        &mut net.clients[1],
+        serde_json::json!({"type": "video_quality", "stream": stream, "quality": "low"}),
+    );
+    net.run(Duration::from_secs(5), &mut publish);
+    assert_eq!(active_layers(&net.clients[0]), Some(vec!["q".to_string()]));
+    assert_eq!(last(&net), Some(1), "down to q");
+
+    send_message(
+        &mut net.clients[1],
+        serde_json::json!({"type": "video_quality", "stream": stream, "quality": "high"}),
+    );
+    net.run(Duration::from_secs(4), &mut publish);
+    assert_eq!(
+        active_layers(&net.clients[0]),
+        Some(vec!["q".to_string(), "h".to_string()]),
+        "h resumed"
+    );
+    assert_eq!(last(&net), Some(2), "back on h");
+
+    // Off: no video at all for this subscriber; the lowest layer keeps
+    // running at the publisher.
+    send_message(
+        &mut net.clients[1],
+        serde_json::json!({"type": "video_quality", "stream": stream, "quality": "off"}),
+    );
+    net.run(Duration::from_millis(500), &mut publish);
+    let before = net.clients[1].got.len();
+    net.run(Duration::from_secs(4), &mut publish);
+    assert_eq!(net.clients[1].got.len(), before, "no video while off");
+    assert_eq!(active_layers(&net.clients[0]), Some(vec!["q".to_string()]));
+    assert!(net.sfu.stats().publish_layer_updates >= 3);
+
+    // A bad preference is refused with an error, not a crash.
+    send_message(
+        &mut net.clients[1],
+        serde_json::json!({"type": "video_quality", "stream": "", "quality": "low"}),
+    );
+    net.run(Duration::from_millis(100), &mut publish);
+    assert!(net.clients[1].messages.iter().any(
+        |m| matches!(m, ServerMessage::Error { message } if message.contains("video_quality"))
+    ));
+}

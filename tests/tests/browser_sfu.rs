@@ -120,3 +120,22 @@ async fn chromium_simulcast_switches_up_and_keeps_decoding() {
         "{r:#}"
     );
 }
+
+#[tokio::test]
+async fn chromium_dynacast_pauses_a_layer_nobody_wants_and_resumes_it() {
+    check_tools();
+    let server = Server::start();
+    let (join_url, tokens) = tickets(&server, 2).await;
+    let spec = serde_json::json!({ "joinUrl": join_url, "tokens": tokens });
+    let r = drive(&server, "sfu-dynacast.mjs", spec).await;
+    assert_eq!(
+        r["steps"]["pausedLayers"],
+        serde_json::json!(["q"]),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["steps"]["resumedLayers"],
+        serde_json::json!(["q", "f"]),
+        "{r:#}"
+    );
+}
