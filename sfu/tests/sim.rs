@@ -734,7 +734,7 @@ fn dynacast_pauses_what_nobody_wants_and_resumes_on_demand() {
     // The publisher sends the layers it was not told to pause, with a
     // keyframe when asked and when a layer starts again.
     let mut publish = move |net: &mut Net, step: u32| {
-        if step % 33 != 0 {
+        if !step.is_multiple_of(33) {
             return;
         }
         let now = net.now;
