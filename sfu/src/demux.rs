@@ -64,6 +64,25 @@ impl Demux {
         Some(peer)
     }
 
+    /// An ICE restart: the peer has a new ufrag, and its old addresses
+    /// are forgotten (its new path is learned from the new STUN checks).
+    pub fn rekey(&mut self, peer: PeerKey, old_ufrag: &str, new_ufrag: String) {
+        if self.by_ufrag.get(old_ufrag) == Some(&peer) {
+            self.by_ufrag.remove(old_ufrag);
+        }
+        self.by_ufrag.insert(new_ufrag, peer);
+        for a in self
+            .addrs_of
+            .get_mut(&peer)
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            if self.by_addr.get(&a) == Some(&peer) {
+                self.by_addr.remove(&a);
+            }
+        }
+    }
+
     pub fn remove_peer(&mut self, peer: PeerKey, ufrag: &str) {
         self.by_ufrag.remove(ufrag);
         for a in self.addrs_of.remove(&peer).unwrap_or_default() {

@@ -1,5 +1,6 @@
 //! `POST /v1/rooms/{room}/join`: a bearer join token and an SDP offer in,
-//! the SDP answer out. Errors are JSON `{"error": code, "message": text}`;
+//! the SDP answer out. `POST /v1/rooms/{room}/restart`: the same with the
+//! session token of `welcome`, for an ICE restart. Errors are JSON `{"error": code, "message": text}`;
 //! the codes are in docs/sfu.md.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+use crate::restart::RestartError;
 use crate::server::{JoinFailure, Sfu};
 use crate::worker::JoinError;
 
@@ -21,6 +23,7 @@ const MAX_OFFER: usize = 64 * 1024;
 pub fn routes(sfu: Arc<Sfu>) -> Router {
     Router::new()
         .route("/v1/rooms/{room}/join", post(join).options(preflight))
+        .route("/v1/rooms/{room}/restart", post(restart).options(preflight))
         .layer(DefaultBodyLimit::max(MAX_OFFER))
         .with_state(sfu)
 }
@@ -51,6 +54,45 @@ async fn join(
                 .into_response(),
         ),
         Err(e) => failure(&e),
+    }
+}
+
+async fn restart(
+    State(sfu): State<Arc<Sfu>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <session token>",
+        );
+    };
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "bad_sdp", "the offer is not UTF-8");
+    };
+    match sfu.restart(&room, token, offer).await {
+        Some(Ok(answer)) => with_cors(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/sdp")],
+                answer,
+            )
+                .into_response(),
+        ),
+        Some(Err(e @ RestartError::NoSession)) => {
+            error(StatusCode::NOT_FOUND, "no_session", &e.to_string())
+        }
+        Some(Err(e @ RestartError::BadOffer(_))) => {
+            error(StatusCode::BAD_REQUEST, "bad_sdp", &e.to_string())
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the SFU is shutting down",
+        ),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod messages;
 mod moderation;
 pub mod participant_stats;
 mod peer;
+pub mod restart;
 pub mod rewrite;
 pub mod server;
 pub mod speaker;

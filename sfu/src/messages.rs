@@ -21,6 +21,8 @@ pub enum ServerMessage {
     Welcome {
         you: ParticipantInfo,
         participants: Vec<ParticipantInfo>,
+        /// Authenticates an ICE restart (`POST /v1/rooms/{room}/restart`).
+        session: String,
     },
     /// A renegotiation offer; answer with [`ClientMessage::Answer`].
     Offer {

@@ -74,7 +74,11 @@ pub(crate) struct Peer {
     pub(crate) claims: JoinClaims,
     pub(crate) rtc: Rtc,
     pub(crate) ufrag: String,
+    /// Proves a later ICE restart request comes from this participant.
+    pub(crate) session_secret: [u8; 16],
     pub(crate) ice_deadline: Option<Instant>,
+    /// ICE and DTLS completed once (later ICE disconnections get a grace).
+    pub(crate) connected_once: bool,
     pub(crate) timer: Option<Instant>,
     pub(crate) channel: Option<ChannelId>,
     pending: Option<SdpPendingOffer>,
@@ -109,7 +113,9 @@ impl Peer {
             claims,
             rtc,
             ufrag,
+            session_secret: rand::random(),
             ice_deadline: None,
+            connected_once: false,
             timer: None,
             channel: None,
             pending: None,
@@ -195,6 +201,16 @@ impl Peer {
             sdp: offer.to_sdp_string(),
         });
         true
+    }
+
+    /// Forgets our offer under way, if any (an ICE restart voids it).
+    pub(crate) fn drop_pending_offer(&mut self) {
+        self.pending = None;
+    }
+
+    /// The token for `POST /v1/rooms/{room}/restart`.
+    pub(crate) fn session_token(&self) -> String {
+        crate::restart::session_token(self.key, &self.session_secret)
     }
 
     /// Applies the participant's answer to our last offer. Returns the mids

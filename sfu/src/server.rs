@@ -11,6 +11,7 @@ use palaver_proto::join_token::{self, JoinClaims, TokenError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
+use crate::restart::RestartError;
 use crate::worker::{JoinError, Stats, Worker, WorkerConfig};
 
 /// Keyframe requests toward one publisher stream, at most this often.
@@ -21,6 +22,12 @@ enum Command {
         claims: JoinClaims,
         offer: String,
         reply: oneshot::Sender<Result<String, JoinError>>,
+    },
+    Restart {
+        room: String,
+        token: String,
+        offer: String,
+        reply: oneshot::Sender<Result<String, RestartError>>,
     },
     Stats(oneshot::Sender<Stats>),
     Participants(oneshot::Sender<Vec<crate::ParticipantStats>>),
@@ -123,6 +130,26 @@ impl Sfu {
         Ok(rx.await.map_err(|_| JoinFailure::Unavailable)??)
     }
 
+    /// An ICE restart of the session `token` names in `room`; returns the
+    /// answer. `None`: the SFU is shutting down.
+    pub async fn restart(
+        &self,
+        room: &str,
+        token: &str,
+        offer: String,
+    ) -> Option<Result<String, RestartError>> {
+        let w = &self.workers[self.hasher.hash_one(room) as usize % self.workers.len()];
+        let (reply, rx) = oneshot::channel();
+        w.tx.send(Command::Restart {
+            room: room.to_owned(),
+            token: token.to_owned(),
+            offer,
+            reply,
+        })
+        .ok()?;
+        rx.await.ok()
+    }
+
     /// Counters summed over the workers.
     pub async fn stats(&self) -> Stats {
         let mut total = Stats::default();
@@ -223,6 +250,14 @@ fn command(core: &mut Worker, c: Command) {
                 .join(claims, &offer, Instant::now())
                 .map(|(_, answer)| answer);
             let _ = reply.send(r);
+        }
+        Command::Restart {
+            room,
+            token,
+            offer,
+            reply,
+        } => {
+            let _ = reply.send(core.restart(&room, &token, &offer, Instant::now()));
         }
         Command::Stats(reply) => {
             let _ = reply.send(core.stats());

@@ -72,6 +72,8 @@ pub struct Stats {
     pub keyframe_requests_in: u64,
     pub keyframe_requests_sent: u64,
     pub layer_switches: u64,
+    pub ice_restarts: u64,
+    pub ice_disconnects: u64,
     /// `publish_layers` messages: simulcast layers paused or resumed.
     pub publish_layer_updates: u64,
     pub unknown_datagrams: u64,
@@ -91,6 +93,8 @@ impl Stats {
         self.keyframe_requests_in += o.keyframe_requests_in;
         self.keyframe_requests_sent += o.keyframe_requests_sent;
         self.layer_switches += o.layer_switches;
+        self.ice_restarts += o.ice_restarts;
+        self.ice_disconnects += o.ice_disconnects;
         self.publish_layer_updates += o.publish_layer_updates;
         self.unknown_datagrams += o.unknown_datagrams;
         self.ice_timeouts += o.ice_timeouts;
@@ -132,7 +136,7 @@ pub struct Worker {
     pub(crate) peers: HashMap<PeerKey, Peer>,
     pub(crate) rooms: HashMap<u64, Room>,
     room_names: HashMap<String, u64>,
-    demux: Demux,
+    pub(crate) demux: Demux,
     timers: BTreeSet<(Instant, Timer)>,
     out: VecDeque<Datagram>,
     next_key: u64,
@@ -460,9 +464,26 @@ impl Worker {
             Event::Connected => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.ice_deadline = None;
+                    p.connected_once = true;
                 }
             }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                // Kept for `ice_timeout`: the network may come back, or the
+                // client restart ICE from another one.
+                let grace = self.cfg.ice_timeout;
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.ice_deadline.get_or_insert(now + grace);
+                    self.stats.ice_disconnects += 1;
+                }
+            }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => {
+                if let Some(p) = self.peers.get_mut(&key).filter(|p| p.connected_once) {
+                    p.ice_deadline = None;
+                }
+            }
+            Event::Closed => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.closing = true;
                 }
@@ -543,7 +564,12 @@ impl Worker {
         };
         peer.channel_opened(id);
         let you = peer.info();
-        peer.send(&ServerMessage::Welcome { you, participants });
+        let session = peer.session_token();
+        peer.send(&ServerMessage::Welcome {
+            you,
+            participants,
+            session,
+        });
         peer.needs_negotiation = true;
     }
 
@@ -724,6 +750,16 @@ impl Stats {
                 "layer_switches",
                 "Simulcast layer switches",
                 self.layer_switches,
+            ),
+            (
+                "ice_disconnects",
+                "Participants whose ICE path stopped answering (kept for ice_timeout)",
+                self.ice_disconnects,
+            ),
+            (
+                "ice_restarts",
+                "ICE restarts (a participant's network changed)",
+                self.ice_restarts,
             ),
             (
                 "publish_layer_updates",

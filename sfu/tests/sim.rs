@@ -18,7 +18,7 @@ use str0m::media::{
 };
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 const SFU: &str = "10.0.0.1:5000";
 
@@ -47,6 +47,8 @@ struct Client {
     seq: u64,
     /// Drop everything this client would send (it went silent).
     mute_network: bool,
+    /// ICE connection states seen, in order.
+    ice_states: Vec<IceConnectionState>,
 }
 
 impl Client {
@@ -179,6 +181,7 @@ impl Net {
             keyframe_rids: Vec::new(),
             seq: 0,
             mute_network: false,
+            ice_states: Vec::new(),
         });
         self.collect_sfu();
         Ok(self.clients.len() - 1)
@@ -305,6 +308,7 @@ fn on_event(c: &mut Client, e: Event, _now: Instant) {
             c.keyframe_requests.push(r.kind);
             c.keyframe_rids.push(r.rid);
         }
+        Event::IceConnectionStateChange(s) => c.ice_states.push(s),
         _ => {}
     }
     let _ = &c.pending;
@@ -810,4 +814,101 @@ fn dynacast_pauses_what_nobody_wants_and_resumes_on_demand() {
     assert!(net.clients[1].messages.iter().any(
         |m| matches!(m, ServerMessage::Error { message } if message.contains("video_quality"))
     ));
+}
+
+/// The session token `welcome` gave this client.
+fn session_of(c: &Client) -> String {
+    c.messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Welcome { session, .. } => Some(session.clone()),
+            _ => None,
+        })
+        .expect("welcome")
+}
+
+#[test]
+fn ice_restart_moves_a_participant_to_a_new_network_and_keeps_its_session() {
+    let mut net = Net::new(32);
+    net.join("r", 1).unwrap();
+    net.join("r", 2).unwrap();
+    net.connect();
+    net.run(Duration::from_secs(1), media);
+    let token = session_of(&net.clients[0]);
+
+    // c1's network goes away: the SFU sees ICE disconnect, and keeps it.
+    net.clients[0].mute_network = true;
+    let mut waited = 0;
+    while net.sfu.stats().ice_disconnects == 0 {
+        net.run(Duration::from_millis(100), media);
+        waited += 1;
+        assert!(waited < 200, "ICE never noticed");
+    }
+    let silent = waited * 100;
+    net.run(Duration::from_secs(1), media);
+    assert_eq!(net.sfu.room_size("r"), 2, "kept through the disconnection");
+    eprintln!("the SFU noticed after {silent} ms of silence");
+
+    // Refused: no token, a wrong secret, another room, a bad offer.
+    let c = &mut net.clients[0];
+    let mut change = c.rtc.sdp_api();
+    change.ice_restart(false);
+    let (offer, pending) = change.apply().unwrap();
+    let offer = offer.to_sdp_string();
+    let now = net.now;
+    let wrong = format!("{}0", &token[..token.len() - 1]);
+    for (room, t, o) in [
+        ("r", "", offer.as_str()),
+        ("r", wrong.as_str(), offer.as_str()),
+        ("other", token.as_str(), offer.as_str()),
+    ] {
+        assert_eq!(
+            net.sfu.restart(room, t, o, now),
+            Err(palaver_sfu::restart::RestartError::NoSession)
+        );
+    }
+    assert!(matches!(
+        net.sfu.restart("r", &token, "v=0 garbage", now),
+        Err(palaver_sfu::restart::RestartError::BadOffer(_))
+    ));
+
+    // It comes back from another address with new ICE credentials.
+    let answer = net.sfu.restart("r", &token, &offer, now).expect("restart");
+    let c = &mut net.clients[0];
+    c.rtc
+        .sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
+    let moved: SocketAddr = "10.0.9.1:7000".parse().unwrap();
+    c.rtc
+        .add_local_candidate(Candidate::host(moved, "udp").unwrap());
+    c.addr = moved;
+    c.mute_network = false;
+    net.collect_sfu();
+    for c in &mut net.clients {
+        c.got.clear();
+    }
+    net.run(Duration::from_secs(2), media);
+    assert_eq!(net.sfu.stats().ice_restarts, 1);
+    for c in &net.clients {
+        assert!(c.rtc.is_connected(), "{} connected", c.name);
+        assert_eq!(c.videos_from_others(), 1, "{} receives again", c.name);
+    }
+    // The data channel survived too: a message goes through it.
+    let n = net.clients[0].messages.len();
+    send_message(
+        &mut net.clients[0],
+        serde_json::json!({"type": "video_quality", "stream": "", "quality": "low"}),
+    );
+    net.run(Duration::from_millis(200), media);
+    assert!(
+        net.clients[0].messages[n..]
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. }))
+    );
+
+    // A participant that never comes back is dropped after the grace.
+    net.clients[1].mute_network = true;
+    net.run(Duration::from_secs(25), media);
+    assert_eq!(net.sfu.room_size("r"), 1);
 }

@@ -139,3 +139,18 @@ async fn chromium_dynacast_pauses_a_layer_nobody_wants_and_resumes_it() {
         "{r:#}"
     );
 }
+
+#[tokio::test]
+async fn chromium_ice_restart_keeps_the_session() {
+    check_tools();
+    let server = Server::start();
+    let (join_url, tokens) = tickets(&server, 2).await;
+    let spec = serde_json::json!({ "joinUrl": join_url, "tokens": tokens });
+    let r = drive(&server, "sfu-restart.mjs", spec).await;
+    assert_ne!(r["steps"]["ufrag"]["before"], r["steps"]["ufrag"]["after"]);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("palaver_sfu_ice_restarts_total 1\n"),
+        "{metrics}"
+    );
+}

@@ -57,6 +57,10 @@ fn offer() -> String {
 
 /// POSTs to the join endpoint; returns status and body.
 fn join(server: &Server, room: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    post(server, &format!("/v1/rooms/{room}/join"), token, body)
+}
+
+fn post(server: &Server, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     let host = server
         .ws_url
         .trim_start_matches("ws://")
@@ -67,7 +71,7 @@ fn join(server: &Server, room: &str, token: Option<&str>, body: &str) -> (u16, S
         .unwrap_or_default();
     write!(
         s,
-        "POST /v1/rooms/{room}/join HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -126,6 +130,17 @@ fn tokens_are_checked() {
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("v=0"), "{body}");
     assert!(body.contains("a=ice-lite"));
+    // ICE restarts need the session token of `welcome`: none, a guess, or
+    // a join token are refused alike.
+    let restart = "/v1/rooms/r1/restart";
+    assert_eq!(post(&server, restart, None, &sdp).0, 401);
+    let guess = format!("0.{}", "00".repeat(16));
+    let join_token = token(&server, "r1", 1);
+    for t in [guess.as_str(), join_token.as_str(), "1.x"] {
+        let (status, body) = post(&server, restart, Some(t), &sdp);
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("no_session"), "{body}");
+    }
 }
 
 #[test]
