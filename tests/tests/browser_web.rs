@@ -429,3 +429,35 @@ async fn three_browsers_and_the_rust_sdk_share_a_megolm_group_chat() {
     browser.await.unwrap();
     say_where(&out_dir);
 }
+
+/// Web Push (tests/browser/web-push.mjs): the service worker shows counts
+/// and callers' names, never message text, and call_cancel closes a call's
+/// notification; a browser or server without push gets a clear note.
+#[tokio::test]
+async fn the_service_worker_shows_push_notifications_without_content() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let bob_phone = phone();
+    let (mut bob, reg) = server.device(&bob_phone).await;
+    palaver_client::e2e::Crypto::new()
+        .publish(&mut bob, 5)
+        .await
+        .unwrap();
+    let out_dir = screenshot_dir("push");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phone": phone(),
+        "bobPhone": bob_phone,
+        "bobAccount": reg.account,
+        "outDir": out_dir,
+    });
+    tokio::task::spawn_blocking(move || drive("web-push.mjs", spec))
+        .await
+        .unwrap();
+    say_where(&out_dir);
+}

@@ -4,12 +4,14 @@ import { time } from './format';
 import { GroupCallStarter } from './groupcallview';
 import { CallLog, Search, Statuses } from './panels';
 import { NewGroup } from './groupview';
+import { Settings } from './settings';
 
 export function ChatList({ client }: { client: Client }) {
   const s = client.state;
   const [adding, setAdding] = useState(false);
   const [grouping, setGrouping] = useState(false);
   const [newGroup, setNewGroup] = useState(false);
+  const [settings, setSettings] = useState(false);
   const [query, setQuery] = useState('');
   const [view, setView] = useState<'chats' | 'archived' | 'calls' | 'status'>('chats');
   const archived = s.chats.filter((c) => c.archived);
@@ -39,8 +41,10 @@ export function ChatList({ client }: { client: Client }) {
         <button type="button" onClick={() => setAdding(!adding)} aria-expanded={adding}>New chat</button>
         <button type="button" onClick={() => setNewGroup(!newGroup)} aria-expanded={newGroup}>New group</button>
         <button type="button" onClick={() => setGrouping(!grouping)} aria-expanded={grouping}>Group call</button>
+        <button type="button" onClick={() => setSettings(!settings)} aria-expanded={settings}>Settings</button>
         <button type="button" onClick={() => void client.logout()}>Log out</button>
       </header>
+      {settings && <Settings client={client} />}
       {newGroup && <NewGroup client={client} onClose={() => setNewGroup(false)} />}
       {grouping && <GroupCallStarter client={client} onClose={() => setGrouping(false)} />}
       {adding && (

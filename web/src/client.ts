@@ -7,6 +7,7 @@ import { Calls } from './call';
 import { Crypto } from './crypto';
 import { GroupCalls } from './groupcall';
 import { Groups, groupOf, newGroupChat } from './groups';
+import { Push } from './push';
 import * as media from './media';
 import { openStatus, sealStatus, type Status } from './status';
 import * as db from './db';
@@ -78,6 +79,7 @@ export class Client {
   private retry = 1000;
   private typingSent = 0;
   private names = new Map<number, string>();
+  readonly pushes = new Push(() => this.conn, () => this.changed());
   readonly groups = new Groups({
     need: () => this.need(),
     me: () => this.state.session!.account,
@@ -143,6 +145,7 @@ export class Client {
 
   async logout() {
     const s = this.state.session;
+    await this.pushes.disable().catch(() => {});
     if (s && this.conn) {
       await this.conn.request({ type: 'revoke_device', device: s.device }).catch(() => {});
     }
@@ -170,6 +173,7 @@ export class Client {
       const stock = await conn.request({ type: 'keys_count' });
       if (stock.one_time_keys < 20) await this.crypto.publish(conn, 50);
       this.changed({ status: 'online', error: null });
+      void this.pushes.resume();
       this.sweep();
       await this.subscribePresence();
     } catch (e) {
