@@ -3,7 +3,9 @@
 // message reaches every other member (the Rust user's too, which the Rust
 // test sends once it decrypted alice's first one), alice promotes and
 // demotes bob, removes carol (who then gets nothing more of the group),
-// adds her back, and carol leaves. Screenshots to outDir; prints one JSON
+// adds her back, and carol leaves; bob reloads (Megolm sessions survive)
+// and his Olm pickle key is stored wrapped by a non-extractable WebCrypto
+// key. Screenshots to outDir; prints one JSON
 // line. Any console error or page error fails the run.
 //
 // usage: node web-group.mjs SPEC_JSON
@@ -141,5 +143,24 @@ await run.finish(async (state) => {
   await bubble(bob, 'welcome back carol').waitFor(WAIT);
   await send(alice, 'after bob reloaded');
   await bubble(bob, 'after bob reloaded').waitFor(WAIT);
+
+  state.step = 'the pickle key is wrapped by a non-extractable key';
+  const kv = await bob.evaluate(() => new Promise((resolve, reject) => {
+    const req = indexedDB.open('palaver');
+    req.onsuccess = () => {
+      const store = req.result.transaction('kv').objectStore('kv');
+      const clear = store.get('pickle_key');
+      const wrap = store.get('wrap_key');
+      wrap.onsuccess = () => resolve({
+        clear: clear.result !== undefined,
+        type: wrap.result?.type, extractable: wrap.result?.extractable, algorithm: wrap.result?.algorithm?.name,
+      });
+      wrap.onerror = () => reject(wrap.error);
+    };
+    req.onerror = () => reject(req.error);
+  }));
+  if (kv.clear || kv.type !== 'secret' || kv.extractable !== false || kv.algorithm !== 'AES-GCM') {
+    throw new Error(`pickle key storage: ${JSON.stringify(kv)}`);
+  }
   return {};
 });

@@ -461,3 +461,27 @@ async fn the_service_worker_shows_push_notifications_without_content() {
         .unwrap();
     say_where(&out_dir);
 }
+
+/// An upload interrupted by a reload continues from the server's offset
+/// (tests/browser/web-upload-resume.mjs).
+#[tokio::test]
+async fn an_upload_interrupted_by_a_reload_resumes_where_it_stopped() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let out_dir = screenshot_dir("upload-resume");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone()],
+        "outDir": out_dir,
+    });
+    let r = tokio::task::spawn_blocking(move || drive("web-upload-resume.mjs", spec))
+        .await
+        .unwrap();
+    say_where(&out_dir);
+    assert!(r["resumedAt"].as_u64().unwrap() > 0, "{r:#}");
+}

@@ -174,6 +174,7 @@ export class Client {
       if (stock.one_time_keys < 20) await this.crypto.publish(conn, 50);
       this.changed({ status: 'online', error: null });
       void this.pushes.resume();
+      void this.resumeUploads();
       this.sweep();
       await this.subscribePresence();
     } catch (e) {
@@ -511,12 +512,44 @@ export class Client {
       const ref: media.FileRef = { id: sealed.id, key: sealed.key, sha256: sealed.sha256, size: file.size, name: file.name || 'file', mime: file.type || 'application/octet-stream', ...look, ...extra };
       this.setProgress(key, 0);
       await this.put(peer, key, '', ref);
-      ref.id = await media.upload(sealed.bytes, sealed.id, this.auth(), (f) => this.setProgress(key, f));
-      this.setProgress(key, null);
-      await this.sendContent(peer, '', ref, key);
+      // Kept until sent, so that a reload resumes the upload (resumeUploads).
+      await db.kvPut(`upload:${key}`, { peer, key, ref, bytes: sealed.bytes } satisfies PendingUpload);
+      await this.finishUpload({ peer, key, ref, bytes: sealed.bytes });
     } catch (e) {
       this.setProgress(key, null);
       this.changed({ error: `Not sent: ${(e as Error).message}` });
+    }
+  }
+
+  private uploading = new Set<string>();
+
+  /** Uploads (or resumes) a pending upload, then sends its message and forgets it. */
+  private async finishUpload(u: PendingUpload) {
+    if (this.uploading.has(u.key)) return;
+    this.uploading.add(u.key);
+    try {
+      const started = (url: string) => db.kvPut(`upload:${u.key}`, { ...u, url });
+      const ref = { ...u.ref };
+      ref.id = await media.upload(u.bytes, u.ref.id, this.auth(), (f) => this.setProgress(u.key, f), u.url, started);
+      this.setProgress(u.key, null);
+      await this.sendContent(u.peer, '', ref, u.key);
+      await db.kvDelete(`upload:${u.key}`);
+    } finally {
+      this.uploading.delete(u.key);
+    }
+  }
+
+  /** At connect: continues the uploads a reload interrupted, from the server's offset. */
+  private async resumeUploads() {
+    for (const k of await db.kvKeys('upload:')) {
+      const u = await db.kvGet<PendingUpload>(k);
+      if (!u) continue;
+      this.setProgress(u.key, 0);
+      await this.finishUpload(u).catch(async (e) => {
+        this.setProgress(u.key, null);
+        await db.kvDelete(k);
+        this.changed({ error: `Not sent: ${(e as Error).message}` });
+      });
     }
   }
 
@@ -666,6 +699,15 @@ export class Client {
   dismissError() {
     this.changed({ error: null });
   }
+}
+
+/** An upload that survives a reload (kv `upload:<message key>`). */
+interface PendingUpload {
+  peer: number;
+  key: string;
+  ref: media.FileRef;
+  bytes: Uint8Array<ArrayBuffer>;
+  url?: string; // the tus upload, once created
 }
 
 function summary(m: db.Message): string {

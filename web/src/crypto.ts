@@ -10,13 +10,15 @@
 // whenever the set of member devices changed, so that removed members
 // cannot read what follows.
 // The device's Olm account and sessions are pickled into IndexedDB after
-// every change, encrypted with a random key kept next to them (see
-// docs/web.md for what that protects and what it does not).
+// every change, encrypted with a random pickle key. That key is itself
+// stored encrypted (AES-GCM) under a non-extractable WebCrypto key kept in
+// IndexedDB too (see docs/web.md for what that protects and what it does
+// not).
 
 import Olm from '@matrix-org/olm';
 import wasmUrl from '@matrix-org/olm/olm.wasm?url';
 import { fromB64, pad, toB64, unpad, utf8 } from './b64';
-import { kvGet, kvPut } from './db';
+import { kvDelete, kvGet, kvPut } from './db';
 import type { Conn } from './ws';
 
 let ready: Promise<void> | null = null;
@@ -70,11 +72,7 @@ export class Crypto {
 
   static async load(): Promise<Crypto> {
     await initOlm();
-    let key = await kvGet<string>('pickle_key');
-    if (!key) {
-      key = toB64(crypto.getRandomValues(new Uint8Array(32)));
-      await kvPut('pickle_key', key);
-    }
+    const key = await pickleKey();
     const saved = await kvGet<Saved>('olm');
     const account = new Olm.Account();
     if (!saved) {
@@ -324,4 +322,31 @@ export class Crypto {
 function keyMsgId(sessionId: string, member: number): string {
   const safe = sessionId.replace(/[^A-Za-z0-9]/g, '').slice(0, 40);
   return `k.${safe}.${member}`;
+}
+
+interface Wrapped {
+  iv: Uint8Array<ArrayBuffer>;
+  ct: ArrayBuffer;
+}
+
+/**
+ * The pickle key, unwrapped with the non-extractable `wrap_key`. Made (or
+ * moved from the clear `pickle_key` of older versions) on first use.
+ */
+async function pickleKey(): Promise<string> {
+  const wrapped = await kvGet<Wrapped>('pickle_key_wrapped');
+  const wrapKey = await kvGet<CryptoKey>('wrap_key');
+  if (wrapped && wrapKey) {
+    const plain = await crypto.subtle.decrypt({ name: 'AES-GCM', iv: wrapped.iv }, wrapKey, wrapped.ct);
+    return utf8.decode(new Uint8Array(plain));
+  }
+  const legacy = await kvGet<string>('pickle_key');
+  const key = legacy ?? toB64(crypto.getRandomValues(new Uint8Array(32)));
+  const fresh = await crypto.subtle.generateKey({ name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const ct = await crypto.subtle.encrypt({ name: 'AES-GCM', iv }, fresh, utf8.encode(key));
+  await kvPut('wrap_key', fresh);
+  await kvPut('pickle_key_wrapped', { iv, ct } satisfies Wrapped);
+  if (legacy) await kvDelete('pickle_key');
+  return key;
 }

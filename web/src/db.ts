@@ -90,6 +90,16 @@ export async function kvPut(key: string, value: unknown) {
   await done((await store('kv', 'readwrite')).put(value, key));
 }
 
+/** The kv keys that start with `prefix`. */
+export async function kvKeys(prefix: string): Promise<string[]> {
+  const range = IDBKeyRange.bound(prefix, `${prefix}\uffff`);
+  return done((await store('kv')).getAllKeys(range)) as Promise<string[]>;
+}
+
+export async function kvDelete(key: string) {
+  await done((await store('kv', 'readwrite')).delete(key));
+}
+
 export async function chats(): Promise<Chat[]> {
   return done((await store('chats')).getAll()) as Promise<Chat[]>;
 }
