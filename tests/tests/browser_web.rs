@@ -485,3 +485,26 @@ async fn an_upload_interrupted_by_a_reload_resumes_where_it_stopped() {
     say_where(&out_dir);
     assert!(r["resumedAt"].as_u64().unwrap() > 0, "{r:#}");
 }
+
+/// A second browser joins an account with a link code shown as a QR code
+/// (tests/browser/web-link.mjs).
+#[tokio::test]
+async fn a_browser_links_to_an_account_with_a_qr_code() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let out_dir = screenshot_dir("link");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone()],
+        "outDir": out_dir,
+    });
+    tokio::task::spawn_blocking(move || drive("web-link.mjs", spec))
+        .await
+        .unwrap();
+    say_where(&out_dir);
+}

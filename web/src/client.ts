@@ -12,6 +12,7 @@ import * as media from './media';
 import { openStatus, sealStatus, type Status } from './status';
 import * as db from './db';
 import { Conn, Frame, ServerError } from './ws';
+import { defaultDeviceName } from './format';
 
 export interface Session {
   account: number;
@@ -135,6 +136,19 @@ export class Client {
   async verify(phone: string, code: string, deviceName: string) {
     this.pending ??= await Conn.open(Conn.defaultUrl());
     const r = await this.pending.request({ type: 'verify', phone, code, device_name: deviceName });
+    this.pending.close();
+    this.pending = null;
+    const session: Session = { account: r.account, device: r.device, credential: r.credential, phone };
+    await db.kvPut('session', session);
+    this.changed({ session, error: null });
+    await this.connect();
+  }
+
+  /** Joins an existing account with a code from one of its devices (`link`). */
+  async link(code: string, phone: string) {
+    this.pending ??= await Conn.open(Conn.defaultUrl());
+    const device_name = defaultDeviceName();
+    const r = await this.pending.request({ type: 'link', code, device_name });
     this.pending.close();
     this.pending = null;
     const session: Session = { account: r.account, device: r.device, credential: r.credential, phone };

@@ -1,7 +1,8 @@
 import type { Client } from './client';
 import { Push } from './push';
+import { LinkDevice } from './linking';
 
-/** Notifications: the push toggle and "quiet for 8 hours". */
+/** Notifications (the push toggle, "quiet for 8 hours") and linking another device. */
 export function Settings({ client }: { client: Client }) {
   const p = client.pushes.state;
   const fail = (e: unknown) => client.changed({ error: (e as Error).message });
@@ -20,6 +21,7 @@ export function Settings({ client }: { client: Client }) {
       )}
       {quiet && <p class="sub">Quiet until {new Date(p.quietUntil!).toLocaleTimeString()}</p>}
       {p.note && <p class="sub" role="status" data-testid="push-note">{p.note}</p>}
+      <LinkDevice client={client} />
     </section>
   );
 }
