@@ -420,7 +420,10 @@ async fn three_browsers_and_the_rust_sdk_share_a_megolm_group_chat() {
         }
     }
     for text in ["hello group from alice", "bob is in", "carol too"] {
-        assert!(sessions.contains_key(text), "{text:?} missing: {sessions:?}");
+        assert!(
+            sessions.contains_key(text),
+            "{text:?} missing: {sessions:?}"
+        );
     }
     assert_ne!(
         sessions["hello group from alice"], sessions["after removal"],
