@@ -76,7 +76,17 @@ await run.finish(async (state) => {
   await bubble(bob, 'carol too').locator('.from', { hasText: carolPhone }).waitFor(WAIT);
   await run.shot(bob, '02-group-chat');
 
-  state.step = 'alice makes bob admin, then dismisses him';
+  state.step = 'a call from the group header rings the members';
+  await alice.getByRole('button', { name: 'Group video call' }).click();
+  await alice.getByRole('dialog', { name: 'Group call' }).waitFor(WAIT);
+  for (const p of [bob, carol]) {
+    await p.getByRole('dialog', { name: 'Incoming group call' }).waitFor(WAIT);
+    await p.getByRole('button', { name: 'Decline' }).click();
+  }
+  await alice.getByRole('button', { name: 'Leave' }).click();
+  await alice.getByRole('dialog', { name: 'Group call' }).waitFor({ state: 'detached', ...WAIT });
+
+
   await alice.getByRole('button', { name: 'Members' }).click();
   await alice.getByRole('button', { name: `Make ${bobPhone} admin` }).click();
   await bob.getByRole('button', { name: 'Members' }).click();

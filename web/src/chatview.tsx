@@ -75,7 +75,14 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
             {chat?.archived ? 'Unarchive' : 'Archive'}
           </button>
           {isGroup ? (
-            <button type="button" aria-expanded={showMembers} onClick={() => setShowMembers(!showMembers)}>Members</button>
+            <>
+              <button type="button" aria-expanded={showMembers} onClick={() => setShowMembers(!showMembers)}>Members</button>
+              {!chat!.left && (
+                <button type="button" onClick={() => client.groupCalls.start([], 'video', chat!.group).catch((e) => client.changed({ error: e.message }))}>
+                  Group video call
+                </button>
+              )}
+            </>
           ) : (
             <>
               <button type="button" onClick={() => client.calls.start(peer, 'audio').catch((e) => client.changed({ error: e.message }))}>Voice call</button>
