@@ -110,6 +110,8 @@ await run.finish(async (state) => {
   // Then a 1:1 message to carol: her queue is in order, so once it is
   // shown anything of the group stored before it would have been too.
   await run.startChat(alice, carolPhone);
+  // The group's composer is still on screen until the 1:1 chat opens.
+  await alice.getByRole('main', { name: `Chat with ${carolPhone}` }).waitFor(WAIT);
   await send(alice, 'sentinel for carol');
   const aliceItem = carol.locator('.chat-item', { hasText: 'sentinel for carol' });
   await aliceItem.waitFor(WAIT);
