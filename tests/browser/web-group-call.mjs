@@ -51,6 +51,17 @@ await run.finish(async (state) => {
   await alice.locator('.tile.speaking').first().waitFor(WAIT);
   await run.shot(alice, 'group-call-grid');
 
+  state.step = 'speaker view';
+  await alice.getByRole('button', { name: 'Speaker view' }).click();
+  const main = alice.locator('.grid.speaker .tile.main');
+  await main.waitFor(WAIT);
+  const strip = alice.locator('.grid.speaker .tile:not(.main)').first();
+  const [big, small] = [await main.boundingBox(), await strip.boundingBox()];
+  if (!(big && small && big.width > 2 * small.width)) throw new Error(`speaker view tiles: main ${JSON.stringify(big)}, strip ${JSON.stringify(small)}`);
+  await run.shot(alice, 'group-call-speaker-view');
+  await alice.getByRole('button', { name: 'Grid view' }).click();
+  await alice.locator('.grid.speaker').waitFor({ state: 'detached', ...WAIT });
+
   state.step = 'leave';
   await carol.getByRole('button', { name: 'Leave' }).click();
   await alice.waitForFunction(() => document.querySelectorAll('.tile[data-stream]').length === 1, null, WAIT);

@@ -8,7 +8,20 @@ import { join } from 'node:path';
 export const WAIT = { timeout: 20000 };
 
 export async function launch() {
-  return chromium.launch({
+  return chromium.launch(OPTIONS);
+}
+
+/**
+ * One browser context with a profile on disk in `dir`: not an incognito
+ * one, which Chromium needs for the Push API (it logs an error otherwise).
+ * `Run` takes it in place of a browser.
+ */
+export async function launchPersistent(dir, viewport = { width: 1100, height: 720 }) {
+  rmSync(dir, { recursive: true, force: true });
+  return chromium.launchPersistentContext(dir, { ...OPTIONS, viewport });
+}
+
+const OPTIONS = {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: [
@@ -19,8 +32,7 @@ export async function launch() {
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
     ],
-  });
-}
+};
 
 /** Pages, their errors and screenshots of one run. */
 export class Run {
@@ -35,7 +47,8 @@ export class Run {
   }
 
   async open(who, viewport = { width: 1100, height: 720 }) {
-    const ctx = await this.browser.newContext({ viewport });
+    // A persistent context (launchPersistent) is its own only context.
+    const ctx = this.browser.newContext ? await this.browser.newContext({ viewport }) : this.browser;
     const page = await ctx.newPage();
     this.pages[who] = page;
     page.on('console', (m) => { if (m.type() === 'error') this.errors.push(`${who} console: ${m.text()}`); });

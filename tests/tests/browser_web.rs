@@ -356,3 +356,158 @@ async fn three_people_share_a_group_call_with_a_grid() {
         assert!(widths.iter().all(|w| w.as_u64().unwrap() > 0), "{r:#}");
     }
 }
+
+/// Three browser users and a Rust SDK user in one group chat, Megolm end to
+/// end (tests/browser/web-group.mjs): every member decrypts every other
+/// member's messages, and alice's Megolm session rotates when she removes
+/// carol, who gets nothing sent after her removal.
+#[tokio::test]
+async fn three_browsers_and_the_rust_sdk_share_a_megolm_group_chat() {
+    use palaver_client::Event;
+    use palaver_client::e2e::{Crypto, Decrypted};
+    use palaver_client::proto::ClientMsgId;
+    use palaver_client::proto::frames::EnvelopeKind;
+    use std::collections::HashMap;
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let rust_phone = phone();
+    let (mut rust, _reg) = server.device(&rust_phone).await;
+    let mut crypto = Crypto::new();
+    crypto.publish(&mut rust, 20).await.unwrap();
+    let out_dir = screenshot_dir("group");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone(), phone()],
+        "rustPhone": rust_phone,
+        "rustText": "hello group from Rust",
+        "outDir": out_dir,
+    });
+    let browser = tokio::task::spawn_blocking(move || drive("web-group.mjs", spec));
+    // Group text -> the Megolm session id it came with.
+    let mut sessions: HashMap<String, String> = HashMap::new();
+    while !sessions.contains_key("after removal") {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(120), rust.next_event())
+            .await
+            .expect("nothing from the browsers within 120 s")
+            .expect("connection failed");
+        let Event::Envelope(env) = ev else { continue };
+        rust.ack(vec![env.seq]).await.unwrap();
+        if env.kind != EnvelopeKind::Message {
+            continue;
+        }
+        let decrypted = crypto.decrypt(&env);
+        let (Some(group), Ok(Decrypted::Message(bytes))) = (env.group, &decrypted) else {
+            assert!(decrypted.is_ok(), "cannot decrypt: {decrypted:?}");
+            continue;
+        };
+        let content: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        let text = content["text"].as_str().unwrap().to_owned();
+        let wire: serde_json::Value =
+            serde_json::from_slice(env.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(wire["e2e"], "megolm");
+        sessions.insert(text.clone(), wire["session_id"].as_str().unwrap().into());
+        if text == "hello group from alice" {
+            let id = ClientMsgId::new("rust-group-1".to_owned()).unwrap();
+            crypto
+                .group_send(&mut rust, group, &id, b"hello group from Rust")
+                .await
+                .unwrap();
+        }
+    }
+    for text in ["hello group from alice", "bob is in", "carol too"] {
+        assert!(
+            sessions.contains_key(text),
+            "{text:?} missing: {sessions:?}"
+        );
+    }
+    assert_ne!(
+        sessions["hello group from alice"], sessions["after removal"],
+        "alice's Megolm session must change when carol is removed"
+    );
+    browser.await.unwrap();
+    say_where(&out_dir);
+}
+
+/// Web Push (tests/browser/web-push.mjs): the service worker shows counts
+/// and callers' names, never message text, and call_cancel closes a call's
+/// notification; a browser or server without push gets a clear note.
+#[tokio::test]
+async fn the_service_worker_shows_push_notifications_without_content() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let bob_phone = phone();
+    let (mut bob, reg) = server.device(&bob_phone).await;
+    palaver_client::e2e::Crypto::new()
+        .publish(&mut bob, 5)
+        .await
+        .unwrap();
+    let out_dir = screenshot_dir("push");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phone": phone(),
+        "bobPhone": bob_phone,
+        "bobAccount": reg.account,
+        "outDir": out_dir,
+    });
+    tokio::task::spawn_blocking(move || drive("web-push.mjs", spec))
+        .await
+        .unwrap();
+    say_where(&out_dir);
+}
+
+/// An upload interrupted by a reload continues from the server's offset
+/// (tests/browser/web-upload-resume.mjs).
+#[tokio::test]
+async fn an_upload_interrupted_by_a_reload_resumes_where_it_stopped() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let out_dir = screenshot_dir("upload-resume");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone()],
+        "outDir": out_dir,
+    });
+    let r = tokio::task::spawn_blocking(move || drive("web-upload-resume.mjs", spec))
+        .await
+        .unwrap();
+    say_where(&out_dir);
+    assert!(r["resumedAt"].as_u64().unwrap() > 0, "{r:#}");
+}
+
+/// A second browser joins an account with a link code shown as a QR code
+/// (tests/browser/web-link.mjs).
+#[tokio::test]
+async fn a_browser_links_to_an_account_with_a_qr_code() {
+    check_tools();
+    let web_dir = repo().join("web/dist");
+    let server = Server::start_with(&format!(
+        "[web]\ndir = {:?}\n",
+        web_dir.display().to_string()
+    ));
+    let out_dir = screenshot_dir("link");
+    let spec = serde_json::json!({
+        "baseUrl": http_base(&server),
+        "adminUrl": server.admin_url,
+        "phones": [phone(), phone()],
+        "outDir": out_dir,
+    });
+    tokio::task::spawn_blocking(move || drive("web-link.mjs", spec))
+        .await
+        .unwrap();
+    say_where(&out_dir);
+}

@@ -3,11 +3,15 @@ import type { Client } from './client';
 import { time } from './format';
 import { GroupCallStarter } from './groupcallview';
 import { CallLog, Search, Statuses } from './panels';
+import { NewGroup } from './groupview';
+import { Settings } from './settings';
 
 export function ChatList({ client }: { client: Client }) {
   const s = client.state;
   const [adding, setAdding] = useState(false);
   const [grouping, setGrouping] = useState(false);
+  const [newGroup, setNewGroup] = useState(false);
+  const [settings, setSettings] = useState(false);
   const [query, setQuery] = useState('');
   const [view, setView] = useState<'chats' | 'archived' | 'calls' | 'status'>('chats');
   const archived = s.chats.filter((c) => c.archived);
@@ -35,9 +39,13 @@ export function ChatList({ client }: { client: Client }) {
           <span class={`status ${s.status}`}>{s.status}</span>
         </div>
         <button type="button" onClick={() => setAdding(!adding)} aria-expanded={adding}>New chat</button>
+        <button type="button" onClick={() => setNewGroup(!newGroup)} aria-expanded={newGroup}>New group</button>
         <button type="button" onClick={() => setGrouping(!grouping)} aria-expanded={grouping}>Group call</button>
+        <button type="button" onClick={() => setSettings(!settings)} aria-expanded={settings}>Settings</button>
         <button type="button" onClick={() => void client.logout()}>Log out</button>
       </header>
+      {settings && <Settings client={client} />}
+      {newGroup && <NewGroup client={client} onClose={() => setNewGroup(false)} />}
       {grouping && <GroupCallStarter client={client} onClose={() => setGrouping(false)} />}
       {adding && (
         <form class="new-chat" onSubmit={add}>
@@ -66,7 +74,7 @@ export function ChatList({ client }: { client: Client }) {
           <li key={c.peer}>
             <button type="button" class={`chat-item ${s.open === c.peer ? 'active' : ''}`}
               onClick={() => void client.openChat(c.peer)} aria-current={s.open === c.peer}>
-              <span class="name">{c.pinned && <span aria-label="pinned">📌 </span>}{c.name}</span>
+              <span class="name">{c.pinned && <span aria-label="pinned">📌 </span>}{c.group !== undefined && <span aria-label="group">👥 </span>}{c.name}</span>
               <span class="when">{time(c.lastTs)}</span>
               <span class="last">{c.lastText}</span>
               {c.unread > 0 && <span class="unread" aria-label={`${c.unread} unread`}>{c.unread}</span>}

@@ -4,6 +4,7 @@ import type { Message, Tick } from './db';
 import { presence, time } from './format';
 import { Attachment } from './attachment';
 import { Recorder, VoiceNote } from './voice';
+import { GroupMembers } from './groupview';
 
 const TICKS: Record<Tick, [string, string]> = {
   pending: ['🕓', 'sending'],
@@ -29,7 +30,11 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
   };
   const list = useRef<HTMLOListElement>(null);
   const typingUntil = s.typing.get(peer) ?? 0;
-  const sub = typingUntil > Date.now() ? 'typing…' : presence(s.presence.get(peer));
+  const isGroup = chat?.group !== undefined;
+  const [showMembers, setShowMembers] = useState(false);
+  const sub = isGroup
+    ? chat!.left ? 'You are no longer a member' : `${chat!.members?.length ?? 0} members`
+    : typingUntil > Date.now() ? 'typing…' : presence(s.presence.get(peer));
 
   useEffect(() => {
     list.current?.lastElementChild?.scrollIntoView({ block: 'end' });
@@ -47,7 +52,7 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
   };
 
   return (
-    <main class="chat" aria-label={`Chat with ${chat?.name ?? peer}`}>
+    <main class="chat" aria-label={isGroup ? `Group ${chat?.name}` : `Chat with ${chat?.name ?? peer}`}>
       <header>
         <button type="button" class="back" onClick={() => void client.openChat(null)} aria-label="Back to chats">←</button>
         <div>
@@ -69,10 +74,24 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
           <button type="button" aria-pressed={!!chat?.archived} onClick={() => void client.setChatFlag(peer, 'archived', !chat?.archived)}>
             {chat?.archived ? 'Unarchive' : 'Archive'}
           </button>
-          <button type="button" onClick={() => client.calls.start(peer, 'audio').catch((e) => client.changed({ error: e.message }))}>Voice call</button>
-          <button type="button" onClick={() => client.calls.start(peer, 'video').catch((e) => client.changed({ error: e.message }))}>Video call</button>
+          {isGroup ? (
+            <>
+              <button type="button" aria-expanded={showMembers} onClick={() => setShowMembers(!showMembers)}>Members</button>
+              {!chat!.left && (
+                <button type="button" onClick={() => client.groupCalls.start([], 'video', chat!.group).catch((e) => client.changed({ error: e.message }))}>
+                  Group video call
+                </button>
+              )}
+            </>
+          ) : (
+            <>
+              <button type="button" onClick={() => client.calls.start(peer, 'audio').catch((e) => client.changed({ error: e.message }))}>Voice call</button>
+              <button type="button" onClick={() => client.calls.start(peer, 'video').catch((e) => client.changed({ error: e.message }))}>Video call</button>
+            </>
+          )}
         </div>
       </header>
+      {isGroup && showMembers && <GroupMembers client={client} chat={chat!} />}
       <ol class="messages" ref={list} aria-live="polite">
         {s.messages.map((m) => <Bubble client={client} m={m} progress={s.progress.get(m.key)} actions={actions} key={m.key} />)}
       </ol>
@@ -82,6 +101,7 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
           <button type="button" onClick={() => { setReplyTo(null); setEditing(null); setText(''); }}>Cancel</button>
         </div>
       )}
+      {chat?.left ? <p class="composer left" role="status">You can no longer send messages to this group.</p> : (
       <form class="composer" onSubmit={send}>
         <label class="attach" title="Attach a file">
           <span aria-hidden="true">📎</span>
@@ -98,6 +118,7 @@ export function ChatView({ client, peer }: { client: Client; peer: number }) {
         <Recorder client={client} peer={peer} />
         <button type="submit" disabled={!text.trim()}>Send</button>
       </form>
+      )}
     </main>
   );
 }
@@ -137,6 +158,9 @@ function Menu({ m, actions }: { m: Message; actions: Actions }) {
 
 function Bubble({ client, m, progress, actions }: { client: Client; m: Message; progress?: number; actions: Actions }) {
   const [mark, label] = TICKS[m.tick];
+  if (m.system) {
+    return <li class="system" data-msg={m.msg}>{m.text}</li>;
+  }
   if (m.deleted) {
     return (
       <li class={`bubble deleted ${m.mine ? 'mine' : 'theirs'}`} data-msg={m.msg}>
@@ -148,6 +172,7 @@ function Bubble({ client, m, progress, actions }: { client: Client; m: Message; 
   return (
     <li class={`bubble ${m.mine ? 'mine' : 'theirs'}`} data-msg={m.msg}>
       <Menu m={m} actions={actions} />
+      {m.fromName && <span class="from">{m.fromName}</span>}
       {m.replyTo && <blockquote class="quote">{m.replyTo.text}</blockquote>}
       {m.file && m.file.waveform && <VoiceNote client={client} file={m.file} />}
       {m.file && !m.file.waveform && <Attachment client={client} file={m.file} progress={progress} />}

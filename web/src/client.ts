@@ -2,14 +2,17 @@
 // and history in IndexedDB, receipts, typing and presence. The UI reads
 // `state` and re-renders on `subscribe`.
 
-import { utf8 } from './b64';
+import { toB64, utf8 } from './b64';
 import { Calls } from './call';
 import { Crypto } from './crypto';
 import { GroupCalls } from './groupcall';
+import { Groups, groupOf, newGroupChat } from './groups';
+import { Push } from './push';
 import * as media from './media';
 import { openStatus, sealStatus, type Status } from './status';
 import * as db from './db';
 import { Conn, Frame, ServerError } from './ws';
+import { defaultDeviceName } from './format';
 
 export interface Session {
   account: number;
@@ -34,7 +37,7 @@ interface Content {
   reply_to?: { key: string; text: string };
   target?: string; // reactions: the message key
   emoji?: string; // reactions: '' removes
-  to: number; // the chat (the recipient account), for my other devices
+  to: number; // the chat (the recipient account, -group for groups), for my other devices
   from_phone: string;
 }
 
@@ -76,6 +79,16 @@ export class Client {
   private queue: Promise<void> = Promise.resolve();
   private retry = 1000;
   private typingSent = 0;
+  private names = new Map<number, string>();
+  readonly pushes = new Push(() => this.conn, () => this.changed());
+  readonly groups = new Groups({
+    need: () => this.need(),
+    me: () => this.state.session!.account,
+    nameOf: (a) => this.nameOf(a),
+    learnName: (a, n) => this.learnName(a, n),
+    refresh: (chat) => this.refresh(chat),
+    openChat: (chat) => this.openChat(chat),
+  });
 
   subscribe(fn: () => void): () => void {
     this.listeners.add(fn);
@@ -94,8 +107,21 @@ export class Client {
       return this.changed({ status: 'logged-out', error: `This browser's storage is unavailable: ${(e as Error).message}` });
     }
     if (!session) return this.changed({ status: 'logged-out' });
+    this.names = new Map(Object.entries((await db.kvGet<Record<string, string>>('names')) ?? {}).map(([a, n]) => [Number(a), n]));
     this.changed({ session, chats: await this.sortedChats(), statuses: (await db.kvGet<Status[]>('statuses')) ?? [] });
     await this.connect();
+  }
+
+  /** A display name for an account: "You", a 1:1 chat's name, a phone number seen, or `#id`. */
+  nameOf(account: number): string {
+    if (account === this.state.session?.account) return 'You';
+    return this.state.chats.find((c) => c.peer === account)?.name ?? this.names.get(account) ?? `#${account}`;
+  }
+
+  private async learnName(account: number, name: string) {
+    if (!name || name.startsWith('#') || this.names.get(account) === name) return;
+    this.names.set(account, name);
+    await db.kvPut('names', Object.fromEntries(this.names));
   }
 
   // ---- registration ----
@@ -118,8 +144,22 @@ export class Client {
     await this.connect();
   }
 
+  /** Joins an existing account with a code from one of its devices (`link`). */
+  async link(code: string, phone: string) {
+    this.pending ??= await Conn.open(Conn.defaultUrl());
+    const device_name = defaultDeviceName();
+    const r = await this.pending.request({ type: 'link', code, device_name });
+    this.pending.close();
+    this.pending = null;
+    const session: Session = { account: r.account, device: r.device, credential: r.credential, phone };
+    await db.kvPut('session', session);
+    this.changed({ session, error: null });
+    await this.connect();
+  }
+
   async logout() {
     const s = this.state.session;
+    await this.pushes.disable().catch(() => {});
     if (s && this.conn) {
       await this.conn.request({ type: 'revoke_device', device: s.device }).catch(() => {});
     }
@@ -127,6 +167,7 @@ export class Client {
     this.conn = null;
     this.crypto = null;
     await db.wipe();
+    this.names = new Map();
     this.changed({ status: 'logged-out', session: null, chats: [], open: null, messages: [], statuses: [] });
   }
 
@@ -146,6 +187,8 @@ export class Client {
       const stock = await conn.request({ type: 'keys_count' });
       if (stock.one_time_keys < 20) await this.crypto.publish(conn, 50);
       this.changed({ status: 'online', error: null });
+      void this.pushes.resume();
+      void this.resumeUploads();
       this.sweep();
       await this.subscribePresence();
     } catch (e) {
@@ -175,6 +218,7 @@ export class Client {
   private async loggedOutElsewhere() {
     this.conn = null;
     await db.wipe();
+    this.names = new Map();
     this.changed({ status: 'logged-out', session: null, chats: [], open: null, messages: [], error: 'This device was unlinked.' });
   }
 
@@ -205,8 +249,9 @@ export class Client {
 
   private async envelope(f: Frame) {
     try {
-      if (f.kind === 'message' && f.group == null) await this.incoming(f);
-      else if (f.kind === 'revoke' && f.group == null) await this.revoked(`${f.from}:${f.msg}`);
+      if (f.kind === 'message') await this.incoming(f);
+      else if (f.kind === 'group_event') await this.groups.event(f);
+      else if (f.kind === 'revoke') await this.revoked(`${f.from}:${f.msg}`);
       else if (f.kind === 'timer' && f.group == null) await this.timerSet(f);
       else if (f.kind === 'status') await this.statusIn(f);
       else if (f.kind === 'status_view') await this.statusViewed(f);
@@ -221,15 +266,19 @@ export class Client {
     const me = this.state.session!;
     const key = `${f.from}:${f.msg}`;
     if (await db.messageGet(key)) return; // redelivered
-    const bytes = await this.crypto!.decrypt(f.from_device, f.payload);
-    const content = parseContent(bytes, f.from);
+    const opened = await this.crypto!.decrypt(f.from_device, f.payload, f.group ?? null);
+    if (opened.kind === 'group_key') return;
+    const content = parseContent(opened.bytes, f.from);
+    await this.learnName(f.from, content.from_phone);
     if (content.kind === 'reaction') return this.reacted(content, String(f.from));
     if (content.kind === 'status_key') return db.kvPut(`status_key:${f.from}:${content.status}`, content.key);
     if (f.edit_of) return this.edited(`${f.from}:${f.edit_of}`, content.text);
     const mine = f.from === me.account;
-    const chat = mine ? content.to : f.from;
+    const group = typeof f.group === 'number' ? (f.group as number) : null;
+    const chat = group !== null ? -group : mine ? content.to : f.from;
     const m: db.Message = { key, chat, msg: f.msg, from: f.from, ts: f.ts, text: content.text, file: content.file, replyTo: content.reply_to, mine, tick: mine ? 'sent' : 'delivered' };
-    const c = (await db.chatGet(chat)) ?? newChat(chat, mine ? `#${chat}` : content.from_phone);
+    if (group !== null && !mine) m.fromName = this.nameOf(f.from);
+    const c = (await db.chatGet(chat)) ?? (group !== null ? newGroupChat(group, `Group ${group}`) : newChat(chat, mine ? `#${chat}` : content.from_phone));
     if (c.timer) m.expires = m.ts + c.timer * 1000;
     await db.messagePut(m);
     c.lastText = summary(m);
@@ -239,7 +288,7 @@ export class Client {
     await db.chatPut(c);
     if (!mine) this.state.typing.delete(f.from);
     await this.refresh(chat);
-    if (!mine && viewing) await this.markRead(chat, [f.msg]);
+    if (!mine && viewing) await this.markRead([m]);
   }
 
   // ---- status ----
@@ -247,7 +296,7 @@ export class Client {
   /** Posts a text status to every contact in the chat list. */
   async postStatus(text: string) {
     const me = this.state.session!;
-    const audience = this.state.chats.map((c) => c.peer);
+    const audience = this.state.chats.filter((c) => c.peer > 0).map((c) => c.peer);
     if (audience.length === 0) throw new Error('no contacts to show it to');
     const msg = newMsgId();
     const sealed = await sealStatus(text);
@@ -300,7 +349,8 @@ export class Client {
 
   /** Sets the chat's disappearing-message timer for both parties. */
   async setTimer(peer: number, seconds: number) {
-    await this.need().request({ type: 'set_timer', to: peer, seconds });
+    const group = groupOf(peer);
+    await this.need().request(group !== null ? { type: 'set_timer', group, seconds } : { type: 'set_timer', to: peer, seconds });
     const c = await db.chatGet(peer);
     if (c) {
       c.timer = seconds;
@@ -309,7 +359,7 @@ export class Client {
     }
   }
 
-  private need() {
+  need() {
     if (!this.conn) throw new Error('offline');
     return this.conn;
   }
@@ -396,11 +446,25 @@ export class Client {
     const m = await db.messageGet(`${me.account}:${f.msg}`);
     if (!m) return;
     const rank = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
-    const tick = f.kind as db.Tick;
+    const tick = m.chat < 0 ? await this.groupTick(m, f) : (f.kind as db.Tick);
     if (rank[tick] <= rank[m.tick]) return;
     m.tick = tick;
     await db.messagePut(m);
     await this.refresh(m.chat);
+  }
+
+  /** A group message is delivered (read) once every other member's device delivered (read) it. */
+  private async groupTick(m: db.Message, f: Frame): Promise<db.Tick> {
+    const r = (m.receipts ??= { delivered: [], read: [] });
+    const list = f.kind === 'read' ? r.read : r.delivered;
+    if (!list.includes(f.from)) list.push(f.from);
+    await db.messagePut(m);
+    const c = await db.chatGet(m.chat);
+    const others = (c?.members ?? []).map((x) => x.account).filter((a) => a !== m.from);
+    if (others.length === 0) return m.tick;
+    if (others.every((a) => r.read.includes(a))) return 'read';
+    if (others.every((a) => r.read.includes(a) || r.delivered.includes(a))) return 'delivered';
+    return m.tick;
   }
 
   // ---- actions ----
@@ -419,22 +483,27 @@ export class Client {
     if (peer === null) return this.changed({ open: null, messages: [] });
     const c = await db.chatGet(peer);
     const msgs = await db.history(peer);
-    const unreadIds = msgs.filter((m) => !m.mine && m.tick !== 'read').map((m) => m.msg);
+    const unread = msgs.filter((m) => !m.mine && !m.system && m.tick !== 'read');
     if (c && c.unread) {
       c.unread = 0;
       await db.chatPut(c);
     }
     await this.refresh(peer);
-    if (unreadIds.length) await this.markRead(peer, unreadIds);
+    if (unread.length) await this.markRead(unread);
   }
 
-  private async markRead(peer: number, msgs: string[]) {
+  /** Sends `read` receipts to the senders (several in a group) and marks the messages read. */
+  private async markRead(msgs: db.Message[]) {
     if (!this.conn) return;
-    for (let i = 0; i < msgs.length; i += 100) {
-      await this.conn.request({ type: 'read', to: peer, msgs: msgs.slice(i, i + 100) }).catch(() => {});
+    const bySender = new Map<number, string[]>();
+    for (const m of msgs) bySender.set(m.from, [...(bySender.get(m.from) ?? []), m.msg]);
+    for (const [to, ids] of bySender) {
+      for (let i = 0; i < ids.length; i += 100) {
+        await this.conn.request({ type: 'read', to, msgs: ids.slice(i, i + 100) }).catch(() => {});
+      }
     }
-    for (const id of msgs) {
-      const m = await db.messageGet(`${peer}:${id}`);
+    for (const { key } of msgs) {
+      const m = await db.messageGet(key);
       if (m) {
         m.tick = 'read';
         await db.messagePut(m);
@@ -457,12 +526,44 @@ export class Client {
       const ref: media.FileRef = { id: sealed.id, key: sealed.key, sha256: sealed.sha256, size: file.size, name: file.name || 'file', mime: file.type || 'application/octet-stream', ...look, ...extra };
       this.setProgress(key, 0);
       await this.put(peer, key, '', ref);
-      ref.id = await media.upload(sealed.bytes, sealed.id, this.auth(), (f) => this.setProgress(key, f));
-      this.setProgress(key, null);
-      await this.sendContent(peer, '', ref, key);
+      // Kept until sent, so that a reload resumes the upload (resumeUploads).
+      await db.kvPut(`upload:${key}`, { peer, key, ref, bytes: sealed.bytes } satisfies PendingUpload);
+      await this.finishUpload({ peer, key, ref, bytes: sealed.bytes });
     } catch (e) {
       this.setProgress(key, null);
       this.changed({ error: `Not sent: ${(e as Error).message}` });
+    }
+  }
+
+  private uploading = new Set<string>();
+
+  /** Uploads (or resumes) a pending upload, then sends its message and forgets it. */
+  private async finishUpload(u: PendingUpload) {
+    if (this.uploading.has(u.key)) return;
+    this.uploading.add(u.key);
+    try {
+      const started = (url: string) => db.kvPut(`upload:${u.key}`, { ...u, url });
+      const ref = { ...u.ref };
+      ref.id = await media.upload(u.bytes, u.ref.id, this.auth(), (f) => this.setProgress(u.key, f), u.url, started);
+      this.setProgress(u.key, null);
+      await this.sendContent(u.peer, '', ref, u.key);
+      await db.kvDelete(`upload:${u.key}`);
+    } finally {
+      this.uploading.delete(u.key);
+    }
+  }
+
+  /** At connect: continues the uploads a reload interrupted, from the server's offset. */
+  private async resumeUploads() {
+    for (const k of await db.kvKeys('upload:')) {
+      const u = await db.kvGet<PendingUpload>(k);
+      if (!u) continue;
+      this.setProgress(u.key, 0);
+      await this.finishUpload(u).catch(async (e) => {
+        this.setProgress(u.key, null);
+        await db.kvDelete(k);
+        this.changed({ error: `Not sent: ${(e as Error).message}` });
+      });
     }
   }
 
@@ -530,29 +631,47 @@ export class Client {
 
   /** Encrypts for every device and sends; refreshes device lists once on mismatch. */
   private async deliver(peer: number, msg: string, bytes: Uint8Array, editOf?: string): Promise<Frame> {
+    const group = groupOf(peer);
+    if (group !== null) return this.deliverGroup(group, msg, bytes, editOf);
+    return this.sendOlm(peer, msg, { t: 'message', body: toB64(bytes) }, editOf);
+  }
+
+  /** A 1:1 `send` of an Olm inner content to every device of `peer` (and my others). */
+  private async sendOlm(peer: number, msg: string, inner: object, editOf?: string): Promise<Frame> {
     const me = this.state.session!;
     for (let attempt = 0; ; attempt++) {
-      if (!this.conn) throw new Error('offline');
-      const envelopes = await this.crypto!.encrypt(this.conn, me, peer, bytes);
+      const conn = this.need();
+      const envelopes = await this.crypto!.encryptInner(conn, me, peer, inner);
       try {
         const frame: Frame = { type: 'send', msg, to: peer, envelopes };
         if (editOf) frame.edit_of = editOf;
-        return await this.conn.request(frame);
+        return await conn.request(frame);
       } catch (e) {
         if (!(e instanceof ServerError && e.code === 'mismatched_devices') || attempt >= 2) throw e;
       }
     }
   }
 
+  /** Megolm-encrypts for the group (sharing a new session key first when needed) and sends. */
+  private async deliverGroup(group: number, msg: string, bytes: Uint8Array, editOf?: string): Promise<Frame> {
+    const me = this.state.session!;
+    const share = async (to: number, id: string, inner: object) => void (await this.sendOlm(to, id, inner));
+    const payload = await this.crypto!.groupEncrypt(this.need(), me, group, bytes, share);
+    const frame: Frame = { type: 'group_send', group, msg, payload };
+    if (editOf) frame.edit_of = editOf;
+    return this.need().request(frame);
+  }
+
+
   typing(peer: number, on: boolean) {
     const now = Date.now();
-    if (on && now - this.typingSent < 3000) return;
+    if (peer < 0 || (on && now - this.typingSent < 3000)) return;
     this.typingSent = on ? now : 0;
     this.conn?.send({ type: 'typing', to: peer, typing: on });
   }
 
   private async subscribePresence() {
-    const accounts = this.state.chats.map((c) => c.peer);
+    const accounts = this.state.chats.filter((c) => c.peer > 0).map((c) => c.peer);
     if (!this.conn || accounts.length === 0) return;
     const r = await this.conn.request({ type: 'presence_subscribe', accounts });
     for (const p of r.presence) this.state.presence.set(p.account, { online: p.online, lastSeen: p.last_seen });
@@ -594,6 +713,15 @@ export class Client {
   dismissError() {
     this.changed({ error: null });
   }
+}
+
+/** An upload that survives a reload (kv `upload:<message key>`). */
+interface PendingUpload {
+  peer: number;
+  key: string;
+  ref: media.FileRef;
+  bytes: Uint8Array<ArrayBuffer>;
+  url?: string; // the tus upload, once created
 }
 
 function summary(m: db.Message): string {

@@ -2,14 +2,23 @@
 // the Rust SDK's vodozemac code (client/src/e2e.rs):
 //   payload = JSON {"e2e":"olm","sender_key","kind","body"} (base64, padded)
 //   Olm plaintext = JSON {"t":"message","body": base64(app bytes)}
+//     or {"t":"group_key","group","session_key"} (a Megolm session key)
+//   group payload = JSON {"e2e":"megolm","session_id","body"}, the Megolm
+//     plaintext being {"t":"message","body"} again
+// As in the SDK, a device keeps one outbound Megolm session per group and
+// starts a new one (handing its key to every member device over Olm)
+// whenever the set of member devices changed, so that removed members
+// cannot read what follows.
 // The device's Olm account and sessions are pickled into IndexedDB after
-// every change, encrypted with a random key kept next to them (see
-// docs/web.md for what that protects and what it does not).
+// every change, encrypted with a random pickle key. That key is itself
+// stored encrypted (AES-GCM) under a non-extractable WebCrypto key kept in
+// IndexedDB too (see docs/web.md for what that protects and what it does
+// not).
 
 import Olm from '@matrix-org/olm';
 import wasmUrl from '@matrix-org/olm/olm.wasm?url';
 import { fromB64, pad, toB64, unpad, utf8 } from './b64';
-import { kvGet, kvPut } from './db';
+import { kvDelete, kvGet, kvPut } from './db';
 import type { Conn } from './ws';
 
 let ready: Promise<void> | null = null;
@@ -27,7 +36,20 @@ interface Saved {
   published: boolean;
   identities: Record<number, string>;
   sessions: Record<number, string[]>;
+  outbound?: { group: number; pickle: string; shared: number[] }[];
+  inbound?: { group: number; pickle: string }[];
 }
+
+/** What a decrypted envelope held. */
+export type Opened = { kind: 'message'; bytes: Uint8Array } | { kind: 'group_key'; group: number };
+
+interface Outbound {
+  session: Olm.OutboundGroupSession;
+  shared: number[]; // the devices that got its key, sorted
+}
+
+/** Sends an Olm-encrypted inner message to an account (1:1 `send` with retries). */
+export type SendInner = (to: number, msg: string, inner: object) => Promise<void>;
 
 /** Who a ciphertext is for. */
 export interface Target {
@@ -38,6 +60,8 @@ export interface Target {
 export class Crypto {
   private sessions = new Map<number, Olm.Session[]>();
   private identities = new Map<number, string>();
+  private outbound = new Map<number, Outbound>();
+  private inbound = new Map<string, { group: number; session: Olm.InboundGroupSession }>();
 
   private constructor(
     private account: Olm.Account,
@@ -48,11 +72,7 @@ export class Crypto {
 
   static async load(): Promise<Crypto> {
     await initOlm();
-    let key = await kvGet<string>('pickle_key');
-    if (!key) {
-      key = toB64(crypto.getRandomValues(new Uint8Array(32)));
-      await kvPut('pickle_key', key);
-    }
+    const key = await pickleKey();
     const saved = await kvGet<Saved>('olm');
     const account = new Olm.Account();
     if (!saved) {
@@ -74,7 +94,21 @@ export class Crypto {
         }),
       );
     }
+    c.restoreGroups(saved);
     return c;
+  }
+
+  private restoreGroups(saved: Saved) {
+    for (const o of saved.outbound ?? []) {
+      const session = new Olm.OutboundGroupSession();
+      session.unpickle(this.pickleKey, o.pickle);
+      this.outbound.set(o.group, { session, shared: o.shared });
+    }
+    for (const i of saved.inbound ?? []) {
+      const session = new Olm.InboundGroupSession();
+      session.unpickle(this.pickleKey, i.pickle);
+      this.inbound.set(session.session_id(), { group: i.group, session });
+    }
   }
 
   async save() {
@@ -86,6 +120,8 @@ export class Crypto {
       published: this.published,
       identities: Object.fromEntries(this.identities),
       sessions,
+      outbound: [...this.outbound].map(([group, o]) => ({ group, pickle: o.session.pickle(this.pickleKey), shared: o.shared })),
+      inbound: [...this.inbound.values()].map((i) => ({ group: i.group, pickle: i.session.pickle(this.pickleKey) })),
     };
     await kvPut('olm', saved);
   }
@@ -160,31 +196,36 @@ export class Crypto {
     if (missing !== undefined) throw new Error(`device ${missing} has no published keys`);
   }
 
-  private encryptFor(device: number, plaintext: Uint8Array): string {
+  private encryptFor(device: number, inner: object): string {
     const s = this.sessions.get(device)![0];
-    const inner = JSON.stringify({ t: 'message', body: toB64(plaintext) });
-    const out = s.encrypt(inner);
+    const out = s.encrypt(JSON.stringify(inner));
     const wire = { e2e: 'olm', sender_key: pad(this.curve()), kind: out.type, body: pad(out.body) };
     return toB64(utf8.encode(JSON.stringify(wire)));
   }
 
   /** One envelope per device a send to `to` must cover (theirs and my other ones). */
   async encrypt(conn: Conn, me: { account: number; device: number }, to: number, plaintext: Uint8Array): Promise<Target[]> {
+    return this.encryptInner(conn, me, to, { t: 'message', body: toB64(plaintext) });
+  }
+
+  /** Like `encrypt`, for any inner Olm content. */
+  async encryptInner(conn: Conn, me: { account: number; device: number }, to: number, inner: object): Promise<Target[]> {
     const targets: Target[] = [];
     const accounts = to === me.account ? [to] : [to, me.account];
     for (const account of accounts) {
       const list = await conn.request({ type: 'devices', account });
       const devices = (list.devices as number[]).filter((d) => d !== me.device);
       await this.ensure(conn, account, devices);
-      for (const d of devices) targets.push({ device: d, payload: this.encryptFor(d, plaintext) });
+      for (const d of devices) targets.push({ device: d, payload: this.encryptFor(d, inner) });
     }
     await this.save();
     return targets;
   }
 
-  /** Decrypts an Olm payload from `fromDevice`; returns the application bytes. */
-  async decrypt(fromDevice: number, payloadB64: string): Promise<Uint8Array> {
+  /** Decrypts an envelope's payload (Olm, or Megolm when `group` is set). */
+  async decrypt(fromDevice: number, payloadB64: string, group: number | null = null): Promise<Opened> {
     const wire = JSON.parse(utf8.decode(fromB64(payloadB64)));
+    if (wire.e2e === 'megolm') return { kind: 'message', bytes: this.megolmDecrypt(wire, group) };
     if (wire.e2e !== 'olm') throw new Error(`unsupported payload ${String(wire.e2e)}`);
     const sender = unpad(wire.sender_key);
     const body = unpad(wire.body);
@@ -192,11 +233,70 @@ export class Crypto {
     if (known && known !== sender) throw new Error(`the identity key of device ${fromDevice} changed`);
     const plain = this.olmDecrypt(fromDevice, sender, wire.kind, body);
     this.pin(fromDevice, sender);
-    await this.save();
     const inner = JSON.parse(plain);
-    if (inner.t !== 'message') throw new Error(`unsupported Olm content ${String(inner.t)}`);
+    let opened: Opened;
+    if (inner.t === 'message') opened = { kind: 'message', bytes: fromB64(inner.body) };
+    else if (inner.t === 'group_key') opened = this.groupKey(inner.group, inner.session_key);
+    else throw new Error(`unsupported Olm content ${String(inner.t)}`);
+    await this.save();
+    return opened;
+  }
+
+  private groupKey(group: unknown, key: unknown): Opened {
+    if (typeof group !== 'number' || typeof key !== 'string') throw new Error('malformed group key');
+    const session = new Olm.InboundGroupSession();
+    session.create(unpad(key));
+    this.inbound.get(session.session_id())?.session.free();
+    this.inbound.set(session.session_id(), { group, session });
+    return { kind: 'group_key', group };
+  }
+
+  private megolmDecrypt(wire: any, group: number | null): Uint8Array {
+    const known = this.inbound.get(String(wire.session_id));
+    if (!known) throw new Error(`no key for group session ${String(wire.session_id)}`);
+    if (known.group !== group) throw new Error('group session used outside its group');
+    const inner = JSON.parse(known.session.decrypt(unpad(String(wire.body))).plaintext);
+    if (inner.t !== 'message') throw new Error('unexpected group plaintext');
     return fromB64(inner.body);
   }
+
+  /**
+   * Encrypts a group message with this device's Megolm session for the
+   * group, first starting a new one and handing its key to every member
+   * device when the set of member devices changed (as the SDK does).
+   * Returns the base64 payload for `group_send`.
+   */
+  async groupEncrypt(conn: Conn, me: { account: number; device: number }, group: number, plaintext: Uint8Array, share: SendInner): Promise<string> {
+    const info = (await conn.request({ type: 'group_get', group })).group;
+    const members = (info.members as { account: number }[]).map((m) => m.account);
+    const counts = new Map<number, number>();
+    const devices: number[] = [];
+    for (const account of members) {
+      const list = (await conn.request({ type: 'devices', account })).devices as number[];
+      counts.set(account, list.length);
+      devices.push(...list.filter((d) => d !== me.device));
+    }
+    devices.sort((a, b) => a - b);
+    let out = this.outbound.get(group);
+    if (!out || out.shared.join() !== devices.join()) {
+      const session = new Olm.OutboundGroupSession();
+      session.create();
+      const inner = { t: 'group_key', group, session_key: pad(session.session_key()) };
+      for (const [i, account] of members.entries()) {
+        // A send to oneself reaches one's other devices only.
+        if (account === me.account && (counts.get(account) ?? 0) <= 1) continue;
+        await share(account, keyMsgId(session.session_id(), i), inner);
+      }
+      out?.session.free();
+      out = { session, shared: devices };
+      this.outbound.set(group, out);
+    }
+    const body = out.session.encrypt(JSON.stringify({ t: 'message', body: toB64(plaintext) }));
+    await this.save();
+    const wire = { e2e: 'megolm', session_id: out.session.session_id(), body };
+    return toB64(utf8.encode(JSON.stringify(wire)));
+  }
+
 
   private olmDecrypt(from: number, sender: string, kind: number, body: string): string {
     const list = this.sessions.get(from) ?? [];
@@ -216,4 +316,37 @@ export class Crypto {
     this.sessions.set(from, [s, ...list]);
     return plain;
   }
+}
+
+/** The message id of a group-key share: unique per session and member (as the SDK's). */
+function keyMsgId(sessionId: string, member: number): string {
+  const safe = sessionId.replace(/[^A-Za-z0-9]/g, '').slice(0, 40);
+  return `k.${safe}.${member}`;
+}
+
+interface Wrapped {
+  iv: Uint8Array<ArrayBuffer>;
+  ct: ArrayBuffer;
+}
+
+/**
+ * The pickle key, unwrapped with the non-extractable `wrap_key`. Made (or
+ * moved from the clear `pickle_key` of older versions) on first use.
+ */
+async function pickleKey(): Promise<string> {
+  const wrapped = await kvGet<Wrapped>('pickle_key_wrapped');
+  const wrapKey = await kvGet<CryptoKey>('wrap_key');
+  if (wrapped && wrapKey) {
+    const plain = await crypto.subtle.decrypt({ name: 'AES-GCM', iv: wrapped.iv }, wrapKey, wrapped.ct);
+    return utf8.decode(new Uint8Array(plain));
+  }
+  const legacy = await kvGet<string>('pickle_key');
+  const key = legacy ?? toB64(crypto.getRandomValues(new Uint8Array(32)));
+  const fresh = await crypto.subtle.generateKey({ name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const ct = await crypto.subtle.encrypt({ name: 'AES-GCM', iv }, fresh, utf8.encode(key));
+  await kvPut('wrap_key', fresh);
+  await kvPut('pickle_key_wrapped', { iv, ct } satisfies Wrapped);
+  if (legacy) await kvDelete('pickle_key');
+  return key;
 }

@@ -21,10 +21,13 @@ export interface Message {
   expires?: number; // Unix ms: deleted from this browser then
   mine: boolean;
   tick: Tick;
+  system?: boolean; // a group event shown as a line in the chat
+  fromName?: string; // group messages: who sent it
+  receipts?: { delivered: number[]; read: number[] }; // my group messages: accounts
 }
 
 export interface Chat {
-  peer: number;
+  peer: number; // the peer account, or -group for a group chat (groups.ts)
   name: string;
   lastText: string;
   lastTs: number;
@@ -32,6 +35,9 @@ export interface Chat {
   pinned?: boolean;
   archived?: boolean;
   timer?: number; // disappearing messages, seconds (0 or unset: off)
+  group?: number; // set for group chats
+  members?: { account: number; role: 'creator' | 'admin' | 'member' }[];
+  left?: boolean; // removed from the group or left it
 }
 
 const NAME = 'palaver';
@@ -82,6 +88,16 @@ export async function kvGet<T>(key: string): Promise<T | undefined> {
 }
 export async function kvPut(key: string, value: unknown) {
   await done((await store('kv', 'readwrite')).put(value, key));
+}
+
+/** The kv keys that start with `prefix`. */
+export async function kvKeys(prefix: string): Promise<string[]> {
+  const range = IDBKeyRange.bound(prefix, `${prefix}\uffff`);
+  return done((await store('kv')).getAllKeys(range)) as Promise<string[]>;
+}
+
+export async function kvDelete(key: string) {
+  await done((await store('kv', 'readwrite')).delete(key));
 }
 
 export async function chats(): Promise<Chat[]> {

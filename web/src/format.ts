@@ -15,3 +15,10 @@ export function presence(p: Presence | undefined): string {
   if (p.online) return 'online';
   return p.lastSeen ? `last seen ${time(p.lastSeen)}` : '';
 }
+
+/** The device name a new browser device gets by default. */
+export function defaultDeviceName(): string {
+  const ua = navigator.userAgent;
+  const browser = /Firefox/.test(ua) ? 'Firefox' : /Chrome|Chromium/.test(ua) ? 'Chromium' : /Safari/.test(ua) ? 'Safari' : 'Browser';
+  return `${browser} (web)`;
+}

@@ -44,9 +44,12 @@ export class GroupCalls {
     this.changed();
   }
 
-  async start(invite: number[], media: 'audio' | 'video') {
+  /** Starts a call with `invite`, and every member of `group` when given. */
+  async start(invite: number[], media: 'audio' | 'video', group?: number) {
     if (this.state.phase !== 'idle') throw new Error('already in a call');
-    const ticket = await this.need().request({ type: 'group_call_start', invite, media });
+    const frame: Frame = { type: 'group_call_start', invite, media };
+    if (group !== undefined) frame.group = group;
+    const ticket = await this.need().request(frame);
     await this.join(ticket, media);
   }
 

@@ -24,7 +24,7 @@ export function GroupCallStarter({ client, onClose }: { client: Client; onClose:
   return (
     <fieldset class="group-pick">
       <legend>Group call with</legend>
-      {client.state.chats.map((c) => (
+      {client.state.chats.filter((c) => c.peer > 0).map((c) => (
         <label key={c.peer} class="pick">
           <input type="checkbox" checked={picked.has(c.peer)} onChange={() => toggle(c.peer)} /> {c.name}
         </label>
@@ -38,6 +38,7 @@ export function GroupCallStarter({ client, onClose }: { client: Client; onClose:
 /** The group call: ringing, then a grid with the active speaker highlighted. */
 export function GroupCallView({ client }: { client: Client }) {
   const g = client.groupCalls.state;
+  const [speakerView, setSpeakerView] = useState(false);
   if (g.phase === 'idle') return null;
   const name = (account: number | null) =>
     account === null ? 'Someone' : client.state.chats.find((c) => c.peer === account)?.name ?? `#${account}`;
@@ -56,17 +57,21 @@ export function GroupCallView({ client }: { client: Client }) {
     );
   }
   const tiles = [...g.tiles.entries()];
+  // Speaker view: the active speaker's tile (else the first other one) large,
+  // the others in a strip below it.
+  const main = speakerView ? (tiles.find(([id]) => id === g.speaker) ?? tiles[0])?.[0] : undefined;
+  if (main !== undefined) tiles.sort(([a], [b]) => Number(b === main) - Number(a === main));
   return (
     <div class="call group" role="dialog" aria-label="Group call">
-      <ul class="grid" data-count={tiles.length + 1}>
+      <ul class={`grid ${speakerView ? 'speaker' : ''}`} data-count={tiles.length + 1}>
         {g.local && (
-          <li class={`tile ${g.speaker !== null && g.speaker === g.me ? 'speaking' : ''}`}>
+          <li class={`tile self ${g.speaker !== null && g.speaker === g.me ? 'speaking' : ''}`}>
             <Video stream={g.local} label="My camera" muted />
             <span>You{g.muted ? ' (muted)' : ''}</span>
           </li>
         )}
         {tiles.map(([id, t]) => (
-          <li key={id} class={`tile ${g.speaker === id ? 'speaking' : ''}`} data-stream={id}>
+          <li key={id} class={`tile ${g.speaker === id ? 'speaking' : ''} ${id === main ? 'main' : ''}`} data-stream={id}>
             <Video stream={t.stream} label={`Video of ${name(t.account)}`} />
             <span>{name(t.account)}</span>
           </li>
@@ -79,6 +84,9 @@ export function GroupCallView({ client }: { client: Client }) {
             {g.cameraOff ? 'Camera on' : 'Camera off'}
           </button>
         )}
+        <button type="button" aria-pressed={speakerView} onClick={() => setSpeakerView(!speakerView)}>
+          {speakerView ? 'Grid view' : 'Speaker view'}
+        </button>
         <button type="button" class="decline" onClick={act(() => client.groupCalls.leave())}>Leave</button>
       </div>
     </div>

@@ -1,12 +1,14 @@
 import { useState } from 'preact/hooks';
 import type { Client } from './client';
+import { defaultDeviceName } from './format';
+import { LinkForm } from './linking';
 
 /** Phone number, then the 6-digit code (the dev verifier shows it on the admin listener). */
 export function Login({ client }: { client: Client }) {
   const [phone, setPhone] = useState('');
   const [code, setCode] = useState('');
   const [name, setName] = useState(defaultDeviceName());
-  const [step, setStep] = useState<'phone' | 'code'>('phone');
+  const [step, setStep] = useState<'phone' | 'code' | 'link'>('phone');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(client.state.error ?? '');
 
@@ -26,7 +28,9 @@ export function Login({ client }: { client: Client }) {
   return (
     <main class="login">
       <h1>Palaver</h1>
-      {step === 'phone' ? (
+      {step === 'link' ? (
+        <LinkForm client={client} onCancel={() => setStep('phone')} />
+      ) : step === 'phone' ? (
         <form onSubmit={run(async () => { await client.requestCode(phone.trim()); setStep('code'); })}>
           <label>
             Phone number
@@ -34,6 +38,7 @@ export function Login({ client }: { client: Client }) {
               value={phone} onInput={(e) => setPhone(e.currentTarget.value)} />
           </label>
           <button type="submit" disabled={busy}>Send code</button>
+          <button type="button" class="link" onClick={() => setStep('link')}>Link to an existing account</button>
         </form>
       ) : (
         <form onSubmit={run(() => client.verify(phone.trim(), code.trim(), name.trim() || 'Browser'))}>
@@ -58,10 +63,4 @@ export function Login({ client }: { client: Client }) {
       {error && <p class="error" role="alert">{error}</p>}
     </main>
   );
-}
-
-function defaultDeviceName(): string {
-  const ua = navigator.userAgent;
-  const browser = /Firefox/.test(ua) ? 'Firefox' : /Chrome|Chromium/.test(ua) ? 'Chromium' : /Safari/.test(ua) ? 'Safari' : 'Browser';
-  return `${browser} (web)`;
 }

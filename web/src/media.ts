@@ -79,17 +79,19 @@ const TUS = { 'Tus-Resumable': '1.0.0' };
 /**
  * Uploads sealed bytes with tus, in chunks; after a failed chunk it asks the
  * server for its offset (HEAD) and resumes from there, a few times with a
- * growing pause. Returns the media id.
+ * growing pause. With `resumeUrl` (an upload started before a reload) it
+ * continues that upload from the server's offset; a new upload's URL is
+ * handed to `started` before the first chunk. Returns the media id.
  */
-export async function upload(bytes: Bytes, id: string, auth: string, progress: (f: number) => void): Promise<string> {
-  const meta = `kind ${btoa('sealed')},sha256 ${btoa(id)}`;
-  const created = await fetch('/v1/uploads', {
-    method: 'POST',
-    headers: { ...TUS, Authorization: auth, 'Upload-Length': String(bytes.length), 'Upload-Metadata': meta },
-  });
-  if (created.status !== 201) throw new Error(`upload refused: HTTP ${created.status}`);
-  const url = created.headers.get('Location')!;
-  let offset = 0;
+export async function upload(bytes: Bytes, id: string, auth: string, progress: (f: number) => void,
+  resumeUrl?: string, started?: (url: string) => Promise<void>): Promise<string> {
+  let url = resumeUrl;
+  let offset = url ? await resumeOffset(url, auth).catch(() => -1) : -1;
+  if (!url || offset < 0) {
+    url = await create(bytes.length, id, auth);
+    offset = 0;
+    await started?.(url);
+  }
   let failures = 0;
   while (offset < bytes.length) {
     try {
@@ -112,6 +114,16 @@ export async function upload(bytes: Bytes, id: string, auth: string, progress: (
     }
   }
   return id;
+}
+
+async function create(length: number, id: string, auth: string): Promise<string> {
+  const meta = `kind ${btoa('sealed')},sha256 ${btoa(id)}`;
+  const created = await fetch('/v1/uploads', {
+    method: 'POST',
+    headers: { ...TUS, Authorization: auth, 'Upload-Length': String(length), 'Upload-Metadata': meta },
+  });
+  if (created.status !== 201) throw new Error(`upload refused: HTTP ${created.status}`);
+  return created.headers.get('Location')!;
 }
 
 async function resumeOffset(url: string, auth: string): Promise<number> {
