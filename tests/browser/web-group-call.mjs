@@ -23,6 +23,17 @@ await run.finish(async (state) => {
   const [alicePhone, bobPhone, carolPhone] = spec.phones;
   state.step = 'register';
   const alice = await run.open('alice');
+  // Records what alice's page says to the SFU on its data channel.
+  await alice.addInitScript(() => {
+    window.sentToSfu = [];
+    const send = RTCDataChannel.prototype.send;
+    RTCDataChannel.prototype.send = function (data) {
+      try { window.sentToSfu.push(JSON.parse(data)); } catch { /* not JSON */ }
+      return send.call(this, data);
+    };
+  });
+  await alice.reload();
+  await run.started(alice, 'alice');
   const bob = await run.open('bob');
   const carol = await run.open('carol');
   await run.register(alice, alicePhone);
@@ -56,8 +67,28 @@ await run.finish(async (state) => {
   const main = alice.locator('.grid.speaker .tile.main');
   await main.waitFor(WAIT);
   const strip = alice.locator('.grid.speaker .tile:not(.main)').first();
-  const [big, small] = [await main.boundingBox(), await strip.boundingBox()];
-  if (!(big && small && big.width > 2 * small.width)) throw new Error(`speaker view tiles: main ${JSON.stringify(big)}, strip ${JSON.stringify(small)}`);
+  // The large tile follows the active speaker, so it may move while
+  // this looks: wait for a layout where it is more than twice as wide.
+  await alice.waitForFunction(() => {
+    const m = document.querySelector('.grid.speaker .tile.main');
+    const s = document.querySelector('.grid.speaker .tile:not(.main)[data-stream]');
+    return m && s && m.getBoundingClientRect().width > 2 * s.getBoundingClientRect().width;
+  }, null, WAIT);
+  // Simulcast: the large tile asked the SFU for full size, the strip tile
+  // for the small layer (video_quality), and the strip decodes the small
+  // layer (320 px of 640).
+  state.step = 'strip on the small layer';
+  // The large tile follows the active speaker: check a moment where the
+  // page's last requests match the current layout.
+  await alice.waitForFunction(() => {
+    const last = (id) => window.sentToSfu.filter((m) => m.type === 'video_quality' && m.stream === id).pop()?.quality;
+    const m = document.querySelector('.grid.speaker .tile.main');
+    const s = document.querySelector('.grid.speaker .tile:not(.main)[data-stream]');
+    if (!m || !s) return false;
+    const v = s.querySelector('video');
+    return last(m.dataset.stream) === 'high' && last(s.dataset.stream) === 'low' && v.videoWidth === 320;
+  }, null, { timeout: 30000 });
+  const mainWidth = await main.locator('video').evaluate((v) => v.videoWidth);
   await run.shot(alice, 'group-call-speaker-view');
   await alice.getByRole('button', { name: 'Grid view' }).click();
   await alice.locator('.grid.speaker').waitFor({ state: 'detached', ...WAIT });
@@ -66,5 +97,5 @@ await run.finish(async (state) => {
   await carol.getByRole('button', { name: 'Leave' }).click();
   await alice.waitForFunction(() => document.querySelectorAll('.tile[data-stream]').length === 1, null, WAIT);
   for (const p of [alice, bob]) await p.getByRole('button', { name: 'Leave' }).click();
-  return { widths };
+  return { widths, mainWidth };
 });

@@ -3,6 +3,12 @@
 // SFU's join endpoint with the ticket's token, then answers the SFU's
 // renegotiation offers on the `palaver` data channel. `ontrack`'s stream id
 // names the participant; `active_speaker` names the loudest one.
+//
+// Video goes out as two simulcast layers (q: half size, f: full). Each
+// tile asks the SFU for the quality its size needs (`video_quality`), and
+// the SFU pauses layers nobody watches (`publish_layers`, dynacast). When
+// ICE breaks (a new network), the page restarts ICE through the SFU's
+// restart endpoint with the session token of `welcome`, keeping the call.
 
 import type { Conn, Frame } from './ws';
 
@@ -30,12 +36,27 @@ const IDLE: GroupState = {
   speaker: null, me: null, muted: false, cameraOff: false, local: null,
 };
 
-const VIDEO = { width: { ideal: 320 }, height: { ideal: 240 }, frameRate: { ideal: 15 } };
+const VIDEO = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15 } };
+const LAYERS: RTCRtpEncodingParameters[] = [
+  { rid: 'q', scaleResolutionDownBy: 2, maxBitrate: 150_000 },
+  { rid: 'f', maxBitrate: 500_000 },
+];
+
+export type Quality = 'off' | 'low' | 'medium' | 'high';
+
+/** ICE still disconnected after this long: restart it. */
+const RESTART_AFTER_MS = 3000;
 
 export class GroupCalls {
   state: GroupState = IDLE;
   private pc: RTCPeerConnection | null = null;
   private channel: RTCDataChannel | null = null;
+  private ticket: Frame | null = null;
+  private session: string | null = null;
+  private quality = new Map<string, Quality>();
+  private restarting = false;
+  private restartTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly onOnline = () => void this.restartIce();
 
   constructor(private conn: () => Conn | null, private changed: () => void) {}
 
@@ -75,7 +96,15 @@ export class GroupCalls {
     this.set({ ...IDLE, phase: 'active', room: ticket.room, media, local, tiles: new Map(), accounts: new Map() });
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: ticket.ice_servers });
     this.pc = pc;
-    for (const t of local.getTracks()) pc.addTransceiver(t, { direction: 'sendonly', streams: [local] });
+    this.ticket = ticket;
+    this.quality.clear();
+    for (const t of local.getTracks()) {
+      const init: RTCRtpTransceiverInit = { direction: 'sendonly', streams: [local] };
+      if (t.kind === 'video') init.sendEncodings = LAYERS.map((l) => ({ ...l }));
+      pc.addTransceiver(t, init);
+    }
+    pc.oniceconnectionstatechange = () => this.iceChanged();
+    window.addEventListener('online', this.onOnline);
     const channel = pc.createDataChannel('palaver');
     this.channel = channel;
     channel.onmessage = (ev) => void this.message(JSON.parse(String(ev.data)));
@@ -122,6 +151,7 @@ export class GroupCalls {
   private async message(m: any) {
     switch (m.type) {
       case 'welcome':
+        this.session = m.session ?? null;
         this.set({ me: m.you?.stream ?? null });
         for (const p of m.participants ?? []) this.know(p);
         break;
@@ -134,6 +164,9 @@ export class GroupCalls {
       case 'active_speaker':
         this.set({ speaker: m.participant.stream });
         break;
+      case 'publish_layers':
+        await this.publishLayers(m.mid, m.active);
+        break;
       case 'offer': {
         const pc = this.pc!;
         await pc.setRemoteDescription({ type: 'offer', sdp: m.sdp });
@@ -141,6 +174,54 @@ export class GroupCalls {
         this.channel?.send(JSON.stringify({ type: 'answer', sdp: pc.localDescription!.sdp }));
         break;
       }
+    }
+  }
+
+  /** Dynacast: encode only the simulcast layers somebody receives. */
+  private async publishLayers(mid: string, active: string[]) {
+    const t = this.pc?.getTransceivers().find((x) => x.mid === mid);
+    if (!t) return;
+    const params = t.sender.getParameters();
+    for (const e of params.encodings) e.active = active.includes(e.rid ?? '');
+    await t.sender.setParameters(params);
+  }
+
+  /** The most this page wants of `stream`'s video (sent when it changes). */
+  prefer(stream: string, quality: Quality) {
+    if (this.quality.get(stream) === quality || this.channel?.readyState !== 'open') return;
+    this.quality.set(stream, quality);
+    this.channel.send(JSON.stringify({ type: 'video_quality', stream, quality }));
+  }
+
+  private iceChanged() {
+    const s = this.pc?.iceConnectionState;
+    clearTimeout(this.restartTimer);
+    if (s === 'failed') void this.restartIce();
+    else if (s === 'disconnected') this.restartTimer = setTimeout(() => void this.restartIce(), RESTART_AFTER_MS);
+  }
+
+  /** ICE restart (docs/sfu.md): new ICE credentials, same session. */
+  async restartIce() {
+    const pc = this.pc;
+    if (!pc || !this.ticket || !this.session || this.restarting) return;
+    if (pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed') return;
+    this.restarting = true;
+    try {
+      if (pc.signalingState !== 'stable') await pc.setLocalDescription({ type: 'rollback' });
+      pc.restartIce();
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      const res = await fetch(`${this.ticket.sfu_url}/v1/rooms/${this.ticket.room}/restart`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${this.session}`, 'Content-Type': 'application/sdp' },
+        body: pc.localDescription!.sdp,
+      });
+      const body = await res.text();
+      if (!res.ok) throw new Error(`${res.status} ${body}`);
+      await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    } catch (e) {
+      console.warn('ICE restart failed', e);
+    } finally {
+      this.restarting = false;
     }
   }
 
@@ -159,6 +240,10 @@ export class GroupCalls {
   }
 
   leave() {
+    clearTimeout(this.restartTimer);
+    window.removeEventListener('online', this.onOnline);
+    this.ticket = null;
+    this.session = null;
     if (this.channel?.readyState === 'open') this.channel.send(JSON.stringify({ type: 'leave' }));
     this.pc?.close();
     this.pc = null;

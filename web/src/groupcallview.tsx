@@ -61,6 +61,12 @@ export function GroupCallView({ client }: { client: Client }) {
   // the others in a strip below it.
   const main = speakerView ? (tiles.find(([id]) => id === g.speaker) ?? tiles[0])?.[0] : undefined;
   if (main !== undefined) tiles.sort(([a], [b]) => Number(b === main) - Number(a === main));
+  // Ask the SFU for what each tile's size needs: the large tile full
+  // size, strip tiles and a crowded grid the small layer.
+  for (const [id] of tiles) {
+    const small = main !== undefined ? id !== main : tiles.length > 3;
+    client.groupCalls.prefer(id, small ? 'low' : 'high');
+  }
   return (
     <div class="call group" role="dialog" aria-label="Group call">
       <ul class={`grid ${speakerView ? 'speaker' : ''}`} data-count={tiles.length + 1}>
