@@ -271,6 +271,9 @@ async fn serve(
         Some(c) => c.notifier(),
         None => router.clone(),
     };
+    let push_metrics = Arc::new(palaver_signaling::push::PushMetrics::default());
+    push_metrics.register(&mut registry);
+    let (notifier, push_events) = crate::push::wrap(&cfg.push, notifier, &push_metrics);
     let store = open_store(&cfg, &secrets, notifier).await?;
 
     let (verifier, dev_codes): (Arc<dyn Verifier>, bool) = match cfg.verifier.kind {
@@ -355,9 +358,22 @@ async fn serve(
         shutdown_timeout: cfg.server.shutdown_timeout,
     };
     let mut main_app = palaver_signaling::http::routes(gw.clone());
-    main_app = main_app.merge(crate::push::routes(&crate::push::load_or_create(
-        &cfg.data_dir,
-    )?));
+    let vapid = crate::push::load_or_create(&cfg.data_dir)?;
+    main_app = main_app.merge(crate::push::routes(&vapid));
+    if let Some(events) = push_events {
+        let relays = &secrets.push_relays;
+        let (store, stop) = (store.clone(), http_stop.clone());
+        crate::push::start(
+            &cfg.push,
+            relays,
+            vapid,
+            store,
+            &gw,
+            events,
+            push_metrics,
+            stop,
+        )?;
+    }
     let sfu = if role == Role::Serve && cfg.serve.sfu {
         let secret = sfu_secret.clone().unwrap_or_default();
         let sfu = palaver_sfu::Sfu::start(&cfg.sfu.driver_config(), secret.into_bytes())
