@@ -363,16 +363,7 @@ async fn serve(
     if let Some(events) = push_events {
         let relays = &secrets.push_relays;
         let (store, stop) = (store.clone(), http_stop.clone());
-        crate::push::start(
-            &cfg.push,
-            relays,
-            vapid,
-            store,
-            &gw,
-            events,
-            push_metrics,
-            stop,
-        )?;
+        crate::push::start(&cfg.push, relays, vapid, store, &gw, events, stop)?;
     }
     let sfu = if role == Role::Serve && cfg.serve.sfu {
         let secret = sfu_secret.clone().unwrap_or_default();

@@ -38,7 +38,6 @@ pub fn wrap(
 }
 
 /// Starts the sender and the gateway's trigger.
-#[allow(clippy::too_many_arguments)]
 pub fn start(
     section: &PushSection,
     relays: &[Relay],
@@ -46,9 +45,9 @@ pub fn start(
     store: Arc<dyn Store>,
     gw: &Arc<Gateway>,
     events: PushEvents,
-    metrics: Arc<PushMetrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let metrics = events.metrics();
     let sender = sender::Sender::start(section, relays, vapid, store, metrics, stop)?;
     let config = PushConfig {
         allow_http: section.allow_http,

@@ -41,6 +41,13 @@ pub struct PushEvents {
     dropped: Arc<PushMetrics>,
 }
 
+impl PushEvents {
+    /// The counters shared with the sender.
+    pub fn metrics(&self) -> Arc<PushMetrics> {
+        self.dropped.clone()
+    }
+}
+
 struct PushNotifier {
     inner: Arc<dyn Notifier>,
     tx: mpsc::Sender<Event>,
@@ -196,35 +203,38 @@ impl Gateway {
 
     async fn message_push(&self, device: DeviceId, count: u32) {
         let Some(p) = self.push.get() else { return };
-        let payload = PushPayload::Message { count };
-        let topic = Some("messages".to_owned());
-        let ttl = p.config.message_ttl;
-        p.submit(
-            self.store.as_ref(),
-            device,
-            payload,
-            Urgency::Normal,
-            ttl,
-            topic,
-            true,
-        )
-        .await;
+        let push = Push {
+            payload: PushPayload::Message { count },
+            urgency: Urgency::Normal,
+            ttl: p.config.message_ttl,
+            topic: Some("messages".to_owned()),
+            respect_quiet: true,
+        };
+        p.submit(self.store.as_ref(), device, push).await;
     }
+}
+
+/// One push before the subscription is looked up.
+struct Push {
+    payload: PushPayload,
+    urgency: Urgency,
+    ttl: std::time::Duration,
+    topic: Option<String>,
+    /// Message pushes wait for the quiet time to end; call pushes were
+    /// only decided for devices outside it.
+    respect_quiet: bool,
 }
 
 impl Pusher {
     /// Looks up the device's subscription and hands the push to the sink.
-    #[allow(clippy::too_many_arguments)]
-    async fn submit(
-        &self,
-        store: &dyn palaver_messaging::Store,
-        device: DeviceId,
-        payload: PushPayload,
-        urgency: Urgency,
-        ttl: std::time::Duration,
-        topic: Option<String>,
-        respect_quiet: bool,
-    ) {
+    async fn submit(&self, store: &dyn palaver_messaging::Store, device: DeviceId, push: Push) {
+        let Push {
+            payload,
+            urgency,
+            ttl,
+            topic,
+            respect_quiet,
+        } = push;
         let p = self;
         let k = kind(payload.kind());
         let settings = match store.push_settings(device).await {
@@ -284,7 +294,7 @@ impl Gateway {
         for d in devices.into_iter().filter(|d| !connected.contains(d)) {
             if let Ok(Some(s)) = self.store.push_settings(d).await
                 && s.target.is_some()
-                && !s.quiet_until_ms.is_some_and(|u| now < u)
+                && s.quiet_until_ms.is_none_or(|u| now >= u)
             {
                 out.push(d);
             }
@@ -303,21 +313,15 @@ impl Gateway {
             }
             PushEvent::Cancel { call } => (PushPayload::CallCancel { call }, call),
         };
-        let ttl = p.config.call_ttl;
+        let push = Push {
+            payload,
+            urgency: Urgency::High,
+            ttl: p.config.call_ttl,
+            topic: Some(format!("call-{}", call.0)),
+            respect_quiet: false,
+        };
         let store = self.store.clone();
-        tokio::spawn(async move {
-            let topic = Some(format!("call-{}", call.0));
-            p.submit(
-                store.as_ref(),
-                to,
-                payload,
-                Urgency::High,
-                ttl,
-                topic,
-                false,
-            )
-            .await;
-        });
+        tokio::spawn(async move { p.submit(store.as_ref(), to, push).await });
     }
 }
 
