@@ -112,8 +112,13 @@ impl PushSection {
                 return Err(bad(key, "must be more than 0"));
             }
         }
-        if self.message_ttl.as_secs() > u64::from(u32::MAX) || self.call_ttl.as_secs() == 0 {
-            return Err(bad("push.call_ttl", "TTLs must be 1 s to 136 years"));
+        for (key, ttl) in [
+            ("push.message_ttl", self.message_ttl),
+            ("push.call_ttl", self.call_ttl),
+        ] {
+            if ttl.as_secs() == 0 || ttl.as_secs() > u64::from(u32::MAX) {
+                return Err(bad(key, "must be 1 s to 136 years"));
+            }
         }
         let mut out: Vec<Relay> = Vec::new();
         for (i, r) in self.relays.iter().enumerate() {
