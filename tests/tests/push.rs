@@ -399,3 +399,61 @@ async fn a_call_wakes_an_offline_callee_and_is_cancelled_when_the_caller_hangs_u
         serde_json::json!({"kind": "call_cancel", "call": call.0.to_string()})
     );
 }
+
+/// Not a test: how fast pushes leave a debug build on this machine. Run
+/// with `cargo nextest run -p palaver-tests --test push --run-ignored only`
+/// and read the printed line.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn measure_push_latency_and_throughput() {
+    const N: usize = 200;
+    let mut ep = PushEndpoint::start("127.0.0.1").await;
+    let limits = "\n[signaling.rate_limits]\ncode_requests_per_ip = { burst = 1000, per_minute = 1000.0 }\n\
+                  verify_per_ip = { burst = 1000, per_minute = 1000.0 }\n";
+    let cfg = config(&ep, "1h").replace("concurrency = 1", "concurrency = 32") + limits;
+    let server = Server::start_with(&cfg);
+    let (mut alice, _) = server.device(&phone()).await;
+    let keys = UaKeys::generate();
+    let mut devices = Vec::new();
+    for i in 0..N {
+        devices.push(
+            offline(
+                &server,
+                &mut alice,
+                web(&ep, &format!("/d{i}"), &keys),
+                None,
+            )
+            .await,
+        );
+    }
+    // One at a time: latency from the send's acknowledgement to the request.
+    let mut lat = Vec::new();
+    for d in devices.iter().take(20) {
+        send(&mut alice, d).await;
+        let acked = std::time::Instant::now();
+        lat.push(ep.next().await.at - acked);
+    }
+    lat.sort();
+    // A burst: one message to each of the other devices, as fast as acked.
+    let start = std::time::Instant::now();
+    for d in devices.iter().skip(20) {
+        send(&mut alice, d).await;
+    }
+    let last_ack = std::time::Instant::now();
+    let mut last = start;
+    for _ in 20..N {
+        last = ep.next().await.at;
+    }
+    let took = last - start;
+    println!(
+        "push latency median {:?} max {:?}; {} sends acked in {:?}, their pushes all in by {:?} \
+         ({:?} after the last ack) = {:.0} pushes/s",
+        lat[lat.len() / 2],
+        lat[lat.len() - 1],
+        N - 20,
+        last_ack - start,
+        took,
+        last.saturating_duration_since(last_ack),
+        (N - 20) as f64 / took.as_secs_f64()
+    );
+}
