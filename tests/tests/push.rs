@@ -445,7 +445,7 @@ async fn measure_push_latency_and_throughput() {
         last = ep.next().await.at;
     }
     let took = last - start;
-    println!(
+    eprintln!(
         "push latency median {:?} max {:?}; {} sends acked in {:?}, their pushes all in by {:?} \
          ({:?} after the last ack) = {:.0} pushes/s",
         lat[lat.len() / 2],
