@@ -178,4 +178,57 @@ mod tests {
         assert_eq!(c.queued(D, 1, t0 + W), Decision::Push(1));
         assert_eq!(c.poll_timeout(), Some(t0 + 2 * W));
     }
+
+    /// Random envelopes and connects for a few devices in virtual time:
+    /// pushes to a device are a window apart unless it connected in
+    /// between, and every envelope queued while offline is pushed or
+    /// dropped by a connect, never lost in a burst that stays open.
+    #[test]
+    fn random_schedules_keep_the_invariants() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..50u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut c = Coalescer::new(W);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut last_push: HashMap<DeviceId, Instant> = HashMap::new();
+            let mut owed: HashMap<DeviceId, u32> = HashMap::new();
+            for _ in 0..500 {
+                now += Duration::from_secs(rng.random_range(0..30));
+                for (d, _) in c.handle_timeout(now) {
+                    check_gap(&mut last_push, d, now);
+                    owed.insert(d, 0);
+                }
+                let d = DeviceId(rng.random_range(0..4));
+                if rng.random_bool(0.1) {
+                    c.connected(d);
+                    last_push.remove(&d);
+                    owed.insert(d, 0);
+                    continue;
+                }
+                match c.queued(d, 1, now) {
+                    Decision::Push(_) => {
+                        check_gap(&mut last_push, d, now);
+                        owed.insert(d, 0);
+                    }
+                    Decision::Coalesced => *owed.entry(d).or_default() += 1,
+                }
+            }
+            // Long after the last envelope, every burst has closed.
+            for _ in 0..3 {
+                now += W;
+                for (d, _) in c.handle_timeout(now) {
+                    owed.insert(d, 0);
+                }
+            }
+            assert!(owed.values().all(|n| *n == 0), "seed {seed}: {owed:?}");
+            assert!(c.is_empty(), "seed {seed}");
+        }
+    }
+
+    fn check_gap(last: &mut HashMap<DeviceId, Instant>, d: DeviceId, now: Instant) {
+        if let Some(prev) = last.insert(d, now) {
+            assert!(now - prev >= W, "two pushes to {d:?} within a window");
+        }
+    }
 }
