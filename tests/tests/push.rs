@@ -31,7 +31,8 @@ async fn vapid_public_key_is_served_and_survives_a_restart() {
             .contains(std::fs::read_to_string(&file).unwrap().trim())
     );
 
-    assert!(server.terminate().success());
+    let st = server.terminate();
+    assert!(st.success(), "{st:?}\n{}", server.log());
     server.restart();
     assert_eq!(key_of(&server).await, key);
 }

@@ -6,7 +6,7 @@ use palaver_client::proto::ClientMsgId;
 use palaver_client::proto::push::PushTarget;
 use palaver_client::{Client, Event, Registration};
 use palaver_tests::push_endpoint::{PushEndpoint, UaKeys};
-use palaver_tests::{Server, fresh_schema, next_event, phone};
+use palaver_tests::{Server, fresh_schema, http_get, next_event, phone};
 
 fn web(ep: &PushEndpoint, path: &str, keys: &UaKeys) -> PushTarget {
     PushTarget::WebPush {
@@ -42,13 +42,22 @@ async fn send(from: &mut Client, to: &Registration) {
 async fn the_storing_node_pushes_and_skips_devices_connected_elsewhere() {
     let mut ep = PushEndpoint::start("127.0.0.1").await;
     let schema = fresh_schema();
+    let shared = tempfile::tempdir().unwrap();
+    let key_file = shared.path().join("vapid.key");
     let env = [
+        ("PALAVER__PUSH__VAPID_KEY_FILE", key_file.to_str().unwrap()),
         ("PALAVER__PUSH__ALLOW_HTTP", "true"),
         ("PALAVER__PUSH__ALLOW", "[\"127.0.0.1/32\"]"),
         ("PALAVER__PUSH__CONCURRENCY", "1"),
     ];
     let a = Server::start_node_with(&schema, "node-a", &env);
     let b = Server::start_node_with(&schema, "node-b", &env);
+    let key = |s: &Server| format!("http://{}", s.main_addr);
+    let (ka, kb_) = (
+        http_get(&key(&a), "/v1/push/vapid-key").await.1,
+        http_get(&key(&b), "/v1/push/vapid-key").await.1,
+    );
+    assert_eq!(ka, kb_, "both nodes sign with the shared key");
     let (mut alice, _) = a.device(&phone()).await;
     let (kb, kd) = (UaKeys::generate(), UaKeys::generate());
     let (mut bob_c, bob) = b.device(&phone()).await;

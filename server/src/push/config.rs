@@ -11,6 +11,10 @@ use std::time::Duration;
 pub struct PushSection {
     /// Send pushes (and accept `push_*` frames) in `serve` and `signaling`.
     pub enabled: bool,
+    /// The VAPID key file (made on first start if missing); default
+    /// `<data_dir>/push/vapid.key`. Every signaling node must use the same
+    /// key: point them at one file.
+    pub vapid_key_file: Option<PathBuf>,
     /// The operator's contact in VAPID tokens (`mailto:` or `https:`).
     pub subject: String,
     /// Coalescing window of message pushes per device.
@@ -64,6 +68,7 @@ impl Default for PushSection {
     fn default() -> Self {
         PushSection {
             enabled: true,
+            vapid_key_file: None,
             subject: "mailto:postmaster@localhost".into(),
             window: Duration::from_secs(60),
             message_ttl: Duration::from_secs(24 * 3600),
