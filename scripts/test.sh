@@ -50,7 +50,7 @@ if [ $# -eq 0 ]; then
   # --workspace, as above, so that features resolve the same way and nothing
   # is compiled again.
   PALAVER_TEST_BACKEND=postgres cargo nextest run --workspace --locked --no-fail-fast \
-    -E 'package(palaver-tests) & (binary(chat) | binary(chats) | binary(groups) | binary(e2e_keys) | binary(blocking) | binary(lifecycle) | binary(crash) | binary(bad_input))' \
+    -E 'package(palaver-tests) & (binary(chat) | binary(chats) | binary(groups) | binary(e2e_keys) | binary(blocking) | binary(lifecycle) | binary(crash) | binary(bad_input) | binary(push))' \
     || status=$?
 fi
 exit $status

@@ -13,6 +13,7 @@ mod group_call;
 mod groups;
 mod keys;
 pub mod media;
+mod push;
 pub mod tls;
 pub use chats::ChatRef;
 pub use rustls;

@@ -36,7 +36,7 @@ mod store_tests;
 
 pub use store::{
     GroupChangeRequest, GroupSendOutcome, GroupSendRequest, GroupTarget, KeyClaim, LinkOutcome,
-    NewDevice, NewGroup, Notifier, ReportRecord, RevokeRequest, SendOutcome, SendRequest,
-    StatusOutcome, StatusRequest, Store, StoreError, StoredEnvelope, TimerError, TimerRequest,
-    VerifyOutcome,
+    NewDevice, NewGroup, Notifier, PushSettings, ReportRecord, RevokeRequest, SendOutcome,
+    SendRequest, StatusOutcome, StatusRequest, Store, StoreError, StoredEnvelope, TimerError,
+    TimerRequest, VerifyOutcome,
 };

@@ -38,6 +38,7 @@ mod groups;
 mod keys;
 mod messages;
 mod migrations;
+mod push;
 mod status;
 mod store_impl;
 

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
+use palaver_proto::push::PushTarget;
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -135,6 +136,7 @@ CREATE TABLE blocks (
     status::MIGRATION,
     business::MIGRATION,
     account::MIGRATION,
+    push::MIGRATION,
 ];
 
 mod account;
@@ -142,6 +144,7 @@ mod business;
 mod chats;
 mod groups;
 mod keys;
+mod push;
 mod status;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
@@ -850,6 +853,7 @@ impl Store for SqliteStore {
             conn.prepare_cached("DELETE FROM queue WHERE device_id = ?1")?
                 .execute([to_i64(device.0)])?;
             keys::forget(conn, device)?;
+            push::forget(conn, device)?;
             batch.revoked.push(device);
             batch.invalidate(account);
             Ok(true)
@@ -1252,6 +1256,37 @@ impl Store for SqliteStore {
     async fn reports(&self, before_ms: u64, limit: u32) -> Result<Vec<ReportRecord>, StoreError> {
         self.read(move |conn| account::reports(conn, before_ms, limit))
             .await
+    }
+
+    async fn set_push_target(
+        &self,
+        device: DeviceId,
+        target: Option<PushTarget>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn, _| push::set_target(conn, device, target))
+            .await
+    }
+
+    async fn drop_push_target(
+        &self,
+        device: DeviceId,
+        target: PushTarget,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn, _| push::drop_target(conn, device, &target))
+            .await
+    }
+
+    async fn set_push_quiet(
+        &self,
+        device: DeviceId,
+        until_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn, _| push::set_quiet(conn, device, until_ms))
+            .await
+    }
+
+    async fn push_settings(&self, device: DeviceId) -> Result<Option<PushSettings>, StoreError> {
+        self.read(move |conn| push::settings(conn, device)).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{CallLogEntry, EnvelopeKind, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
 use palaver_proto::keys::KeyBundle;
+use palaver_proto::push::PushTarget;
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
 use std::sync::Arc;
 
@@ -284,6 +285,17 @@ pub struct PresenceRecord {
     pub last_seen_ms: Option<u64>,
 }
 
+/// How to wake a device that has no connection (docs/push.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSettings {
+    /// The account of the device.
+    pub account: AccountId,
+    /// Where pushes go; `None`: the device did not subscribe.
+    pub target: Option<PushTarget>,
+    /// No message pushes before this time (Unix ms).
+    pub quiet_until_ms: Option<u64>,
+}
+
 /// Durable state of the messaging core. Every method is atomic.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -532,6 +544,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reports filed before `before_ms`, newest first.
     async fn reports(&self, before_ms: u64, limit: u32) -> Result<Vec<ReportRecord>, StoreError>;
+
+    /// Sets (or, with `None`, removes) a current device's push target. False
+    /// if the device is unknown or revoked.
+    async fn set_push_target(
+        &self,
+        device: DeviceId,
+        target: Option<PushTarget>,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a device's push target if it is still `target` (a push
+    /// service said it is gone). True if it was removed.
+    async fn drop_push_target(
+        &self,
+        device: DeviceId,
+        target: PushTarget,
+    ) -> Result<bool, StoreError>;
+
+    /// Silences message pushes to a current device until `until_ms` (`None`:
+    /// not silenced). False if the device is unknown or revoked.
+    async fn set_push_quiet(
+        &self,
+        device: DeviceId,
+        until_ms: Option<u64>,
+    ) -> Result<bool, StoreError>;
+
+    /// A current device's push settings; `None` if it is unknown or revoked.
+    /// Revoking a device forgets them.
+    async fn push_settings(&self, device: DeviceId) -> Result<Option<PushSettings>, StoreError>;
 
     /// Checks that the store can read and commit. Because writes commit in
     /// submission order, a successful check also means every write

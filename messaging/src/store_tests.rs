@@ -127,6 +127,7 @@ on_both!(
     concurrent_claims_never_share_a_one_time_key,
     concurrent_group_changes_number_events_once,
     settings_versions_conflict_under_concurrency,
+    push_settings_are_per_device_and_forgotten_on_revoke,
 );
 
 async fn link(store: &dyn Store, phone: &str) -> (AccountId, DeviceId) {
@@ -875,4 +876,72 @@ async fn settings_versions_conflict_under_concurrency(f: Fixture) {
         Ok(2)
     );
     assert_eq!(f.store.settings(alice.0).await.unwrap(), (2, vec![7]));
+}
+
+async fn push_settings_are_per_device_and_forgotten_on_revoke(f: Fixture) {
+    use palaver_proto::push::PushTarget;
+    let alice = link(f.store.as_ref(), "+14155552671").await;
+    let web = PushTarget::WebPush {
+        endpoint: "https://push.example/a".into(),
+        p256dh: "k".into(),
+        auth: "a".into(),
+    };
+    let relay = PushTarget::Relay {
+        relay: "apns".into(),
+        token: "t".into(),
+    };
+    let empty = PushSettings {
+        account: alice.0,
+        target: None,
+        quiet_until_ms: None,
+    };
+    assert_eq!(
+        f.store.push_settings(alice.1).await.unwrap(),
+        Some(empty.clone())
+    );
+    assert!(
+        f.store
+            .set_push_target(alice.1, Some(web.clone()))
+            .await
+            .unwrap()
+    );
+    assert!(f.store.set_push_quiet(alice.1, Some(500)).await.unwrap());
+    // A new subscription replaces the old one; the quiet time stays.
+    assert!(
+        f.store
+            .set_push_target(alice.1, Some(relay.clone()))
+            .await
+            .unwrap()
+    );
+    let got = f.store.push_settings(alice.1).await.unwrap().unwrap();
+    assert_eq!(
+        (got.target, got.quiet_until_ms),
+        (Some(relay.clone()), Some(500))
+    );
+    // Gone only if it is still the subscription the push service refused.
+    assert!(
+        !f.store
+            .drop_push_target(alice.1, web.clone())
+            .await
+            .unwrap()
+    );
+    assert!(f.store.drop_push_target(alice.1, relay).await.unwrap());
+    assert!(f.store.set_push_quiet(alice.1, None).await.unwrap());
+    assert_eq!(f.store.push_settings(alice.1).await.unwrap(), Some(empty));
+    assert!(
+        f.store
+            .set_push_target(alice.1, Some(web.clone()))
+            .await
+            .unwrap()
+    );
+    assert!(f.store.revoke_device(alice.0, alice.1, 5).await.unwrap());
+    assert_eq!(f.store.push_settings(alice.1).await.unwrap(), None);
+    assert!(!f.store.set_push_target(alice.1, Some(web)).await.unwrap());
+    assert!(
+        !f.store
+            .set_push_quiet(DeviceId(9999), Some(1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(f.store.push_settings(DeviceId(9999)).await.unwrap(), None);
 }

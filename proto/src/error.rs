@@ -72,6 +72,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something failed inside the server; the request can be retried.
     Internal,
+    /// The request is well-formed JSON but cannot be accepted as given (a
+    /// push subscription with a plain-http endpoint, bad keys, an unknown
+    /// relay, ...); `message` says which part.
+    BadRequest,
 }
 
 impl ErrorCode {
@@ -110,6 +114,7 @@ impl ErrorCode {
             CallState => "call_state",
             ShuttingDown => "shutting_down",
             Internal => "internal",
+            BadRequest => "bad_request",
         }
     }
 
@@ -156,6 +161,7 @@ mod tests {
             GroupFull,
             ShuttingDown,
             Internal,
+            BadRequest,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

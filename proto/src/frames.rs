@@ -402,6 +402,21 @@ pub enum ClientFrame {
     /// Join a group call this account started or was invited to; answered
     /// by `group_call_ticket`.
     GroupCallJoin { id: RequestId, room: String },
+    /// Wake this device with pushes while it has no connection
+    /// (docs/push.md); replaces the device's earlier subscription.
+    PushSubscribe {
+        id: RequestId,
+        target: crate::push::PushTarget,
+    },
+    /// Stop pushes to this device.
+    PushUnsubscribe { id: RequestId },
+    /// No message pushes to this device until `until_ms` (Unix ms); `null`
+    /// ends the quiet time.
+    PushQuiet {
+        id: RequestId,
+        #[serde(default)]
+        until_ms: Option<u64>,
+    },
 }
 
 /// A STUN or TURN server, as `RTCIceServer` wants it.
@@ -766,7 +781,10 @@ impl ClientFrame {
             | LinkCodeCreate { id }
             | Link { id, .. }
             | GroupCallStart { id, .. }
-            | GroupCallJoin { id, .. } => Some(*id),
+            | GroupCallJoin { id, .. }
+            | PushSubscribe { id, .. }
+            | PushUnsubscribe { id }
+            | PushQuiet { id, .. } => Some(*id),
             Ack { .. } | Typing { .. } => None,
         }
     }

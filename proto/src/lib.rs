@@ -13,6 +13,7 @@ pub mod groups;
 pub mod ids;
 pub mod join_token;
 pub mod keys;
+pub mod push;
 
 pub use error::ErrorCode;
 pub use frames::{ClientFrame, ServerFrame};

@@ -32,7 +32,7 @@ pub enum ConfigError {
     Key { key: String, message: String },
 }
 
-fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         key: key.to_owned(),
         message: message.into(),
@@ -82,6 +82,8 @@ pub struct Config {
     pub web: crate::web::WebSection,
     /// TLS on the main listener (docs/tls.md).
     pub tls: crate::tls::TlsSection,
+    /// Push for offline devices (docs/push.md).
+    pub push: crate::push::PushSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -121,6 +123,7 @@ impl Default for Config {
             sfu: crate::sfu::SfuSection::default(),
             web: crate::web::WebSection::default(),
             tls: crate::tls::TlsSection::default(),
+            push: crate::push::PushSection::default(),
         }
     }
 }
@@ -802,6 +805,8 @@ pub struct Secrets {
     pub redis_url: Option<Secret>,
     /// `transcoder.redis_url`, else `cluster.redis_url`.
     pub transcoder_redis_url: Option<Secret>,
+    /// `[[push.relays]]` with their secrets.
+    pub push_relays: Vec<crate::push::Relay>,
 }
 
 fn one_of(
@@ -911,6 +916,7 @@ impl Config {
                 &self.cluster.redis_url_file,
             )?,
             transcoder_redis_url: None,
+            push_relays: self.push.validate()?,
         };
         let mut secrets = secrets;
         secrets.transcoder_redis_url = one_of(

@@ -229,6 +229,7 @@ async fn serve(
         let admin_listener = TcpListener::bind(cfg.admin.listen)
             .await
             .with_context(|| format!("cannot listen on admin.listen = {}", cfg.admin.listen))?;
+        let signals = Signals::install()?;
         announce("admin", admin_listener.local_addr()?);
         let admin_app = admin::routes(AdminState {
             registry: Arc::new(registry),
@@ -245,7 +246,7 @@ async fn serve(
             http_stop.clone(),
         )));
         tracing::info!("palaver turn started");
-        wait_for_signal().await?;
+        signals.wait().await;
         tracing::info!("shutting down");
         http_stop.cancel();
         for task in background {
@@ -271,6 +272,9 @@ async fn serve(
         Some(c) => c.notifier(),
         None => router.clone(),
     };
+    let push_metrics = Arc::new(palaver_signaling::push::PushMetrics::default());
+    push_metrics.register(&mut registry);
+    let (notifier, push_events) = crate::push::wrap(&cfg.push, notifier, &push_metrics);
     let store = open_store(&cfg, &secrets, notifier).await?;
 
     let (verifier, dev_codes): (Arc<dyn Verifier>, bool) = match cfg.verifier.kind {
@@ -355,9 +359,13 @@ async fn serve(
         shutdown_timeout: cfg.server.shutdown_timeout,
     };
     let mut main_app = palaver_signaling::http::routes(gw.clone());
-    main_app = main_app.merge(crate::push::routes(&crate::push::load_or_create(
-        &cfg.data_dir,
-    )?));
+    let vapid = crate::push::load_or_create(&cfg.data_dir, cfg.push.vapid_key_file.as_deref())?;
+    main_app = main_app.merge(crate::push::routes(&vapid));
+    if let Some(events) = push_events {
+        let relays = &secrets.push_relays;
+        let (store, stop) = (store.clone(), http_stop.clone());
+        crate::push::start(&cfg.push, relays, vapid, store, &gw, events, stop)?;
+    }
     let sfu = if role == Role::Serve && cfg.serve.sfu {
         let secret = sfu_secret.clone().unwrap_or_default();
         let sfu = palaver_sfu::Sfu::start(&cfg.sfu.driver_config(), secret.into_bytes())
@@ -417,6 +425,7 @@ async fn serve(
     let sfu_monitor = tokio::spawn(gw.clone().run_sfu_monitor());
 
     tracing::info!(%main_addr, %admin_addr, data_dir = %cfg.data_dir.display(), "palaver started");
+    let signals = Signals::install()?;
     // Media first: scripts and tests read the lines until main and admin.
     if let Some(m) = &media {
         tracing::info!(media_addr = %m.addr, "media store started");
@@ -425,7 +434,7 @@ async fn serve(
     announce("main", main_addr);
     announce("admin", admin_addr);
 
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down: refusing new connections, finishing open requests");
     http_stop.cancel();
     if tokio::time::timeout(cfg.server.shutdown_timeout, gw.shutdown())
@@ -576,8 +585,9 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
     let probe = crate::media::probe(store.clone(), media.media.clone(), deps);
     let admin = crate::ops::admin_listener(&cfg, &secrets, registry, probe, stop.clone()).await?;
     tracing::info!(media_addr = %media.addr, "palaver media started");
+    let signals = Signals::install()?;
     announce("media", media.addr);
-    wait_for_signal().await?;
+    signals.wait().await;
     stop.cancel();
     let _ = admin.await;
     stop_media(media, cfg.server.shutdown_timeout).await;
@@ -613,12 +623,32 @@ async fn transcoder_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> a
 }
 
 pub async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    Signals::install()?.wait().await;
     Ok(())
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is made. Make it before
+/// announcing the listeners: a script that stops the server right after
+/// reading the addresses must not find the default action (death by
+/// signal, no clean shutdown).
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -20,6 +20,7 @@
 //!   loses one.
 
 mod calls;
+mod online;
 mod reap;
 
 pub(crate) use calls::RemoteCall;

@@ -256,6 +256,9 @@ impl Conn {
             | F::SettingsPut { .. }
             | F::LinkCodeCreate { .. }
             | F::Link { .. }) => self.chats_frame(f).await,
+            f @ (F::PushSubscribe { .. } | F::PushUnsubscribe { .. } | F::PushQuiet { .. }) => {
+                self.push_frame(f).await
+            }
             F::RevokeDevice { id, device } => {
                 let me = self.me()?;
                 if !self
@@ -460,6 +463,7 @@ impl Conn {
             device,
         });
         self.start_delivery();
+        self.gw.push_connected(device);
         self.gw.call_input(CallInput::Reconnected { device }).await;
         self.catch_up().await;
         self.check_key_stock().await;
@@ -675,10 +679,12 @@ impl Conn {
             return Err(blocked());
         }
         // Blocked by the callee: no device rings, as if all were offline.
-        let callee_devices = if they_block {
-            Vec::new()
+        let (callee_devices, pushed_devices) = if they_block {
+            (Vec::new(), Vec::new())
         } else {
-            self.gw.connected_devices(to).await
+            let connected = self.gw.connected_devices(to).await;
+            let pushed = self.gw.pushable_devices(to, &connected).await;
+            (connected, pushed)
         };
         // Unguessable, and below 2^53 so JavaScript clients keep it exact.
         let call = CallId(rand::random::<u64>() >> 11);
@@ -688,6 +694,7 @@ impl Conn {
             caller_device: me.device,
             callee: to,
             callee_devices,
+            pushed_devices,
             media,
             sdp,
         };

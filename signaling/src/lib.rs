@@ -28,6 +28,7 @@ mod handlers;
 pub mod http;
 mod keys;
 pub mod metrics;
+pub mod push;
 pub mod ratelimit;
 pub mod router;
 mod sfu_failover;
@@ -59,6 +60,8 @@ pub struct Gateway {
     pub(crate) group_calls: parking_lot::Mutex<group_calls::Rooms>,
     /// Routing to other nodes; `None` on a single node.
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
+    /// Push for offline devices, once [`Gateway::start_push`] ran.
+    pub(crate) push: std::sync::OnceLock<Arc<push::Pusher>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -90,6 +93,7 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
             cluster,
+            push: std::sync::OnceLock::new(),
         })
     }
 

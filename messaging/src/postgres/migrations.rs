@@ -170,6 +170,7 @@ CREATE TABLE reports (
 );
 CREATE INDEX reports_by_time ON reports(created_ms);
 "#,
+    super::push::MIGRATION,
 ];
 
 /// Creates the schema if needed and applies the missing migrations.

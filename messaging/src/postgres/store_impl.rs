@@ -1,7 +1,7 @@
 //! [`Store`] for [`PostgresStore`]: each method is one transaction.
 
 use super::{
-    PostgresStore, account, business, chats, execute, groups, keys, messages, privacy_to_i16,
+    PostgresStore, account, business, chats, execute, groups, keys, messages, privacy_to_i16, push,
     query, query_opt, status, to_i64, to_u64,
 };
 use crate::chats::AmendError;
@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use palaver_proto::business::{AutoMessages, BusinessProfile};
 use palaver_proto::frames::{CallLogEntry, LastSeenPrivacy};
 use palaver_proto::groups::GroupInfo;
+use palaver_proto::push::PushTarget;
 use palaver_proto::{AccountId, ClientMsgId, DeviceId, GroupId, Seq};
 
 /// A unit enum's wire name, for text columns.
@@ -156,6 +157,7 @@ impl Store for PostgresStore {
                 )
                 .await?;
                 keys::forget(tx, device).await?;
+                push::forget(tx, device).await?;
                 batch.revoked.push(device);
                 Ok(true)
             })
@@ -601,6 +603,46 @@ impl Store for PostgresStore {
 
     async fn reports(&self, before_ms: u64, limit: u32) -> Result<Vec<ReportRecord>, StoreError> {
         self.read(move |tx| Box::pin(async move { account::reports(tx, before_ms, limit).await }))
+            .await
+    }
+
+    async fn set_push_target(
+        &self,
+        device: DeviceId,
+        target: Option<PushTarget>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, _| {
+            let target = target.clone();
+            Box::pin(async move { push::set_target(tx, device, target.as_ref()).await })
+        })
+        .await
+    }
+
+    async fn drop_push_target(
+        &self,
+        device: DeviceId,
+        target: PushTarget,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, _| {
+            let target = target.clone();
+            Box::pin(async move { push::drop_target(tx, device, &target).await })
+        })
+        .await
+    }
+
+    async fn set_push_quiet(
+        &self,
+        device: DeviceId,
+        until_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, _| {
+            Box::pin(async move { push::set_quiet(tx, device, until_ms).await })
+        })
+        .await
+    }
+
+    async fn push_settings(&self, device: DeviceId) -> Result<Option<PushSettings>, StoreError> {
+        self.read(move |tx| Box::pin(async move { push::settings(tx, device).await }))
             .await
     }
 

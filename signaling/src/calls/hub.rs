@@ -116,6 +116,7 @@ impl CallHub {
             match out {
                 Output::Send { to, event } => frames.push((to, to_frame(gw, to, event))),
                 Output::Record(record) => records.push(log_entry(record, crate::now_ms())),
+                Output::Push { to, event } => gw.call_push(to, event),
             }
         }
         let router = gw.router.clone();

@@ -31,6 +31,7 @@ mod hub;
 mod remote;
 #[cfg(test)]
 mod tests;
+mod wake;
 
 pub(crate) use hub::CallHub;
 pub use hub::{IceConfig, turn_credentials};
@@ -158,6 +159,21 @@ pub enum Output {
     Send { to: DeviceId, event: CallEvent },
     /// Persist a finished call.
     Record(CallRecord),
+    /// Wake an offline device (docs/push.md).
+    Push { to: DeviceId, event: PushEvent },
+}
+
+/// A push about a call, for a device without a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushEvent {
+    /// The call rings: connect to answer it.
+    Ring {
+        call: CallId,
+        from: AccountId,
+        video: bool,
+    },
+    /// The call stopped ringing.
+    Cancel { call: CallId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +200,8 @@ struct Call {
     deadline: Option<Instant>,
     /// Devices of the call that dropped, and when their grace ends.
     dropped: BTreeMap<DeviceId, Instant>,
+    /// Offline callee devices woken by a push, while it matters.
+    wake: Option<Box<wake::Wake>>,
 }
 
 impl Call {
@@ -221,6 +239,9 @@ pub struct Offer<'a> {
     pub callee: AccountId,
     /// The callee's devices connected now; they ring.
     pub callee_devices: &'a [DeviceId],
+    /// Offline callee devices that can be woken by a push: they get an
+    /// [`Output::Push`] and ring when they connect before the call ends.
+    pub pushed_devices: &'a [DeviceId],
     pub media: Media,
     pub sdp: String,
 }
@@ -234,6 +255,8 @@ pub struct Calls {
     by_device: HashMap<DeviceId, CallId>,
     /// The calls each account takes part in, as caller or callee.
     by_account: HashMap<AccountId, Vec<CallId>>,
+    /// Pushed devices that have not connected yet, and their call.
+    awaiting: HashMap<DeviceId, CallId>,
     out: VecDeque<Output>,
 }
 
@@ -289,6 +312,7 @@ impl Calls {
             caller,
             callee,
             callee_devices,
+            pushed_devices,
             media,
             sdp,
         } = offer;
@@ -325,6 +349,7 @@ impl Calls {
             started: now,
             deadline: None,
             dropped: BTreeMap::new(),
+            wake: None,
         };
         if busy {
             for d in busy_devices {
@@ -344,10 +369,12 @@ impl Calls {
             .copied()
             .filter(|d| !self.by_device.contains_key(d))
             .collect();
-        if ringing.is_empty() {
+        let pushed = self.free_devices(pushed_devices, &ringing);
+        if ringing.is_empty() && pushed.is_empty() {
             self.finish_unregistered(now, call, &c, EndReason::Unavailable);
             return Ok(());
         }
+        self.push_ring(call, &mut c, pushed, &sdp);
         for d in &ringing {
             self.send(
                 *d,
@@ -418,6 +445,7 @@ impl Calls {
             return Err(CallError::NotInCall);
         }
         let caller = c.caller.device;
+        self.answered(call, device);
         for d in devices.iter().filter(|d| **d != device) {
             self.by_device.remove(d);
             self.send(*d, CallEvent::AnsweredElsewhere { call });
@@ -516,6 +544,7 @@ impl Calls {
         for to in self.peers(device, call, while_ringing)? {
             self.send(to, event.clone());
         }
+        self.keep_for_woken(call, &event);
         Ok(())
     }
 
@@ -554,7 +583,7 @@ impl Calls {
                 // A ringing device that leaves simply stops ringing.
                 devices.retain(|d| *d != device);
                 self.by_device.remove(&device);
-                if devices.is_empty() {
+                if devices.is_empty() && !c.wake.as_ref().is_some_and(|w| w.waiting()) {
                     self.end(now, call, EndReason::Unavailable, None);
                 }
             }
@@ -578,6 +607,9 @@ impl Calls {
     /// A device reconnected; if it was in a call within its grace period, it
     /// is back in (and should restart ICE). Returns the call to resume.
     pub fn reconnected(&mut self, device: DeviceId) -> Option<CallId> {
+        if let Some(call) = self.woken(device) {
+            return Some(call);
+        }
         let call = self.by_device.get(&device).copied()?;
         let c = self.calls.get_mut(&call)?;
         c.dropped.remove(&device)?;
@@ -619,6 +651,7 @@ impl Calls {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
+        self.cancel_pushes(call, &c, by);
         for d in c.members() {
             if self.by_device.get(&d) == Some(&call) {
                 self.by_device.remove(&d);

@@ -32,6 +32,9 @@ pub(crate) enum CallInput {
         /// The callee's devices connected on any node, looked up by the
         /// node that took the request.
         callee_devices: Vec<DeviceId>,
+        /// The callee's offline devices that a push can wake.
+        #[serde(default)]
+        pushed_devices: Vec<DeviceId>,
         media: Media,
         sdp: String,
     },
@@ -87,6 +90,7 @@ impl CallInput {
                 caller_device,
                 callee,
                 callee_devices,
+                pushed_devices,
                 media,
                 sdp,
             } => calls.offer(
@@ -99,6 +103,7 @@ impl CallInput {
                     },
                     callee,
                     callee_devices: &callee_devices,
+                    pushed_devices: &pushed_devices,
                     media,
                     sdp,
                 },
@@ -150,6 +155,7 @@ mod tests {
             caller_device: DeviceId(10),
             callee: AccountId(2),
             callee_devices: vec![DeviceId(20), DeviceId(21)],
+            pushed_devices: vec![],
             media: Media::Video,
             sdp: "v=0".into(),
         });

@@ -80,6 +80,7 @@ impl Sim {
                     caller: alice(),
                     callee: B,
                     callee_devices: &[B1, B2],
+                    pushed_devices: &[],
                     media: Media::Video,
                     sdp: "offer-sdp".into(),
                 },
@@ -238,6 +239,7 @@ fn busy_callee_gets_a_waiting_notice() {
                 caller: carol(),
                 callee: B,
                 callee_devices: &[B1, B2],
+                pushed_devices: &[],
                 media: Media::Audio,
                 sdp: "o".into(),
             },
@@ -279,6 +281,7 @@ fn glare_is_refused() {
                 caller: bob,
                 callee: A,
                 callee_devices: &[A1],
+                pushed_devices: &[],
                 media: Media::Audio,
                 sdp: "o".into()
             }
@@ -298,6 +301,7 @@ fn glare_is_refused() {
                 caller: bob3,
                 callee: A,
                 callee_devices: &[A1],
+                pushed_devices: &[],
                 media: Media::Audio,
                 sdp: "o".into()
             }
@@ -318,6 +322,7 @@ fn refusals_change_nothing() {
                 caller: alice(),
                 callee: A,
                 callee_devices: &[A1],
+                pushed_devices: &[],
                 media: Media::Audio,
                 sdp: "o".into()
             }
@@ -334,6 +339,7 @@ fn refusals_change_nothing() {
                 caller: carol(),
                 callee: B,
                 callee_devices: &[B1],
+                pushed_devices: &[],
                 media: Media::Audio,
                 sdp: "o".into()
             }
@@ -348,6 +354,7 @@ fn refusals_change_nothing() {
                 caller: alice(),
                 callee: C,
                 callee_devices: &[C1],
+                pushed_devices: &[],
                 media: Media::Audio,
                 sdp: "o".into()
             }
@@ -515,6 +522,7 @@ fn a_callee_with_no_connected_device_is_unavailable() {
                 caller: alice(),
                 callee: B,
                 callee_devices: &[],
+                pushed_devices: &[],
                 media: Media::Audio,
                 sdp: "o".into(),
             },

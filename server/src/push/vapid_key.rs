@@ -12,10 +12,14 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Reads the key, or makes and stores it on the first start.
-pub fn load_or_create(data_dir: &Path) -> anyhow::Result<VapidKey> {
-    let dir = data_dir.join("push");
-    let path = dir.join("vapid.key");
+/// Reads the key (`file`, else `<data_dir>/push/vapid.key`), or makes and
+/// stores it on the first start.
+pub fn load_or_create(data_dir: &Path, file: Option<&Path>) -> anyhow::Result<VapidKey> {
+    let path = match file {
+        Some(f) => f.to_owned(),
+        None => data_dir.join("push").join("vapid.key"),
+    };
+    let dir = path.parent().unwrap_or(data_dir).to_owned();
     if path.exists() {
         let meta = std::fs::metadata(&path)?;
         anyhow::ensure!(
@@ -64,13 +68,22 @@ mod tests {
     #[test]
     fn made_once_and_kept_private() {
         let dir = tempfile::tempdir().unwrap();
-        let a = load_or_create(dir.path()).unwrap();
-        let b = load_or_create(dir.path()).unwrap();
+        let a = load_or_create(dir.path(), None).unwrap();
+        let b = load_or_create(dir.path(), None).unwrap();
+        let shared = dir.path().join("elsewhere/vapid.key");
+        let c = load_or_create(dir.path(), Some(&shared)).unwrap();
+        assert_ne!(a.public_key(), c.public_key());
+        let d = load_or_create(dir.path(), Some(&shared)).unwrap();
+        assert_eq!(
+            c.public_key(),
+            d.public_key(),
+            "another node reading the shared file"
+        );
         assert_eq!(a.public_key(), b.public_key());
         let path = dir.path().join("push/vapid.key");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(
-            load_or_create(dir.path()).is_err(),
+            load_or_create(dir.path(), None).is_err(),
             "world-readable key refused"
         );
     }
