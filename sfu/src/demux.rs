@@ -101,6 +101,29 @@ impl Demux {
     }
 }
 
+/// Peers waiting to be polled, each once however often it was touched:
+/// a subscriber written many packets in one batch is polled once, and
+/// str0m's per-poll work (timers, pacing, SCTP, DTLS) is paid once.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    list: Vec<PeerKey>,
+    set: std::collections::HashSet<PeerKey>,
+}
+
+impl Dirty {
+    pub fn push(&mut self, peer: PeerKey) {
+        if self.set.insert(peer) {
+            self.list.push(peer);
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<PeerKey> {
+        let peer = self.list.pop()?;
+        self.set.remove(&peer);
+        Some(peer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +160,22 @@ mod tests {
         assert_eq!(d.lookup(a, &[0x80, 0x60, 0, 1]), None);
         assert_eq!(d.lookup(a, &binding_request("wxyz:remote")), None);
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn dirty_peers_are_polled_once() {
+        let mut d = Dirty::default();
+        for k in [1, 2, 1, 1, 3, 2] {
+            d.push(k);
+        }
+        let mut got = Vec::new();
+        while let Some(k) = d.pop() {
+            got.push(k);
+        }
+        got.sort();
+        assert_eq!(got, [1, 2, 3]);
+        d.push(1);
+        assert_eq!(d.pop(), Some(1), "popped peers can be touched again");
     }
 
     #[test]

@@ -220,11 +220,13 @@ async fn worker_loop(
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
                 if let Ok((n, src)) = r {
-                    core.handle_datagram(src, local, &buf[..n], Instant::now());
-                    // Drain what else is queued before sending.
+                    // Drain what else is queued, then poll each touched
+                    // subscriber once (handle_timeout below).
+                    let now = Instant::now();
+                    core.receive(src, local, &buf[..n], now);
                     for _ in 0..64 {
                         let Ok((n, src)) = sock.try_recv_from(&mut buf) else { break };
-                        core.handle_datagram(src, local, &buf[..n], Instant::now());
+                        core.receive(src, local, &buf[..n], now);
                     }
                 }
             }

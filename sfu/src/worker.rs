@@ -20,7 +20,7 @@ use str0m::media::{MediaAdded, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::demux::{Demux, PeerKey};
+use crate::demux::{Demux, Dirty, PeerKey};
 use crate::dynacast::Layer;
 use crate::keyframe::KeyframeGate;
 use crate::messages::{ClientMessage, ServerMessage};
@@ -141,7 +141,7 @@ pub struct Worker {
     out: VecDeque<Datagram>,
     next_key: u64,
     pub(crate) stats: Stats,
-    pub(crate) dirty: Vec<PeerKey>,
+    pub(crate) dirty: Dirty,
     pub(crate) seed: u64,
 }
 
@@ -158,7 +158,7 @@ impl Worker {
             out: VecDeque::new(),
             next_key: 1,
             stats: Stats::default(),
-            dirty: Vec::new(),
+            dirty: Dirty::default(),
             seed: seed | 1,
         }
     }
@@ -309,9 +309,26 @@ impl Worker {
         self.peers.insert(peer.key, peer);
     }
 
-    /// Feeds one received datagram. Datagrams nobody expects are counted
-    /// and dropped.
+    /// Feeds one received datagram and polls everyone it touched.
+    /// Datagrams nobody expects are counted and dropped.
     pub fn handle_datagram(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+        now: Instant,
+    ) {
+        self.receive(source, destination, buf, now);
+        self.drive(now);
+    }
+
+    /// Feeds one datagram of a batch: only its own peer is polled (str0m
+    /// hands out a received packet before it takes the next), and what it
+    /// forwards waits in the subscribers' queues until the next
+    /// [`Worker::handle_timeout`] polls each touched subscriber once. A
+    /// driver that drained several datagrams from its socket saves one
+    /// str0m poll per subscriber and datagram.
+    pub fn receive(
         &mut self,
         source: SocketAddr,
         destination: SocketAddr,
@@ -341,8 +358,14 @@ impl Worker {
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::debug!(peer = key, error = %e, "input refused");
         }
-        self.dirty.push(key);
-        self.drive(now);
+        self.poll_peer(key, now);
+        if self
+            .peers
+            .get(&key)
+            .is_some_and(|p| p.closing || !p.rtc.is_alive())
+        {
+            self.dirty.push(key);
+        }
     }
 
     /// Advances time: str0m timers, ICE deadlines, room ticks.
