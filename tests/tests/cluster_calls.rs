@@ -149,3 +149,86 @@ async fn the_survivor_takes_over_calls_when_the_leader_dies() {
     ));
     assert!(other.log().contains("call leader changed this_node=true"));
 }
+
+/// What a node logs once it took the calls of a previous leader over.
+const TAKEOVER: &str = "took over the calls";
+
+/// Polls `node`'s log until it said `what` `n` times.
+fn wait_for_log(node: &Server, what: &str, n: usize) {
+    let start = Instant::now();
+    while node.log().matches(what).count() < n {
+        assert!(
+            start.elapsed() < PATIENCE * 2,
+            "no {what:?} in the log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Offers a call and lets the callee's only device see it ring.
+async fn ring(
+    caller: &mut palaver_client::Client,
+    callee: &mut palaver_client::Client,
+    to: palaver_client::proto::AccountId,
+) -> palaver_client::proto::CallId {
+    let (call, _) = caller.call_offer(to, Media::Audio, "v=0").await.unwrap();
+    assert!(matches!(next_call(caller).await, ServerFrame::CallRinging { .. }));
+    assert!(
+        matches!(next_call(callee).await, ServerFrame::CallIncoming { call: c, .. } if c == call)
+    );
+    call
+}
+
+#[tokio::test]
+async fn calls_in_flight_survive_a_killed_leader() {
+    let schema = fresh_schema();
+    let env = [("PALAVER__CALLS__RECONNECT_GRACE", "3s")];
+    let mut leader = Server::start_node_with(&schema, "node-a", &env);
+    wait_until_leader(&leader);
+    let other = Server::start_node_with(&schema, "node-b", &env);
+    // On the survivor: Alice talks to Bob; Carol's call rings at Dave.
+    let (mut alice, _) = other.device(&phone()).await;
+    let (mut bob, b) = other.device(&phone()).await;
+    let (mut carol, _) = other.device(&phone()).await;
+    let (mut dave, d) = other.device(&phone()).await;
+    // Gina, on the leader, talks to Harry on the survivor.
+    let (mut gina, _) = leader.device(&phone()).await;
+    let (mut harry, h) = other.device(&phone()).await;
+    let talking = ring(&mut alice, &mut bob, b.account).await;
+    bob.call_accept(talking, "v=0 answer").await.unwrap();
+    assert!(matches!(next_call(&mut alice).await, ServerFrame::CallAccepted { .. }));
+    let ringing = ring(&mut carol, &mut dave, d.account).await;
+    let lost = ring(&mut gina, &mut harry, h.account).await;
+    harry.call_accept(lost, "v=0 answer").await.unwrap();
+    assert!(matches!(next_call(&mut gina).await, ServerFrame::CallAccepted { .. }));
+
+    // (Under load, leadership may have moved before; count takeovers.)
+    let before = other.log().matches(TAKEOVER).count();
+    leader.kill();
+    let killed = Instant::now();
+    wait_for_log(&other, TAKEOVER, before + 1);
+    eprintln!("SIGKILL -> calls taken over: {:?}", killed.elapsed());
+
+    // The ringing call can be answered, the answered one hung up.
+    dave.call_accept(ringing, "v=0 answer").await.unwrap();
+    assert!(
+        matches!(next_call(&mut carol).await, ServerFrame::CallAccepted { call: c, .. } if c == ringing)
+    );
+    alice.call_hangup(talking).await.unwrap();
+    expect_ended(&mut bob, talking, EndReason::HungUp).await;
+    carol.call_hangup(ringing).await.unwrap();
+    expect_ended(&mut dave, ringing, EndReason::HungUp).await;
+    // Gina died with the leader: Harry hears she dropped, then, after her
+    // grace, that the call is lost.
+    assert!(matches!(
+        next_call(&mut harry).await,
+        ServerFrame::CallPeer { call: c, connected: false } if c == lost
+    ));
+    expect_ended(&mut harry, lost, EndReason::ConnectionLost).await;
+    let history = bob.call_history(10).await.unwrap();
+    assert!(
+        history.iter().any(|e| e.call == talking && e.answered_by == Some(b.device)),
+        "{history:?}"
+    );
+}

@@ -28,17 +28,19 @@
 //!   every ringing device); anyone else gets [`CallError::NotInCall`].
 
 mod hub;
+mod persist;
 mod remote;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use hub::CallHub;
 pub use hub::{IceConfig, turn_credentials};
+pub use persist::{CallSnapshot, WallClock};
 pub(crate) use remote::CallInput;
 
 pub use palaver_proto::frames::{EndReason, Media, SdpKind};
 use palaver_proto::{AccountId, CallId, DeviceId};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// One side of a call.
@@ -235,6 +237,8 @@ pub struct Calls {
     /// The calls each account takes part in, as caller or callee.
     by_account: HashMap<AccountId, Vec<CallId>>,
     out: VecDeque<Output>,
+    /// Calls whose persisted state is out of date (see `persist`).
+    changed: BTreeSet<CallId>,
 }
 
 impl Calls {
@@ -371,6 +375,7 @@ impl Calls {
         c.state = State::Ringing { devices: ringing };
         c.deadline = Some(now + self.config.ring_timeout);
         self.calls.insert(call, c);
+        self.changed.insert(call);
         Ok(())
     }
 
@@ -436,6 +441,7 @@ impl Calls {
             answered_at: now,
         };
         c.deadline = None;
+        self.changed.insert(call);
         Ok(())
     }
 
@@ -549,6 +555,7 @@ impl Calls {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        self.changed.insert(call);
         match &mut c.state {
             State::Ringing { devices } if device != c.caller.device => {
                 // A ringing device that leaves simply stops ringing.
@@ -581,6 +588,7 @@ impl Calls {
         let call = self.by_device.get(&device).copied()?;
         let c = self.calls.get_mut(&call)?;
         c.dropped.remove(&device)?;
+        self.changed.insert(call);
         let peers: Vec<DeviceId> = c.members().into_iter().filter(|d| *d != device).collect();
         for p in peers {
             self.send(
@@ -619,6 +627,7 @@ impl Calls {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
+        self.changed.insert(call);
         for d in c.members() {
             if self.by_device.get(&d) == Some(&call) {
                 self.by_device.remove(&d);
