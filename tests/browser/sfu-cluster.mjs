@@ -4,10 +4,12 @@
 // {"ok": false, "error"}).
 //
 // Commands:
-//   {"cmd": "join", "page", "joinUrl", "token"}      open page `page` and join
+//   {"cmd": "join", "page", "joinUrl", "token", "iceServers"?, "relayOnly"?}
+//                                                     open page `page` and join
 //   {"cmd": "wait_media", "page", "n", "ms"}          until it decodes audio and video from n others
 //   {"cmd": "moved", "page", "frame"}                 hand it a group_call_moved frame (it rejoins)
 //   {"cmd": "rates", "pages", "seconds"}              frame and sample rates per remote stream
+//   {"cmd": "candidates", "pages"}                    local candidate type of each selected pair
 //   {"cmd": "quit"}
 // Times are wall clock (Date.now()), comparable with the test's clock.
 import { chromium } from 'playwright-core';
@@ -74,7 +76,9 @@ async function run(c) {
       const p = await ctx.newPage();
       p.on('pageerror', (e) => errors.push(`page ${c.page}: ${e.message}`));
       await p.goto(pageUrl);
-      await p.evaluate((a) => window.join(a), { joinUrl: c.joinUrl, token: c.token });
+      await p.evaluate((a) => window.join(a), {
+        joinUrl: c.joinUrl, token: c.token, iceServers: c.iceServers, relayOnly: c.relayOnly,
+      });
       pages[c.page] = p;
       return {};
     }
@@ -89,6 +93,8 @@ async function run(c) {
     }
     case 'rates':
       return { rates: await rates(c.pages.map((i) => pages[i]), c.seconds) };
+    case 'candidates':
+      return { types: await Promise.all(c.pages.map((i) => pages[i].evaluate(() => window.candidateType()))) };
     case 'quit':
       return { errors };
     default:

@@ -3,6 +3,7 @@
 
 pub mod garage;
 mod media;
+pub mod sfu_driver;
 pub mod sfu_node;
 
 pub use media::{Backend, MediaServer};

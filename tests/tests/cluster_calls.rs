@@ -173,7 +173,10 @@ async fn ring(
     to: palaver_client::proto::AccountId,
 ) -> palaver_client::proto::CallId {
     let (call, _) = caller.call_offer(to, Media::Audio, "v=0").await.unwrap();
-    assert!(matches!(next_call(caller).await, ServerFrame::CallRinging { .. }));
+    assert!(matches!(
+        next_call(caller).await,
+        ServerFrame::CallRinging { .. }
+    ));
     assert!(
         matches!(next_call(callee).await, ServerFrame::CallIncoming { call: c, .. } if c == call)
     );
@@ -197,11 +200,17 @@ async fn calls_in_flight_survive_a_killed_leader() {
     let (mut harry, h) = other.device(&phone()).await;
     let talking = ring(&mut alice, &mut bob, b.account).await;
     bob.call_accept(talking, "v=0 answer").await.unwrap();
-    assert!(matches!(next_call(&mut alice).await, ServerFrame::CallAccepted { .. }));
+    assert!(matches!(
+        next_call(&mut alice).await,
+        ServerFrame::CallAccepted { .. }
+    ));
     let ringing = ring(&mut carol, &mut dave, d.account).await;
     let lost = ring(&mut gina, &mut harry, h.account).await;
     harry.call_accept(lost, "v=0 answer").await.unwrap();
-    assert!(matches!(next_call(&mut gina).await, ServerFrame::CallAccepted { .. }));
+    assert!(matches!(
+        next_call(&mut gina).await,
+        ServerFrame::CallAccepted { .. }
+    ));
 
     // (Under load, leadership may have moved before; count takeovers.)
     let before = other.log().matches(TAKEOVER).count();
@@ -228,7 +237,9 @@ async fn calls_in_flight_survive_a_killed_leader() {
     expect_ended(&mut harry, lost, EndReason::ConnectionLost).await;
     let history = bob.call_history(10).await.unwrap();
     assert!(
-        history.iter().any(|e| e.call == talking && e.answered_by == Some(b.device)),
+        history
+            .iter()
+            .any(|e| e.call == talking && e.answered_by == Some(b.device)),
         "{history:?}"
     );
 }

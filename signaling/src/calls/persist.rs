@@ -92,7 +92,11 @@ impl Calls {
             rang: c.rang.clone(),
             started_ms: clock.to_ms(c.started),
             deadline_ms: c.deadline.map(|d| clock.to_ms(d)),
-            dropped: c.dropped.iter().map(|(d, t)| (*d, clock.to_ms(*t))).collect(),
+            dropped: c
+                .dropped
+                .iter()
+                .map(|(d, t)| (*d, clock.to_ms(*t)))
+                .collect(),
         })
     }
 

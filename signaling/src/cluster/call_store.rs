@@ -69,8 +69,7 @@ impl Cluster {
     /// leader.
     pub(super) async fn load_calls(&self) {
         let mut r = self.redis.clone();
-        let all: redis::RedisResult<HashMap<u64, String>> =
-            r.hgetall(self.keys.call_state()).await;
+        let all: redis::RedisResult<HashMap<u64, String>> = r.hgetall(self.keys.call_state()).await;
         match all {
             Ok(calls) => {
                 tracing::info!(calls = calls.len(), "taking over the persisted calls");
