@@ -135,6 +135,8 @@ pub struct Worker {
     pub(crate) stats: Stats,
     pub(crate) dirty: Vec<PeerKey>,
     pub(crate) seed: u64,
+    /// Kicks not yet taken by the driver (see `kicks`).
+    pub(crate) kicks: Vec<crate::Kick>,
 }
 
 impl Worker {
@@ -152,6 +154,7 @@ impl Worker {
             stats: Stats::default(),
             dirty: Vec::new(),
             seed: seed | 1,
+            kicks: Vec::new(),
         }
     }
 

@@ -10,6 +10,8 @@
 //   {"cmd": "moved", "page", "frame"}                 hand it a group_call_moved frame (it rejoins)
 //   {"cmd": "rates", "pages", "seconds"}              frame and sample rates per remote stream
 //   {"cmd": "candidates", "pages"}                    local candidate type of each selected pair
+//   {"cmd": "send", "page", "msg"}                    send msg on the page's data channel
+//   {"cmd": "wait_event", "page", "type", "ms"}       until the SFU sent the page a `type` message
 //   {"cmd": "quit"}
 // Times are wall clock (Date.now()), comparable with the test's clock.
 import { chromium } from 'playwright-core';
@@ -95,6 +97,19 @@ async function run(c) {
       return { rates: await rates(c.pages.map((i) => pages[i]), c.seconds) };
     case 'candidates':
       return { types: await Promise.all(c.pages.map((i) => pages[i].evaluate(() => window.candidateType()))) };
+    case 'send':
+      await pages[c.page].evaluate((m) => window.send(m), c.msg);
+      return {};
+    case 'wait_event': {
+      const deadline = Date.now() + c.ms;
+      while (Date.now() < deadline) {
+        const ev = await pages[c.page].evaluate(() => window.events());
+        const found = ev.find((e) => e.type === c.type);
+        if (found) return { event: found };
+        await sleep(20);
+      }
+      throw new Error(`no ${c.type} message`);
+    }
     case 'quit':
       return { errors };
     default:

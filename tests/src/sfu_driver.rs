@@ -123,6 +123,20 @@ impl Driver {
             .collect()
     }
 
+    /// Sends `msg` to the SFU on `page`'s data channel.
+    pub async fn send(&self, page: usize, msg: Value) {
+        self.cmd(json!({"cmd": "send", "page": page, "msg": msg}))
+            .await;
+    }
+
+    /// Waits until the SFU sent `page` a message of type `kind`; returns it.
+    pub async fn wait_event(&self, page: usize, kind: &str) -> Value {
+        let r = self
+            .cmd(json!({"cmd": "wait_event", "page": page, "type": kind, "ms": 20000}))
+            .await;
+        r["event"].clone()
+    }
+
     /// Asserts both pages decode each other's video and audio.
     pub async fn assert_flowing(&self) {
         let r = self

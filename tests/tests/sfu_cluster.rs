@@ -147,3 +147,84 @@ async fn a_draining_sfu_hands_its_room_over_and_exits() {
     assert!(!log.contains("still connected"), "{log}");
     d.cmd(json!({"cmd": "quit"})).await;
 }
+
+/// Bob's join with `ticket`'s token on `node`: the SFU's status and error
+/// code. The offer is no SDP: a join that passes the token and kick checks
+/// fails on it (400 `bad_sdp`), a kicked account is refused before (403
+/// `kicked`).
+async fn try_join(node: &str, room: &str, token: &str) -> (u16, String) {
+    let url = format!("{node}/v1/rooms/{room}/join");
+    let auth = format!("Bearer {token}");
+    let res = palaver_client::media::request(
+        &url,
+        "POST",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/sdp"),
+        ],
+        b"not sdp",
+    )
+    .await
+    .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    (res.status, body["error"].as_str().unwrap_or("").to_owned())
+}
+
+#[tokio::test]
+async fn a_kick_holds_after_the_room_moves_to_another_sfu_node() {
+    check_tools();
+    let mut c = cluster(&[]);
+    // Alice (node 1) starts the call, so she is its admin; Bob and Carol
+    // (node 2) are invited.
+    let (mut alice, _) = c.sig[0].device(&phone()).await;
+    let (mut bob, b) = c.sig[1].device(&phone()).await;
+    let (mut carol, cr) = c.sig[1].device(&phone()).await;
+    let carol_account = cr.account;
+    let ta = alice
+        .group_call_start(vec![b.account, carol_account], Media::Video)
+        .await
+        .unwrap();
+    let tb = bob.group_call_join(&ta.room).await.unwrap();
+    let d = Driver::start();
+    both_in(&d, &[ta.clone(), tb.clone()]).await;
+
+    // Alice kicks Bob: his page is told, and the room refuses him.
+    let target = json!({"account": b.account.0, "device": b.device.0});
+    d.send(0, json!({"type": "kick", "participant": target}))
+        .await;
+    d.wait_event(1, "kicked").await;
+    let host = c.host_of(&ta);
+    let again = bob.group_call_join(&ta.room).await.unwrap();
+    assert_eq!(
+        try_join(&again.sfu_url, &ta.room, &again.token).await,
+        (403, "kicked".into())
+    );
+
+    // The hosting node dies; the room moves with Alice.
+    c.sfus[host].kill();
+    let moved = tokio::time::timeout(palaver_tests::PATIENCE, next_moved(&mut alice))
+        .await
+        .unwrap_or_else(|_| panic!("no group_call_moved\n{}", c.logs()));
+    let survivor = c.sfus[1 - host].url.clone();
+    assert_eq!(moved.sfu_url, survivor);
+    d.moved(0, &moved).await;
+
+    // On the new node Bob is still refused, with a fresh ticket or his
+    // old token; Carol, never kicked, gets past the check.
+    let fresh = bob.group_call_join(&ta.room).await.unwrap();
+    assert_eq!(fresh.sfu_url, survivor);
+    assert_eq!(
+        try_join(&survivor, &ta.room, &fresh.token).await,
+        (403, "kicked".into())
+    );
+    assert_eq!(
+        try_join(&survivor, &ta.room, &tb.token).await,
+        (403, "kicked".into())
+    );
+    let tc = carol.group_call_join(&ta.room).await.unwrap();
+    assert_eq!(
+        try_join(&survivor, &ta.room, &tc.token).await,
+        (400, "bad_sdp".into())
+    );
+    d.cmd(json!({"cmd": "quit"})).await;
+}
