@@ -199,11 +199,21 @@ impl Gateway {
         let Some(mut requests) = cluster.take_call_requests() else {
             return;
         };
+        let mut sweep = tokio::time::interval(cluster.absent_sweep_interval());
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let req = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = cluster.took_over_calls() => {
-                    self.drop_absent_devices(&cluster).await;
+                    let gone = self.drop_absent_devices(&cluster).await;
+                    tracing::info!(absent = gone, "took over the calls");
+                    continue;
+                }
+                _ = sweep.tick(), if cluster.leads_calls() => {
+                    let gone = self.drop_absent_devices(&cluster).await;
+                    if gone > 0 {
+                        tracing::info!(absent = gone, "devices of a dead node left their calls");
+                    }
                     continue;
                 }
                 r = requests.recv() => r,
@@ -246,22 +256,27 @@ fn changes(core: &mut Calls, clock: WallClock) -> Vec<CallChange> {
 }
 
 impl Gateway {
-    /// After a takeover: the devices of the restored calls connected
-    /// nowhere (their node died with the old leader) count as dropped, and
-    /// get the reconnect grace.
-    async fn drop_absent_devices(&self, cluster: &Cluster) {
+    /// Devices in calls that are connected nowhere count as dropped and get
+    /// the reconnect grace: after a takeover, those whose node died with the
+    /// old leader; on the leader's periodic sweep, those of any node that
+    /// died (it could not report their disconnection). Returns how many.
+    async fn drop_absent_devices(&self, cluster: &Cluster) -> usize {
         let devices = self.calls.with(self, |core, _| core.devices());
+        if devices.is_empty() {
+            return 0;
+        }
         let connected = cluster.connected(&devices).await;
         let gone: Vec<DeviceId> = devices
             .into_iter()
             .filter(|d| !connected.contains(d))
             .collect();
-        tracing::info!(absent = gone.len(), "took over the calls");
+        let n = gone.len();
         self.calls.with(self, |core, now| {
             for d in gone {
                 core.disconnected(now, d);
             }
         });
+        n
     }
 }
 

@@ -565,6 +565,8 @@ impl Calls {
                     self.end(now, call, EndReason::Unavailable, None);
                 }
             }
+            // Already dropped: its grace runs from the first time.
+            _ if c.dropped.contains_key(&device) => {}
             _ => {
                 c.dropped.insert(device, now + self.config.reconnect_grace);
                 let peers: Vec<DeviceId> =

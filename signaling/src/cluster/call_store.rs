@@ -60,6 +60,17 @@ impl Cluster {
         self.call_store.loaded.lock().take()
     }
 
+    /// How often the leader looks for call devices connected nowhere: a
+    /// dead node's registry entries stop counting after `registry_ttl`.
+    pub(crate) fn absent_sweep_interval(&self) -> std::time::Duration {
+        self.config.registry_ttl
+    }
+
+    /// Whether this node runs the calls now.
+    pub(crate) fn leads_calls(&self) -> bool {
+        self.calls.leader.lock().as_deref() == Some(self.config.node_id.as_str())
+    }
+
     /// Resolves when this node took the call leadership over.
     pub(crate) async fn took_over_calls(&self) {
         self.call_store.took_over.notified().await;

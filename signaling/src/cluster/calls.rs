@@ -40,7 +40,7 @@ pub(crate) struct RemoteCall {
 /// This node's side of the leadership.
 pub(super) struct LeaderState {
     /// The leader as last seen (`None`: unknown, elect before use).
-    leader: Mutex<Option<String>>,
+    pub(super) leader: Mutex<Option<String>>,
     next_req: AtomicU64,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Option<CallError>>>>,
     inputs: mpsc::UnboundedSender<RemoteCall>,
