@@ -237,7 +237,10 @@ async fn in_flight_calls_across_a_leader_kill() -> bool {
             }
         }
     }
-    eprintln!("SIGKILL -> the ringing call answered: {:?}", killed.elapsed());
+    eprintln!(
+        "SIGKILL -> the ringing call answered: {:?}",
+        killed.elapsed()
+    );
     assert!(
         matches!(next_call(&mut carol).await, ServerFrame::CallAccepted { call: c, .. } if c == ringing)
     );
@@ -260,6 +263,10 @@ async fn in_flight_calls_across_a_leader_kill() -> bool {
         "{history:?}"
     );
     // The survivor loaded the three calls from Redis.
-    assert!(other.log().contains(&format!("{LOADED}3")), "{}", other.log());
+    assert!(
+        other.log().contains(&format!("{LOADED}3")),
+        "{}",
+        other.log()
+    );
     true
 }
