@@ -466,6 +466,20 @@ fn assert_delivered(
     assert!(twice.is_empty(), "{who}: delivered twice: {twice:?}");
 }
 
+/// The surviving node's per-participant stats show both pages, sending and
+/// receiving.
+async fn assert_participants(node: &SfuNode, room: &str) {
+    let (status, body) = palaver_tests::http_get(&node.admin_url, "/sfu/participants").await;
+    assert_eq!(status, 200, "{body}");
+    let list: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    for p in &list {
+        assert_eq!(p["room"], room);
+        assert!(p["bitrate_in_bps"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["bitrate_out_bps"].as_u64().unwrap() > 0, "{p}");
+    }
+}
+
 /// Once both senders are under way, SIGKILLs signaling node A and the SFU
 /// node hosting the call; follows the call to the surviving SFU node.
 /// Returns Frank's and Gina's clients (Gina's on node B now).
@@ -549,6 +563,8 @@ async fn roles_as_separate_processes_survive_a_killed_signaling_and_sfu_node() {
     assert!(from_carol.unacked.is_some(), "Carol's node was killed");
     d.assert_flowing().await;
     assert_eq!(d.candidate_types(&[0, 1]).await, ["relay", "relay"]);
+    let survivor = &t.sfus[1 - t.host_of(&tickets[0])];
+    assert_participants(survivor, &tickets[0].room).await;
     let (_, m) = palaver_tests::http_get(&t.turn.url("admin"), "/metrics").await;
     let relayed = m
         .lines()
