@@ -234,12 +234,13 @@ async fn worker_loop(
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         core.handle_timeout(Instant::now());
-        send_all(&sock, &mut core).await;
+        // Queued for the log before the `kicked` message leaves.
         for kick in core.take_kicks() {
             if let Some(log) = kicks.get() {
                 log.record(kick);
             }
         }
+        send_all(&sock, &mut core).await;
     }
 }
 
