@@ -270,3 +270,36 @@ async fn in_flight_calls_across_a_leader_kill() -> bool {
     );
     true
 }
+
+#[tokio::test]
+async fn a_party_on_a_dead_node_leaves_its_call_after_the_grace() {
+    let schema = fresh_schema();
+    let env = [("PALAVER__CALLS__RECONNECT_GRACE", "2s")];
+    let leader = Server::start_node_with(&schema, "node-a", &env);
+    wait_until_leader(&leader);
+    let mut other = Server::start_node_with(&schema, "node-b", &env);
+    // Gina on the node that dies (not the leader) talks to Harry on the
+    // leader.
+    let (mut gina, _) = other.device(&phone()).await;
+    let (mut harry, h) = leader.device(&phone()).await;
+    let call = ring(&mut gina, &mut harry, h.account).await;
+    harry.call_accept(call, "v=0 answer").await.unwrap();
+    assert!(matches!(
+        next_call(&mut gina).await,
+        ServerFrame::CallAccepted { .. }
+    ));
+    other.kill();
+    // The dead node could not report Gina's disconnection: the leader's
+    // sweep finds her connected nowhere (twice in a row), then her grace
+    // runs out.
+    let killed = Instant::now();
+    assert!(matches!(
+        next_call(&mut harry).await,
+        ServerFrame::CallPeer { call: c, connected: false } if c == call
+    ));
+    expect_ended(&mut harry, call, EndReason::ConnectionLost).await;
+    eprintln!(
+        "SIGKILL -> connection_lost at Harry: {:?}",
+        killed.elapsed()
+    );
+}

@@ -12,6 +12,7 @@ use palaver_proto::DeviceId;
 use palaver_proto::frames::{CallLogEntry, IceServer, ServerFrame};
 use parking_lot::Mutex;
 use sha1::Sha1;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -199,18 +200,20 @@ impl Gateway {
         let Some(mut requests) = cluster.take_call_requests() else {
             return;
         };
+        // Devices found absent by the last sweep (see `drop_absent_devices`).
+        let mut suspects = HashSet::new();
         let mut sweep = tokio::time::interval(cluster.absent_sweep_interval());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let req = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = cluster.took_over_calls() => {
-                    let gone = self.drop_absent_devices(&cluster).await;
+                    let gone = self.drop_absent_devices(&cluster, None).await;
                     tracing::info!(absent = gone, "took over the calls");
                     continue;
                 }
                 _ = sweep.tick(), if cluster.leads_calls() => {
-                    let gone = self.drop_absent_devices(&cluster).await;
+                    let gone = self.drop_absent_devices(&cluster, Some(&mut suspects)).await;
                     if gone > 0 {
                         tracing::info!(absent = gone, "devices of a dead node left their calls");
                     }
@@ -259,17 +262,28 @@ impl Gateway {
     /// Devices in calls that are connected nowhere count as dropped and get
     /// the reconnect grace: after a takeover, those whose node died with the
     /// old leader; on the leader's periodic sweep, those of any node that
-    /// died (it could not report their disconnection). Returns how many.
-    async fn drop_absent_devices(&self, cluster: &Cluster) -> usize {
+    /// died (it could not report their disconnection). A sweep drops only
+    /// devices the previous sweep found absent too (`suspects`), so that a
+    /// node that stalled briefly does not lose its calls. Returns how many.
+    async fn drop_absent_devices(
+        &self,
+        cluster: &Cluster,
+        suspects: Option<&mut HashSet<DeviceId>>,
+    ) -> usize {
         let devices = self.calls.with(self, |core, _| core.devices());
-        if devices.is_empty() {
-            return 0;
-        }
         let connected = cluster.connected(&devices).await;
-        let gone: Vec<DeviceId> = devices
+        let absent: HashSet<DeviceId> = devices
             .into_iter()
             .filter(|d| !connected.contains(d))
             .collect();
+        let gone: Vec<DeviceId> = match suspects {
+            None => absent.into_iter().collect(),
+            Some(s) => {
+                let gone = absent.intersection(s).copied().collect();
+                *s = absent;
+                gone
+            }
+        };
         let n = gone.len();
         self.calls.with(self, |core, now| {
             for d in gone {

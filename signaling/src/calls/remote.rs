@@ -14,8 +14,8 @@
 //! it before acting, so calls ringing or in progress go on (ring timeouts
 //! keep their deadlines, hang-ups reach the peer), and devices that died
 //! with the old leader's node get the reconnect grace (the leader also
-//! sweeps every `registry_ttl` for call devices connected nowhere, which
-//! covers a dead node that was not the leader). Requests made
+//! sweeps every `registry_ttl` for call devices connected nowhere, twice
+//! in a row, which covers a dead node that was not the leader). Requests made
 //! before the handover fail with `internal` (retry). Not covered: a
 //! leader that loses the key while alive (a stalled heartbeat) keeps the
 //! calls it runs in memory; a call changed on it after the new leader

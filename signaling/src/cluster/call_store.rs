@@ -114,6 +114,9 @@ impl Cluster {
 
     /// The devices among `devices` connected here or to a live node.
     pub(crate) async fn connected(&self, devices: &[DeviceId]) -> HashSet<DeviceId> {
+        if devices.is_empty() {
+            return HashSet::new();
+        }
         let mut r = self.redis.clone();
         let mut out: HashSet<DeviceId> = devices
             .iter()
