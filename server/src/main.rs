@@ -16,6 +16,7 @@ mod ops;
 mod push;
 mod run;
 mod sfu;
+mod sfu_kicks;
 mod sfu_node;
 mod telemetry;
 mod tls;

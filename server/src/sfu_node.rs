@@ -127,6 +127,10 @@ impl Registered {
         beat.once()
             .await
             .context("cannot register in Redis (cluster.redis_url)")?;
+        // Kicks outlive this node: a room that moves keeps them.
+        sfu.set_kick_log(Arc::new(crate::sfu_kicks::RegistryKicks::start(
+            registry.clone(),
+        )));
         tracing::info!(sfu_node = %id, "registered in the SFU node registry");
         let (draining, beat_now) = (beat.draining.clone(), beat.beat_now.clone());
         let stop = CancellationToken::new();

@@ -14,6 +14,7 @@ pub mod dynacast;
 mod forward;
 pub mod http;
 pub mod keyframe;
+pub mod kicks;
 pub mod layers;
 pub mod messages;
 mod moderation;
@@ -26,6 +27,7 @@ pub mod speaker;
 pub mod worker;
 
 pub use config::Config;
+pub use kicks::{Kick, KickLog};
 pub use participant_stats::ParticipantStats;
 pub use server::{JoinFailure, Sfu};
 pub use worker::{Datagram, JoinError, Stats, Worker, WorkerConfig};

@@ -9,7 +9,8 @@ use crate::worker::Worker;
 impl Worker {
     /// `from` asks to remove `target` from their room: the target gets
     /// `kicked` and is dropped (the others get `left`), and its account may
-    /// not join this room again while the room is open on this worker.
+    /// not join this room again while the room is open on this worker (and,
+    /// through the driver's [`crate::KickLog`], on any node it moves to).
     pub(crate) fn kick(&mut self, from: PeerKey, target: Target) {
         let Some(victim) = self.admin_target(from, target) else {
             return;
@@ -20,6 +21,11 @@ impl Worker {
         let room = self.peers.get(&victim).map(|p| p.room);
         if let Some(r) = room.and_then(|room| self.rooms.get_mut(&room)) {
             r.kicked.insert(target.account);
+            let kick = crate::Kick {
+                room: r.name().to_owned(),
+                account: target.account,
+            };
+            self.kicks.push(kick);
         }
         if let Some(p) = self.peers.get_mut(&victim) {
             tracing::debug!(peer = victim, by = from, "kicked by the call's admin");

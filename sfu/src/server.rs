@@ -4,7 +4,7 @@
 
 use std::hash::BuildHasher;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palaver_proto::join_token::{self, JoinClaims, TokenError};
@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::restart::RestartError;
+use crate::kicks::KickLog;
 use crate::worker::{JoinError, Stats, Worker, WorkerConfig};
 
 /// Keyframe requests toward one publisher stream, at most this often.
@@ -52,11 +53,15 @@ pub enum JoinFailure {
     Unavailable,
 }
 
+/// Where the workers record kicks, once the driver's owner set it.
+type SharedKickLog = Arc<OnceLock<Arc<dyn KickLog>>>;
+
 /// A running SFU.
 pub struct Sfu {
     workers: Vec<WorkerHandle>,
     secret: Vec<u8>,
     hasher: std::collections::hash_map::RandomState,
+    kick_log: SharedKickLog,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -71,6 +76,7 @@ impl Sfu {
     /// Binds one UDP socket per worker and starts the worker threads.
     pub fn start(cfg: &Config, secret: Vec<u8>) -> std::io::Result<Arc<Sfu>> {
         let mut workers = Vec::new();
+        let kick_log = SharedKickLog::default();
         for i in 0..cfg.workers.max(1) {
             let port = if cfg.udp_port == 0 {
                 0
@@ -88,16 +94,25 @@ impl Sfu {
                 keyframe_interval: KEYFRAME_INTERVAL,
             };
             let (tx, rx) = mpsc::unbounded_channel();
+            let log = kick_log.clone();
             std::thread::Builder::new()
                 .name(format!("sfu-worker-{i}"))
-                .spawn(move || run_thread(socket, wcfg, rx))?;
+                .spawn(move || run_thread(socket, wcfg, rx, log))?;
             workers.push(WorkerHandle { tx, addr: bound });
         }
         Ok(Arc::new(Sfu {
             workers,
             secret,
             hasher: Default::default(),
+            kick_log,
         }))
+    }
+
+    /// Shares kicks with the other SFU nodes through `log` (once; later
+    /// calls are ignored). Without one, a kick holds while the room is open
+    /// on this node.
+    pub fn set_kick_log(&self, log: Arc<dyn KickLog>) {
+        let _ = self.kick_log.set(log);
     }
 
     /// The media UDP addresses, one per worker.
@@ -118,6 +133,11 @@ impl Sfu {
         let claims = join_token::verify(&self.secret, token, now)?;
         if claims.room != room {
             return Err(JoinFailure::WrongRoom);
+        }
+        if let Some(log) = self.kick_log.get()
+            && log.is_kicked(claims.room.clone(), claims.account).await
+        {
+            return Err(JoinFailure::Join(JoinError::Kicked));
         }
         let w = &self.workers[self.hasher.hash_one(room) as usize % self.workers.len()];
         let (reply, rx) = oneshot::channel();
@@ -187,7 +207,12 @@ impl Sfu {
     }
 }
 
-fn run_thread(socket: UdpSocket, cfg: WorkerConfig, rx: mpsc::UnboundedReceiver<Command>) {
+fn run_thread(
+    socket: UdpSocket,
+    cfg: WorkerConfig,
+    rx: mpsc::UnboundedReceiver<Command>,
+    kicks: SharedKickLog,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -200,7 +225,7 @@ fn run_thread(socket: UdpSocket, cfg: WorkerConfig, rx: mpsc::UnboundedReceiver<
     };
     rt.block_on(async move {
         match tokio::net::UdpSocket::from_std(socket) {
-            Ok(s) => worker_loop(s, cfg, rx).await,
+            Ok(s) => worker_loop(s, cfg, rx, kicks).await,
             Err(e) => tracing::error!(error = %e, "cannot register the SFU socket"),
         }
     });
@@ -210,6 +235,7 @@ async fn worker_loop(
     sock: tokio::net::UdpSocket,
     cfg: WorkerConfig,
     mut rx: mpsc::UnboundedReceiver<Command>,
+    kicks: SharedKickLog,
 ) {
     let local = cfg.candidate_addr;
     let mut core = Worker::new(cfg, rand::random());
@@ -237,6 +263,12 @@ async fn worker_loop(
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         core.handle_timeout(Instant::now());
+        // Queued for the log before the `kicked` message leaves.
+        for kick in core.take_kicks() {
+            if let Some(log) = kicks.get() {
+                log.record(kick);
+            }
+        }
         send_all(&sock, &mut core).await;
     }
 }

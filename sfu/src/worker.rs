@@ -143,6 +143,8 @@ pub struct Worker {
     pub(crate) stats: Stats,
     pub(crate) dirty: Dirty,
     pub(crate) seed: u64,
+    /// Kicks not yet taken by the driver (see `kicks`).
+    pub(crate) kicks: Vec<crate::Kick>,
 }
 
 impl Worker {
@@ -160,6 +162,7 @@ impl Worker {
             stats: Stats::default(),
             dirty: Dirty::default(),
             seed: seed | 1,
+            kicks: Vec::new(),
         }
     }
 
@@ -187,19 +190,21 @@ impl Worker {
         offer: &str,
         now: Instant,
     ) -> Result<(PeerKey, String), JoinError> {
+        // A kicked account is refused before its offer is even read.
+        let kicked = self
+            .room_names
+            .get(&claims.room)
+            .and_then(|k| self.rooms.get(k))
+            .is_some_and(|r| r.kicked.contains(&claims.account));
+        if kicked {
+            return Err(JoinError::Kicked);
+        }
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| JoinError::BadOffer(e.to_string()))?;
         if let Some(old) = self.find_same_device(&claims) {
             self.remove_peer(old, now);
         }
         let room = self.room_for(&claims.room, now);
-        if self
-            .rooms
-            .get(&room)
-            .is_some_and(|r| r.kicked.contains(&claims.account))
-        {
-            return Err(JoinError::Kicked);
-        }
         let size = self.rooms.get(&room).map_or(0, |r| r.members.len());
         if size >= self.cfg.room_limit {
             self.drop_room_if_empty(room);

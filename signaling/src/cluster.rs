@@ -19,10 +19,12 @@
 //!   `catch_up_interval`: a lost notification delays a message, it never
 //!   loses one.
 
+mod call_store;
 mod calls;
 mod online;
 mod reap;
 
+pub(crate) use call_store::CallChange;
 pub(crate) use calls::RemoteCall;
 
 use crate::router::{Push, Router};
@@ -196,6 +198,7 @@ pub struct Cluster {
     out: mpsc::UnboundedSender<Outbound>,
     calls: calls::LeaderState,
     reaped: reap::Reaped,
+    call_store: call_store::CallStore,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -277,12 +280,14 @@ impl Cluster {
             out: tx,
             calls: calls::LeaderState::default(),
             reaped: reap::Reaped::default(),
+            call_store: call_store::CallStore::default(),
         });
         // Leftovers of an earlier run under this name.
         cluster.reap(&cluster.config.node_id).await;
         cluster.beat().await?;
         tokio::spawn(cluster.clone().subscriber(client, pubsub, stop.clone()));
         tokio::spawn(cluster.clone().publisher(rx));
+        tokio::spawn(cluster.clone().write_calls());
         tokio::spawn(cluster.clone().heartbeat(stop));
         tracing::info!(node = %cluster.config.node_id, "joined the cluster");
         Ok(cluster)

@@ -108,6 +108,10 @@ impl Gateway {
     ) -> Result<(), RegistryError> {
         let creator = reg.room(room).await?.and_then(|r| r.creator);
         for (account, device) in reg.ticket_holders(room).await? {
+            // A kicked account is not told where the call went.
+            if reg.is_kicked(room, account).await? {
+                continue;
+            }
             let admin = creator == Some(account);
             let Ok((token, expires_at)) = sign_ticket(cfg, room, account, device, admin) else {
                 continue;

@@ -12,6 +12,9 @@
 //!   took a ticket for the room: who is told when the room moves.
 //! - `P:sfu:evacuate:{id}`: a lock (`SET NX PX`) so that one signaling
 //!   node moves a dead or draining node's rooms.
+//! - `P:gcall:{room}:kicked`: the accounts the call's admin kicked, written
+//!   by the SFU node that hosted the room, read by any node the room moves
+//!   to; expires with the room.
 
 use crate::sfu_nodes::NodeStatus;
 use palaver_proto::{AccountId, DeviceId};
@@ -60,6 +63,16 @@ impl std::fmt::Debug for SfuRegistry {
     }
 }
 
+/// Adds ARGV[1] to the kicked set KEYS[1], expiring with the room KEYS[2]
+/// (ARGV[2] ms if the room has no expiry).
+const RECORD_KICK: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl <= 0 then ttl = tonumber(ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 0
+"#;
+
 fn px(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
@@ -102,6 +115,38 @@ impl SfuRegistry {
 
     fn devs_key(&self, room: &str) -> String {
         self.key(format_args!("gcall:{room}:devs"))
+    }
+
+    fn kicked_key(&self, room: &str) -> String {
+        self.key(format_args!("gcall:{room}:kicked"))
+    }
+
+    // --- Kicks, shared by the SFU nodes a room lives on. ---
+
+    /// Records that the admin kicked `account` from `room`; the record
+    /// lives as long as the room (or `fallback_ttl` if the room is
+    /// unknown).
+    pub async fn record_kick(
+        &self,
+        room: &str,
+        account: AccountId,
+        fallback_ttl: Duration,
+    ) -> Result<()> {
+        let mut r = self.redis.clone();
+        redis::Script::new(RECORD_KICK)
+            .key(self.kicked_key(room))
+            .key(self.room_key(room))
+            .arg(account.0)
+            .arg(px(fallback_ttl))
+            .invoke_async::<()>(&mut r)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `account` was kicked from `room`, on any node.
+    pub async fn is_kicked(&self, room: &str, account: AccountId) -> Result<bool> {
+        let mut r = self.redis.clone();
+        Ok(r.sismember(self.kicked_key(room), account.0).await?)
     }
 
     // --- The SFU node's side. ---

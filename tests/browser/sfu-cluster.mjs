@@ -4,10 +4,14 @@
 // {"ok": false, "error"}).
 //
 // Commands:
-//   {"cmd": "join", "page", "joinUrl", "token"}      open page `page` and join
+//   {"cmd": "join", "page", "joinUrl", "token", "iceServers"?, "relayOnly"?}
+//                                                     open page `page` and join
 //   {"cmd": "wait_media", "page", "n", "ms"}          until it decodes audio and video from n others
 //   {"cmd": "moved", "page", "frame"}                 hand it a group_call_moved frame (it rejoins)
 //   {"cmd": "rates", "pages", "seconds"}              frame and sample rates per remote stream
+//   {"cmd": "candidates", "pages"}                    local candidate type of each selected pair
+//   {"cmd": "send", "page", "msg"}                    send msg on the page's data channel
+//   {"cmd": "wait_event", "page", "type", "ms"}       until the SFU sent the page a `type` message
 //   {"cmd": "quit"}
 // Times are wall clock (Date.now()), comparable with the test's clock.
 import { chromium } from 'playwright-core';
@@ -74,7 +78,9 @@ async function run(c) {
       const p = await ctx.newPage();
       p.on('pageerror', (e) => errors.push(`page ${c.page}: ${e.message}`));
       await p.goto(pageUrl);
-      await p.evaluate((a) => window.join(a), { joinUrl: c.joinUrl, token: c.token });
+      await p.evaluate((a) => window.join(a), {
+        joinUrl: c.joinUrl, token: c.token, iceServers: c.iceServers, relayOnly: c.relayOnly,
+      });
       pages[c.page] = p;
       return {};
     }
@@ -89,6 +95,21 @@ async function run(c) {
     }
     case 'rates':
       return { rates: await rates(c.pages.map((i) => pages[i]), c.seconds) };
+    case 'candidates':
+      return { types: await Promise.all(c.pages.map((i) => pages[i].evaluate(() => window.candidateType()))) };
+    case 'send':
+      await pages[c.page].evaluate((m) => window.send(m), c.msg);
+      return {};
+    case 'wait_event': {
+      const deadline = Date.now() + c.ms;
+      while (Date.now() < deadline) {
+        const ev = await pages[c.page].evaluate(() => window.events());
+        const found = ev.find((e) => e.type === c.type);
+        if (found) return { event: found };
+        await sleep(20);
+      }
+      throw new Error(`no ${c.type} message`);
+    }
     case 'quit':
       return { errors };
     default:

@@ -4,6 +4,7 @@
 pub mod garage;
 mod media;
 pub mod push_endpoint;
+pub mod sfu_driver;
 pub mod sfu_node;
 
 pub use media::{Backend, MediaServer};

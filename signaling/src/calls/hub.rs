@@ -2,9 +2,9 @@
 //! outputs into frames for connected devices and rows of call history, and
 //! wakes it when a timer is due.
 
-use super::{CallError, CallEvent, CallInput, CallRecord, Calls, Output};
+use super::{CallError, CallEvent, CallInput, CallRecord, CallSnapshot, Calls, Output, WallClock};
 use crate::Gateway;
-use crate::cluster::RemoteCall;
+use crate::cluster::{CallChange, Cluster, RemoteCall};
 use crate::router::Push;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -12,6 +12,7 @@ use palaver_proto::DeviceId;
 use palaver_proto::frames::{CallLogEntry, IceServer, ServerFrame};
 use parking_lot::Mutex;
 use sha1::Sha1;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -94,11 +95,23 @@ impl CallHub {
     }
 
     /// Runs `f` on the state machine, then carries out what it produced.
+    /// In a cluster, calls taken over from a previous leader are restored
+    /// first and the calls that changed are persisted (in order).
     pub(crate) fn with<T>(&self, gw: &Gateway, f: impl FnOnce(&mut Calls, Instant) -> T) -> T {
         let (result, outputs) = {
             let mut core = self.core.lock();
-            let result = f(&mut core, Instant::now());
+            let clock = WallClock {
+                now: Instant::now(),
+                unix_ms: crate::now_ms(),
+            };
+            if let Some(c) = &gw.cluster {
+                restore_loaded(&mut core, c, clock);
+            }
+            let result = f(&mut core, clock.now);
             let outputs: Vec<Output> = std::iter::from_fn(|| core.poll_output()).collect();
+            if let Some(c) = &gw.cluster {
+                c.persist_calls(changes(&mut core, clock));
+            }
             (result, outputs)
         };
         self.wake.notify_one();
@@ -188,9 +201,25 @@ impl Gateway {
         let Some(mut requests) = cluster.take_call_requests() else {
             return;
         };
+        // Devices found absent by the last sweep (see `drop_absent_devices`).
+        let mut suspects = HashSet::new();
+        let mut sweep = tokio::time::interval(cluster.absent_sweep_interval());
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let req = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
+                _ = cluster.took_over_calls() => {
+                    let gone = self.drop_absent_devices(&cluster, None).await;
+                    tracing::info!(absent = gone, "took over the calls");
+                    continue;
+                }
+                _ = sweep.tick(), if cluster.leads_calls() => {
+                    let gone = self.drop_absent_devices(&cluster, Some(&mut suspects)).await;
+                    if gone > 0 {
+                        tracing::info!(absent = gone, "devices of a dead node left their calls");
+                    }
+                    continue;
+                }
                 r = requests.recv() => r,
             };
             let Some(RemoteCall { from, req, input }) = req else {
@@ -202,6 +231,67 @@ impl Gateway {
                 cluster.answer_call(&from, req, result.err()).await;
             }
         }
+    }
+}
+
+/// Restores the calls this node loaded when it became the leader.
+fn restore_loaded(core: &mut Calls, cluster: &Cluster, clock: WallClock) {
+    for json in cluster.take_loaded_calls().unwrap_or_default() {
+        let restored = serde_json::from_str::<CallSnapshot>(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|s| core.restore(s, clock).map_err(|e| e.to_string()));
+        if let Err(e) = restored {
+            tracing::warn!(error = %e, "cannot take over a persisted call");
+        }
+    }
+}
+
+/// The persisted form of the calls that changed.
+fn changes(core: &mut Calls, clock: WallClock) -> Vec<CallChange> {
+    core.take_changed()
+        .into_iter()
+        .map(|call| {
+            let json = core
+                .snapshot(call, clock)
+                .and_then(|s| serde_json::to_string(&s).ok());
+            (call, json)
+        })
+        .collect()
+}
+
+impl Gateway {
+    /// Devices in calls that are connected nowhere count as dropped and get
+    /// the reconnect grace: after a takeover, those whose node died with the
+    /// old leader; on the leader's periodic sweep, those of any node that
+    /// died (it could not report their disconnection). A sweep drops only
+    /// devices the previous sweep found absent too (`suspects`), so that a
+    /// node that stalled briefly does not lose its calls. Returns how many.
+    async fn drop_absent_devices(
+        &self,
+        cluster: &Cluster,
+        suspects: Option<&mut HashSet<DeviceId>>,
+    ) -> usize {
+        let devices = self.calls.with(self, |core, _| core.devices());
+        let connected = cluster.connected(&devices).await;
+        let absent: HashSet<DeviceId> = devices
+            .into_iter()
+            .filter(|d| !connected.contains(d))
+            .collect();
+        let gone: Vec<DeviceId> = match suspects {
+            None => absent.into_iter().collect(),
+            Some(s) => {
+                let gone = absent.intersection(s).copied().collect();
+                *s = absent;
+                gone
+            }
+        };
+        let n = gone.len();
+        self.calls.with(self, |core, now| {
+            for d in gone {
+                core.disconnected(now, d);
+            }
+        });
+        n
     }
 }
 

@@ -28,6 +28,7 @@
 //!   every ringing device); anyone else gets [`CallError::NotInCall`].
 
 mod hub;
+mod persist;
 mod remote;
 #[cfg(test)]
 mod tests;
@@ -35,11 +36,12 @@ mod wake;
 
 pub(crate) use hub::CallHub;
 pub use hub::{IceConfig, turn_credentials};
+pub use persist::{CallSnapshot, WallClock};
 pub(crate) use remote::CallInput;
 
 pub use palaver_proto::frames::{EndReason, Media, SdpKind};
 use palaver_proto::{AccountId, CallId, DeviceId};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// One side of a call.
@@ -258,6 +260,8 @@ pub struct Calls {
     /// Pushed devices that have not connected yet, and their call.
     awaiting: HashMap<DeviceId, CallId>,
     out: VecDeque<Output>,
+    /// Calls whose persisted state is out of date (see `persist`).
+    changed: BTreeSet<CallId>,
 }
 
 impl Calls {
@@ -398,6 +402,7 @@ impl Calls {
         c.state = State::Ringing { devices: ringing };
         c.deadline = Some(now + self.config.ring_timeout);
         self.calls.insert(call, c);
+        self.changed.insert(call);
         Ok(())
     }
 
@@ -464,6 +469,7 @@ impl Calls {
             answered_at: now,
         };
         c.deadline = None;
+        self.changed.insert(call);
         Ok(())
     }
 
@@ -578,6 +584,7 @@ impl Calls {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        self.changed.insert(call);
         match &mut c.state {
             State::Ringing { devices } if device != c.caller.device => {
                 // A ringing device that leaves simply stops ringing.
@@ -587,6 +594,8 @@ impl Calls {
                     self.end(now, call, EndReason::Unavailable, None);
                 }
             }
+            // Already dropped: its grace runs from the first time.
+            _ if c.dropped.contains_key(&device) => {}
             _ => {
                 c.dropped.insert(device, now + self.config.reconnect_grace);
                 let peers: Vec<DeviceId> =
@@ -613,6 +622,7 @@ impl Calls {
         let call = self.by_device.get(&device).copied()?;
         let c = self.calls.get_mut(&call)?;
         c.dropped.remove(&device)?;
+        self.changed.insert(call);
         let peers: Vec<DeviceId> = c.members().into_iter().filter(|d| *d != device).collect();
         for p in peers {
             self.send(
@@ -652,6 +662,7 @@ impl Calls {
             return;
         };
         self.cancel_pushes(call, &c, by);
+        self.changed.insert(call);
         for d in c.members() {
             if self.by_device.get(&d) == Some(&call) {
                 self.by_device.remove(&d);

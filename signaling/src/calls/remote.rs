@@ -9,10 +9,17 @@
 //! any node through the usual cross-node frame routing.
 //!
 //! If the leader dies, another node takes the key once it expires
-//! (`cluster.registry_ttl`); calls that were ringing or in progress then
-//! are unknown to the new leader (media keeps flowing peer to peer, but a
-//! hang-up answers `not_in_call`), and requests made before the handover
-//! fail with `internal` (retry).
+//! (`cluster.registry_ttl`). The leader persists the state of every call
+//! it changes in Redis (`crate::cluster::call_store`); the new leader loads
+//! it before acting, so calls ringing or in progress go on (ring timeouts
+//! keep their deadlines, hang-ups reach the peer), and devices that died
+//! with the old leader's node get the reconnect grace (the leader also
+//! sweeps every `registry_ttl` for call devices connected nowhere, twice
+//! in a row, which covers a dead node that was not the leader). Requests made
+//! before the handover fail with `internal` (retry). Not covered: a
+//! leader that loses the key while alive (a stalled heartbeat) keeps the
+//! calls it runs in memory; a call changed on it after the new leader
+//! loaded the state is out of date there.
 
 use super::{CallError, Calls, Offer, Party};
 use palaver_proto::frames::{Media, SdpKind};

@@ -40,7 +40,7 @@ pub(crate) struct RemoteCall {
 /// This node's side of the leadership.
 pub(super) struct LeaderState {
     /// The leader as last seen (`None`: unknown, elect before use).
-    leader: Mutex<Option<String>>,
+    pub(super) leader: Mutex<Option<String>>,
     next_req: AtomicU64,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Option<CallError>>>>,
     inputs: mpsc::UnboundedSender<RemoteCall>,
@@ -79,9 +79,14 @@ impl Cluster {
                 None
             }
         };
+        let me = leader.as_deref() == Some(self.config.node_id.as_str());
+        let was_me = self.calls.leader.lock().as_deref() == Some(self.config.node_id.as_str());
+        if me && !was_me {
+            // The calls of the previous leader, before acting as the leader.
+            self.load_calls().await;
+        }
         let mut seen = self.calls.leader.lock();
         if *seen != leader {
-            let me = leader.as_deref() == Some(self.config.node_id.as_str());
             tracing::info!(this_node = me, "call leader changed");
         }
         seen.clone_from(&leader);

@@ -108,6 +108,12 @@ impl Conn {
                 .await?
                 .filter(|r| r.members.contains(&me.account))
                 .ok_or_else(not_found)?;
+            if reg.is_kicked(&room, me.account).await? {
+                return Err(ReqError::new(
+                    ErrorCode::Forbidden,
+                    "the call's admin removed you from this call",
+                ));
+            }
             let url = node_url(&reg, &cfg, &record.node).await?;
             let admin = record.creator == Some(me.account);
             return self.group_call_ticket(id, room, url, admin).await;
