@@ -618,8 +618,13 @@ impl Default for AdminSection {
 pub struct MediaSection {
     /// Run the media store inside `palaver serve`.
     pub enabled: bool,
-    /// Media listener: uploads and downloads (docs/media.md).
+    /// Media listener: uploads and downloads (docs/media.md), plain HTTP
+    /// with `sendfile`, for a TLS proxy in front and the main listener's
+    /// media proxy.
     pub listen: SocketAddr,
+    /// A second media listener speaking HTTPS with the `[tls]`
+    /// certificate; capability URLs then default to `https://<tls_listen>`.
+    pub tls_listen: Option<SocketAddr>,
     /// Blobs, metadata and staging; default `<data_dir>/media`.
     pub dir: Option<PathBuf>,
     /// Base of the capability URLs handed out; default `http://<listen>`.
@@ -667,6 +672,7 @@ impl Default for MediaSection {
         MediaSection {
             enabled: true,
             listen: "127.0.0.1:8081".parse().expect("valid default"),
+            tls_listen: None,
             dir: None,
             public_url: None,
             max_connections: h.max_connections,
@@ -1129,6 +1135,12 @@ impl Config {
         }
         if m.enabled && m.listen == self.server.listen && m.listen.port() != 0 {
             return Err(key_err("media.listen", "must differ from server.listen"));
+        }
+        if m.tls_listen.is_some() && !self.tls.enabled() {
+            return Err(key_err(
+                "media.tls_listen",
+                "needs the [tls] certificate (tls.cert_file or tls.self_signed)",
+            ));
         }
         if let Some(u) = &m.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))

@@ -377,6 +377,7 @@ async fn serve(
                 &secrets,
                 store.clone(),
                 &mut registry,
+                tls.as_ref(),
                 http_stop.clone(),
             )
             .await?,
@@ -420,7 +421,7 @@ async fn serve(
     // Media first: scripts and tests read the lines until main and admin.
     if let Some(m) = &media {
         tracing::info!(media_addr = %m.addr, "media store started");
-        announce("media", m.addr);
+        announce_media(m);
     }
     announce("main", main_addr);
     announce("admin", admin_addr);
@@ -542,6 +543,15 @@ async fn open_store(
     }
 }
 
+/// The media listeners' lines; the HTTPS one first (scripts wait for
+/// `media listening`).
+fn announce_media(m: &crate::media::Running) {
+    if let Some(a) = m.tls_addr {
+        announce("media tls", a);
+    }
+    announce("media", m.addr);
+}
+
 async fn stop_media(m: crate::media::Running, grace: std::time::Duration) {
     let _ = m.maintenance.await;
     if let Some(t) = m.transcoder {
@@ -570,13 +580,21 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
     let store = open_store(&cfg, &secrets, Arc::new(NoNotifier)).await?;
     let stop = CancellationToken::new();
     let mut registry = Registry::default();
-    let media =
-        crate::media::start(&cfg, &secrets, store.clone(), &mut registry, stop.clone()).await?;
+    let tls = crate::media::media_tls(&cfg, stop.clone())?;
+    let media = crate::media::start(
+        &cfg,
+        &secrets,
+        store.clone(),
+        &mut registry,
+        tls.as_ref(),
+        stop.clone(),
+    )
+    .await?;
     let deps = crate::media::Deps::of(&cfg, &secrets)?;
     let probe = crate::media::probe(store.clone(), media.media.clone(), deps);
     let admin = crate::ops::admin_listener(&cfg, &secrets, registry, probe, stop.clone()).await?;
     tracing::info!(media_addr = %media.addr, "palaver media started");
-    announce("media", media.addr);
+    announce_media(&media);
     wait_for_signal().await?;
     stop.cancel();
     let _ = admin.await;
