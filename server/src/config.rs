@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod deploy_tests;
 mod media_s3;
+mod turn_regions;
 
 pub use media_s3::{MediaS3Section, MediaStorage};
 use palaver_signaling::config::{Rate, RateLimits};
@@ -460,6 +461,8 @@ impl SignalingSection {
                 turn_urls: calls.turn_urls.clone(),
                 turn_secret: turn_secret.map(|s| s.expose().to_owned()),
                 credential_ttl: calls.turn_credential_ttl,
+                turn_regions: calls.region_servers(),
+                region: calls.region.clone(),
             },
             max_frame_bytes: self.max_frame_bytes,
             read_buffer_bytes: self.read_buffer_bytes,
@@ -504,6 +507,20 @@ pub struct CallsSection {
     /// Lifetime of the TURN credentials issued for a call.
     #[serde(with = "humantime_serde")]
     pub turn_credential_ttl: Duration,
+    /// This signaling node's region: its TURN servers are listed first.
+    pub region: Option<String>,
+    /// TURN servers by region (`[[calls.turn_servers]]`), all sharing
+    /// `turn_secret`; handed out before `turn_urls` (docs/deployment.md).
+    pub turn_servers: Vec<TurnServersEntry>,
+}
+
+/// `[[calls.turn_servers]]`: the TURN servers of one region.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TurnServersEntry {
+    pub region: String,
+    /// `turn:`/`turns:` URLs.
+    pub urls: Vec<String>,
 }
 
 impl Default for CallsSection {
@@ -517,6 +534,8 @@ impl Default for CallsSection {
             turn_secret: None,
             turn_secret_file: None,
             turn_credential_ttl: d.ice.credential_ttl,
+            region: None,
+            turn_servers: Vec::new(),
         }
     }
 }
@@ -962,6 +981,7 @@ impl Config {
                 ));
             }
         }
+        self.calls.validate_regions(secrets.turn_secret.is_some())?;
         self.turn
             .validate()
             .map_err(|e| key_err("turn", e.to_string()))?;

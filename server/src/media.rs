@@ -314,10 +314,7 @@ pub fn probe(store: Arc<dyn Store>, media: Arc<Media>, deps: Deps) -> crate::ops
 /// `[tls]` for `palaver media` alone, when `media.tls_listen` is set: the
 /// certificate loaded (its fingerprint printed) and reloaded on SIGHUP and
 /// file changes until `stop`.
-pub fn media_tls(
-    cfg: &Config,
-    stop: CancellationToken,
-) -> anyhow::Result<Option<crate::tls::Tls>> {
+pub fn media_tls(cfg: &Config, stop: CancellationToken) -> anyhow::Result<Option<crate::tls::Tls>> {
     if cfg.media.tls_listen.is_none() {
         return Ok(None);
     }
@@ -326,6 +323,10 @@ pub fn media_tls(
     };
     crate::run::announce_text("tls certificate sha256", &tls.resolver.fingerprint());
     // The task ends with `stop`; it is not awaited at shutdown.
-    drop(crate::tls::spawn_reload(&tls, cfg.tls.reload_interval, stop)?);
+    drop(crate::tls::spawn_reload(
+        &tls,
+        cfg.tls.reload_interval,
+        stop,
+    )?);
     Ok(Some(tls))
 }

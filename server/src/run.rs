@@ -187,6 +187,8 @@ async fn serve(
     };
     let mut turn_stats = None;
     let mut local_turn = None;
+    // Set once the TURN sockets are bound (and its certificate loaded).
+    let turn_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if run_turn {
         let mut server = palaver_turn::TurnServer::bind(
             cfg.turn.clone(),
@@ -210,12 +212,15 @@ async fn serve(
             announce("turn tcp", tcp);
         }
         local_turn = Some((server.local_udp_addr(), server.local_tcp_addr()));
+        turn_running.store(true, std::sync::atomic::Ordering::Relaxed);
         turn_stats = Some(server.stats_handle());
         let stop = http_stop.clone().cancelled_owned();
+        let running = turn_running.clone();
         background.push(tokio::spawn(async move {
             if let Err(e) = server.run(stop).await {
                 tracing::error!(error = %e, "the TURN server stopped");
             }
+            running.store(false, std::sync::atomic::Ordering::Relaxed);
         }));
     }
 
@@ -237,7 +242,8 @@ async fn serve(
             turn: turn_stats,
             store: None,
             sfu: None,
-        });
+        })
+        .merge(crate::ops::readyz(crate::ops::turn_probe(turn_running)));
         background.push(tokio::spawn(http::serve(
             admin_listener,
             admin_app,
@@ -315,7 +321,8 @@ async fn serve(
     .await?;
     let mut gateway_config = cfg.signaling.gateway_config(&cfg.calls, None);
     gateway_config.ice.turn_secret = turn_secret;
-    if let (true, Some((udp, tcp))) = (cfg.calls.turn_urls.is_empty(), local_turn) {
+    let no_turn_configured = cfg.calls.turn_urls.is_empty() && cfg.calls.turn_servers.is_empty();
+    if let (true, Some((udp, tcp))) = (no_turn_configured, local_turn) {
         // The embedded TURN server, as clients on this machine reach it. Set
         // calls.stun_urls and calls.turn_urls to public names in production.
         gateway_config.ice.stun_urls = vec![format!("stun:{udp}")];

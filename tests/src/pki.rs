@@ -100,4 +100,3 @@ pub async fn wss_device(server: &Server, config: &Arc<ClientConfig>) -> (Client,
     c.auth(reg.device, &reg.credential).await.unwrap();
     (c, reg)
 }
-

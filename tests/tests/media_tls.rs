@@ -119,13 +119,28 @@ async fn https_downloads_and_uploads_with_rustls() {
     let h = https(&s, &config, "HEAD", &path, &[], &[]).await;
     assert_eq!(h.header("content-length"), Some("1500000"));
     assert!(h.body.is_empty());
-    let r = https(&s, &config, "GET", &path, &[("Range", "bytes=1000-1399999")], &[]).await;
+    let r = https(
+        &s,
+        &config,
+        "GET",
+        &path,
+        &[("Range", "bytes=1000-1399999")],
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 206);
-    assert_eq!(r.header("content-range"), Some("bytes 1000-1399999/1500000"));
+    assert_eq!(
+        r.header("content-range"),
+        Some("bytes 1000-1399999/1500000")
+    );
     assert!(r.body == body[1000..1_400_000]);
     let r = https(&s, &config, "GET", &path, &[("Range", "bytes=0-0,-3")], &[]).await;
     assert_eq!(r.status, 206);
-    assert!(r.header("content-type").unwrap().starts_with("multipart/byteranges"));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("multipart/byteranges")
+    );
     let r = https(&s, &config, "GET", &path, &[("If-None-Match", &etag)], &[]).await;
     assert_eq!((r.status, r.body.len()), (304, 0));
 
@@ -178,7 +193,15 @@ async fn processed_over_tls(s: &Server, config: &Arc<ClientConfig>, a: &str) {
     let path = path_of(json(&r)["url"].as_str().unwrap(), &base);
     let r = https(s, config, "GET", &path, &[], &[]).await;
     assert!(r.status == 200 && r.body == plain);
-    let r = https(s, config, "GET", &path, &[("Range", "bytes=65530-200000")], &[]).await;
+    let r = https(
+        s,
+        config,
+        "GET",
+        &path,
+        &[("Range", "bytes=65530-200000")],
+        &[],
+    )
+    .await;
     assert!(r.status == 206 && r.body == plain[65530..200_001]);
 }
 
@@ -191,7 +214,12 @@ async fn tus_over_tls(s: &Server, config: &Arc<ClientConfig>, a: &str) {
         STANDARD.encode(sha_hex(&body))
     );
     let tus = [("Authorization", a), ("Tus-Resumable", "1.0.0")];
-    let create = [tus[0], tus[1], ("Upload-Length", "200000"), ("Upload-Metadata", &meta)];
+    let create = [
+        tus[0],
+        tus[1],
+        ("Upload-Length", "200000"),
+        ("Upload-Metadata", &meta),
+    ];
     let r = https(s, config, "POST", "/v1/uploads", &create, &[]).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let loc = r.header("location").unwrap().to_owned();
@@ -264,7 +292,14 @@ async fn curl_over_https_and_the_media_proxy() {
     let data_arg = format!("@{file}");
     patch.extend(["-X", "PATCH", "-H", "Upload-Offset: 0"]);
     patch.extend(["-H", "Content-Type: application/offset+octet-stream"]);
-    patch.extend(["--data-binary", &data_arg, "-o", "/dev/null", "-w", "%{http_code}"]);
+    patch.extend([
+        "--data-binary",
+        &data_arg,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ]);
     assert_eq!(curl(&s, &pki, "localhost", &patch, &loc), (0, "204".into()));
 
     // Download, a range, the ETag and a conditional GET.
@@ -282,8 +317,20 @@ async fn curl_over_https_and_the_media_proxy() {
     let want = format!("{} 206", String::from_utf8_lossy(&body[500_000..500_010]));
     assert!(out.as_bytes() == want.as_bytes(), "range over curl");
     let inm = format!("If-None-Match: {etag}");
-    let cond = ["-H", &a, "-H", &inm, "-o", "/dev/null", "-w", "%{http_code}"];
-    assert_eq!(curl(&s, &pki, "localhost", &cond, &by_id), (0, "304".into()));
+    let cond = [
+        "-H",
+        &a,
+        "-H",
+        &inm,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ];
+    assert_eq!(
+        curl(&s, &pki, "localhost", &cond, &by_id),
+        (0, "304".into())
+    );
 
     // A name the certificate does not cover: curl refuses (60: peer
     // certificate cannot be authenticated).
@@ -294,7 +341,14 @@ async fn curl_over_https_and_the_media_proxy() {
 
     // The main listener's media proxy (HTTPS there too) reaches the store.
     let main_port = s.main_port().to_string();
-    let via_proxy = ["-H", &a, "-o", "/dev/null", "-w", "%{http_code} %{size_download}"];
+    let via_proxy = [
+        "-H",
+        &a,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+    ];
     let (code, out) = curl_at(&pki, "localhost", &main_port, &via_proxy, &by_id);
     assert_eq!((code, out.as_str()), (0, "200 700000"));
     let (status, _) = http_get(&s.media_url, "/healthz").await;

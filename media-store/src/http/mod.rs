@@ -299,13 +299,7 @@ fn refuse(stream: TcpStream) {
     );
 }
 
-async fn connection(
-    stream: Io,
-    peer: IpAddr,
-    ctx: &Ctx,
-    slot: &Slot,
-    stop: &CancellationToken,
-) {
+async fn connection(stream: Io, peer: IpAddr, ctx: &Ctx, slot: &Slot, stop: &CancellationToken) {
     let t = Timeouts {
         header: ctx.cfg.header_timeout,
         idle: ctx.cfg.idle_timeout,

@@ -28,6 +28,7 @@
 //!   every ringing device); anyone else gets [`CallError::NotInCall`].
 
 mod hub;
+pub mod regions;
 mod remote;
 #[cfg(test)]
 mod tests;
