@@ -79,7 +79,9 @@ start_palaver() {
 
 # Phase 1, without TLS: register a device (palaver-cli speaks ws://) and
 # upload the files as sealed objects; keep each capability path.
-start_palaver ""
+start_palaver "[media]
+max_single_upload_bytes = 67108864
+"
 "$bin/palaver-cli" --server "ws://127.0.0.1:$pport/v1/ws" --state "$tmp/cli.json" \
   register --phone +4915112345678 --admin "http://127.0.0.1:$aport" >/dev/null
 auth=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["registration"]; print("Bearer %s:%s" % (r["device"], r["credential"]))' "$tmp/cli.json")

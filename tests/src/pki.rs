@@ -17,6 +17,12 @@ pub struct Pki {
     pub ca: CertifiedIssuer<'static, KeyPair>,
 }
 
+impl Default for Pki {
+    fn default() -> Pki {
+        Pki::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
