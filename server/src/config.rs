@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod deploy_tests;
 mod media_s3;
+mod turn_regions;
 
 pub use media_s3::{MediaS3Section, MediaStorage};
 use palaver_signaling::config::{Rate, RateLimits};
@@ -463,6 +464,8 @@ impl SignalingSection {
                 turn_urls: calls.turn_urls.clone(),
                 turn_secret: turn_secret.map(|s| s.expose().to_owned()),
                 credential_ttl: calls.turn_credential_ttl,
+                turn_regions: calls.region_servers(),
+                region: calls.region.clone(),
             },
             max_frame_bytes: self.max_frame_bytes,
             read_buffer_bytes: self.read_buffer_bytes,
@@ -507,6 +510,20 @@ pub struct CallsSection {
     /// Lifetime of the TURN credentials issued for a call.
     #[serde(with = "humantime_serde")]
     pub turn_credential_ttl: Duration,
+    /// This signaling node's region: its TURN servers are listed first.
+    pub region: Option<String>,
+    /// TURN servers by region (`[[calls.turn_servers]]`), all sharing
+    /// `turn_secret`; handed out before `turn_urls` (docs/deployment.md).
+    pub turn_servers: Vec<TurnServersEntry>,
+}
+
+/// `[[calls.turn_servers]]`: the TURN servers of one region.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TurnServersEntry {
+    pub region: String,
+    /// `turn:`/`turns:` URLs.
+    pub urls: Vec<String>,
 }
 
 impl Default for CallsSection {
@@ -520,6 +537,8 @@ impl Default for CallsSection {
             turn_secret: None,
             turn_secret_file: None,
             turn_credential_ttl: d.ice.credential_ttl,
+            region: None,
+            turn_servers: Vec::new(),
         }
     }
 }
@@ -621,8 +640,13 @@ impl Default for AdminSection {
 pub struct MediaSection {
     /// Run the media store inside `palaver serve`.
     pub enabled: bool,
-    /// Media listener: uploads and downloads (docs/media.md).
+    /// Media listener: uploads and downloads (docs/media.md), plain HTTP
+    /// with `sendfile`, for a TLS proxy in front and the main listener's
+    /// media proxy.
     pub listen: SocketAddr,
+    /// A second media listener speaking HTTPS with the `[tls]`
+    /// certificate; capability URLs then default to `https://<tls_listen>`.
+    pub tls_listen: Option<SocketAddr>,
     /// Blobs, metadata and staging; default `<data_dir>/media`.
     pub dir: Option<PathBuf>,
     /// Base of the capability URLs handed out; default `http://<listen>`.
@@ -670,6 +694,7 @@ impl Default for MediaSection {
         MediaSection {
             enabled: true,
             listen: "127.0.0.1:8081".parse().expect("valid default"),
+            tls_listen: None,
             dir: None,
             public_url: None,
             max_connections: h.max_connections,
@@ -962,6 +987,7 @@ impl Config {
                 ));
             }
         }
+        self.calls.validate_regions(secrets.turn_secret.is_some())?;
         self.turn
             .validate()
             .map_err(|e| key_err("turn", e.to_string()))?;
@@ -1135,6 +1161,12 @@ impl Config {
         }
         if m.enabled && m.listen == self.server.listen && m.listen.port() != 0 {
             return Err(key_err("media.listen", "must differ from server.listen"));
+        }
+        if m.tls_listen.is_some() && !self.tls.enabled() {
+            return Err(key_err(
+                "media.tls_listen",
+                "needs the [tls] certificate (tls.cert_file or tls.self_signed)",
+            ));
         }
         if let Some(u) = &m.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))

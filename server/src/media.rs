@@ -90,6 +90,8 @@ async fn blob_store(
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// The HTTPS listener (`media.tls_listen`).
+    pub tls_addr: Option<SocketAddr>,
     /// What the main listener's media proxy sends so that the media store
     /// counts failed logins per client, not per proxy (random per process).
     pub proxy_secret: String,
@@ -144,13 +146,49 @@ pub async fn open(
     Ok(media)
 }
 
-/// Starts the media listener, its maintenance task and the transcoding
-/// queue (`[transcoder]`).
+/// Binds `media.tls_listen` with the process's TLS settings (`[tls]`).
+async fn tls_listener(
+    cfg: &Config,
+    tls: Option<&crate::tls::Tls>,
+) -> anyhow::Result<Option<palaver_media_store::http::TlsListener>> {
+    let Some(addr) = cfg.media.tls_listen else {
+        return Ok(None);
+    };
+    let tls = tls.context("media.tls_listen needs the [tls] certificate")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on media.tls_listen = {addr}"))?;
+    Ok(Some(palaver_media_store::http::TlsListener {
+        listener,
+        config: tls.config.clone(),
+        handshake_timeout: tls.handshake_timeout,
+    }))
+}
+
+/// The base of the URLs handed out: `media.public_url`, else the HTTPS
+/// listener, else the plain one.
+fn public_url(cfg: &Config, addr: SocketAddr, tls_addr: Option<SocketAddr>) -> String {
+    let own = match tls_addr {
+        Some(a) => format!("https://{a}"),
+        None => format!("http://{addr}"),
+    };
+    cfg.media
+        .public_url
+        .clone()
+        .unwrap_or(own)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Starts the media listeners (plain, and HTTPS when `media.tls_listen` is
+/// set; `tls` is the process's `[tls]` setup), its maintenance task and the
+/// transcoding queue (`[transcoder]`).
 pub async fn start(
     cfg: &Config,
     secrets: &Secrets,
     store: Arc<dyn Store>,
     registry: &mut prometheus_client::registry::Registry,
+    tls: Option<&crate::tls::Tls>,
     stop: CancellationToken,
 ) -> anyhow::Result<Running> {
     let m = &cfg.media;
@@ -165,14 +203,14 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on media.listen = {}", m.listen))?;
     let addr = listener.local_addr()?;
+    let secure = tls_listener(cfg, tls).await?;
+    let tls_addr = match &secure {
+        Some(t) => Some(t.listener.local_addr()?),
+        None => None,
+    };
     let proxy_secret = hex::encode(rand::random::<[u8; 32]>());
     let http = HttpConfig {
-        public_url: m
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"))
-            .trim_end_matches('/')
-            .to_owned(),
+        public_url: public_url(cfg, addr, tls_addr),
         max_connections: m.max_connections,
         header_timeout: m.header_timeout,
         idle_timeout: m.idle_timeout,
@@ -184,8 +222,9 @@ pub async fn start(
         },
         proxy_secret: Some(proxy_secret.clone()),
     };
-    let server = tokio::spawn(palaver_media_store::http::serve(
+    let server = tokio::spawn(palaver_media_store::http::serve_with_tls(
         listener,
+        secure,
         media.clone(),
         Arc::new(StoreAuth(store)),
         http,
@@ -205,6 +244,7 @@ pub async fn start(
     });
     Ok(Running {
         addr,
+        tls_addr,
         proxy_secret,
         media: media_handle,
         server,
@@ -269,4 +309,24 @@ pub fn probe(store: Arc<dyn Store>, media: Arc<Media>, deps: Deps) -> crate::ops
             deps.check().await
         })
     })
+}
+
+/// `[tls]` for `palaver media` alone, when `media.tls_listen` is set: the
+/// certificate loaded (its fingerprint printed) and reloaded on SIGHUP and
+/// file changes until `stop`.
+pub fn media_tls(cfg: &Config, stop: CancellationToken) -> anyhow::Result<Option<crate::tls::Tls>> {
+    if cfg.media.tls_listen.is_none() {
+        return Ok(None);
+    }
+    let Some(tls) = crate::tls::setup(&cfg.tls, &cfg.data_dir)? else {
+        anyhow::bail!("media.tls_listen needs the [tls] certificate");
+    };
+    crate::run::announce_text("tls certificate sha256", &tls.resolver.fingerprint());
+    // The task ends with `stop`; it is not awaited at shutdown.
+    drop(crate::tls::spawn_reload(
+        &tls,
+        cfg.tls.reload_interval,
+        stop,
+    )?);
+    Ok(Some(tls))
 }

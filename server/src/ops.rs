@@ -1,4 +1,4 @@
-//! The admin listener of roles that have no other (`palaver media`,
+//! The admin listener of roles that have no other (`palaver media`, `palaver turn`,
 //! `palaver transcoder` on the Redis queue): `/metrics`, `/healthz`, and
 //! a `/readyz` that asks the role's dependencies.
 
@@ -72,4 +72,14 @@ pub async fn admin_listener(
     crate::run::announce("admin", addr);
     tracing::info!(admin_addr = %addr, "admin listener");
     Ok(tokio::spawn(crate::http::serve(listener, app, opts, stop)))
+}
+
+/// Readiness of `palaver turn`: its sockets are bound (and its TLS
+/// certificate loaded, when `turn.tls` is set: both happen before
+/// `running` is set) and its server loop has not stopped.
+pub fn turn_probe(running: Arc<std::sync::atomic::AtomicBool>) -> Probe {
+    Arc::new(move || {
+        let up = running.load(std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move { if up { Ok(()) } else { Err("turn".to_owned()) } })
+    })
 }

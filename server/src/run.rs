@@ -187,6 +187,8 @@ async fn serve(
     };
     let mut turn_stats = None;
     let mut local_turn = None;
+    // Set once the TURN sockets are bound (and its certificate loaded).
+    let turn_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if run_turn {
         let mut server = palaver_turn::TurnServer::bind(
             cfg.turn.clone(),
@@ -210,12 +212,15 @@ async fn serve(
             announce("turn tcp", tcp);
         }
         local_turn = Some((server.local_udp_addr(), server.local_tcp_addr()));
+        turn_running.store(true, std::sync::atomic::Ordering::Relaxed);
         turn_stats = Some(server.stats_handle());
         let stop = http_stop.clone().cancelled_owned();
+        let running = turn_running.clone();
         background.push(tokio::spawn(async move {
             if let Err(e) = server.run(stop).await {
                 tracing::error!(error = %e, "the TURN server stopped");
             }
+            running.store(false, std::sync::atomic::Ordering::Relaxed);
         }));
     }
 
@@ -238,7 +243,8 @@ async fn serve(
             turn: turn_stats,
             store: None,
             sfu: None,
-        });
+        })
+        .merge(crate::ops::readyz(crate::ops::turn_probe(turn_running)));
         background.push(tokio::spawn(http::serve(
             admin_listener,
             admin_app,
@@ -319,7 +325,8 @@ async fn serve(
     .await?;
     let mut gateway_config = cfg.signaling.gateway_config(&cfg.calls, None);
     gateway_config.ice.turn_secret = turn_secret;
-    if let (true, Some((udp, tcp))) = (cfg.calls.turn_urls.is_empty(), local_turn) {
+    let no_turn_configured = cfg.calls.turn_urls.is_empty() && cfg.calls.turn_servers.is_empty();
+    if let (true, Some((udp, tcp))) = (no_turn_configured, local_turn) {
         // The embedded TURN server, as clients on this machine reach it. Set
         // calls.stun_urls and calls.turn_urls to public names in production.
         gateway_config.ice.stun_urls = vec![format!("stun:{udp}")];
@@ -385,6 +392,7 @@ async fn serve(
                 &secrets,
                 store.clone(),
                 &mut registry,
+                tls.as_ref(),
                 http_stop.clone(),
             )
             .await?,
@@ -429,7 +437,7 @@ async fn serve(
     // Media first: scripts and tests read the lines until main and admin.
     if let Some(m) = &media {
         tracing::info!(media_addr = %m.addr, "media store started");
-        announce("media", m.addr);
+        announce_media(m);
     }
     announce("main", main_addr);
     announce("admin", admin_addr);
@@ -551,6 +559,15 @@ async fn open_store(
     }
 }
 
+/// The media listeners' lines; the HTTPS one first (scripts wait for
+/// `media listening`).
+fn announce_media(m: &crate::media::Running) {
+    if let Some(a) = m.tls_addr {
+        announce("media tls", a);
+    }
+    announce("media", m.addr);
+}
+
 async fn stop_media(m: crate::media::Running, grace: std::time::Duration) {
     let _ = m.maintenance.await;
     if let Some(t) = m.transcoder {
@@ -579,14 +596,22 @@ async fn media_only(path: Option<std::path::PathBuf>, args: ServeArgs) -> anyhow
     let store = open_store(&cfg, &secrets, Arc::new(NoNotifier)).await?;
     let stop = CancellationToken::new();
     let mut registry = Registry::default();
-    let media =
-        crate::media::start(&cfg, &secrets, store.clone(), &mut registry, stop.clone()).await?;
+    let tls = crate::media::media_tls(&cfg, stop.clone())?;
+    let media = crate::media::start(
+        &cfg,
+        &secrets,
+        store.clone(),
+        &mut registry,
+        tls.as_ref(),
+        stop.clone(),
+    )
+    .await?;
     let deps = crate::media::Deps::of(&cfg, &secrets)?;
     let probe = crate::media::probe(store.clone(), media.media.clone(), deps);
     let admin = crate::ops::admin_listener(&cfg, &secrets, registry, probe, stop.clone()).await?;
     tracing::info!(media_addr = %media.addr, "palaver media started");
     let signals = Signals::install()?;
-    announce("media", media.addr);
+    announce_media(&media);
     signals.wait().await;
     stop.cancel();
     let _ = admin.await;

@@ -49,6 +49,10 @@ pub(crate) struct Identity {
 pub(crate) struct Conn {
     pub(crate) gw: Arc<Gateway>,
     pub(crate) ip: IpAddr,
+    /// The TURN region the client asked for, if any.
+    pub(crate) region: Option<String>,
+    /// Unique per connection of this process.
+    pub(crate) id: u64,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) me: Option<Identity>,
     /// Highest sequence number pushed on this connection.
@@ -69,7 +73,8 @@ pub(crate) struct Conn {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve_socket(gw: Arc<Gateway>, socket: WebSocket, ip: IpAddr) {
+/// `region`: the client's TURN region hint (`/v1/ws?region=...`).
+pub async fn serve_socket(gw: Arc<Gateway>, socket: WebSocket, ip: IpAddr, region: Option<String>) {
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("conn", id, device = tracing::field::Empty);
     let conn = Conn {
@@ -77,6 +82,8 @@ pub async fn serve_socket(gw: Arc<Gateway>, socket: WebSocket, ip: IpAddr) {
         dense: gw.store.dense_seqs(),
         gw,
         ip,
+        region,
+        id,
         mailbox: Arc::new(Mailbox::default()),
         me: None,
         last_pushed: Seq(0),
@@ -394,6 +401,7 @@ impl Conn {
         if transition == Transition::Changed && !online_elsewhere {
             self.gw.announce_offline(me.account, crate::now_ms()).await;
         }
+        self.gw.clear_region_hint(me.device, self.id);
     }
 }
 

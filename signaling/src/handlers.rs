@@ -444,6 +444,8 @@ impl Conn {
             account: record.account,
             device,
         });
+        self.gw
+            .set_region_hint(device, self.id, self.region.clone());
         self.gw.metrics.authenticated.inc();
         let transition = self
             .gw

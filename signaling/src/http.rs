@@ -25,6 +25,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
 async fn ws(
     State(gw): State<Arc<Gateway>>,
     peer: Option<axum::Extension<PeerAddr>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if gw.is_shutting_down() {
@@ -35,12 +36,13 @@ async fn ws(
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let max = gw.config.max_frame_bytes;
     let tasks = gw.tasks.clone();
+    let region = crate::calls::regions::hint_from_query(query.as_deref());
     upgrade
         .read_buffer_size(gw.config.read_buffer_bytes)
         .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tasks.track_future(crate::serve_socket(gw, socket, ip)))
+        .on_upgrade(move |socket| tasks.track_future(crate::serve_socket(gw, socket, ip, region)))
 }
 
 async fn ready(State(gw): State<Arc<Gateway>>) -> Response {

@@ -62,6 +62,8 @@ pub struct Gateway {
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     /// Push for offline devices, once [`Gateway::start_push`] ran.
     pub(crate) push: std::sync::OnceLock<Arc<push::Pusher>>,
+    /// TURN region hints of the devices connected here.
+    pub(crate) region_hints: calls::regions::Hints,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -85,6 +87,7 @@ impl Gateway {
             limits: ratelimit::Limits::new(&config.rate_limits),
             calls: calls::CallHub::new(calls::Calls::new(config.calls)),
             group_calls: Default::default(),
+            region_hints: Default::default(),
             store,
             router,
             verifier,
@@ -110,12 +113,31 @@ impl Gateway {
         self.shutdown.is_cancelled()
     }
 
-    /// ICE servers (with fresh TURN credentials) for a device.
+    /// Remembers a device's TURN region hint, given on connection `conn`.
+    pub(crate) fn set_region_hint(
+        &self,
+        device: palaver_proto::DeviceId,
+        conn: u64,
+        hint: Option<String>,
+    ) {
+        self.region_hints.set(device, conn, hint);
+    }
+
+    /// Connection `conn` of `device` closed.
+    pub(crate) fn clear_region_hint(&self, device: palaver_proto::DeviceId, conn: u64) {
+        self.region_hints.clear(device, conn);
+    }
+
+    /// ICE servers (with fresh TURN credentials) for a device: its
+    /// client's region first if it asked for one, else this node's.
     pub(crate) fn ice_servers(
         &self,
         device: palaver_proto::DeviceId,
     ) -> Vec<palaver_proto::frames::IceServer> {
-        self.config.ice.servers_for(device, now_ms() / 1000)
+        let hint = self.region_hints.get(device);
+        self.config
+            .ice
+            .servers_with_hint(device, now_ms() / 1000, hint.as_deref())
     }
 
     /// Runs the call timers (ring timeout, reconnect grace) until shutdown.

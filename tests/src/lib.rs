@@ -5,6 +5,7 @@ pub mod garage;
 mod media;
 pub mod push_endpoint;
 pub mod sfu_driver;
+pub mod pki;
 pub mod sfu_node;
 
 pub use media::{Backend, MediaServer};
@@ -59,6 +60,8 @@ pub struct Server {
     pub redirect_addr: Option<String>,
     /// TURN's TLS listener `IP:PORT`, if configured.
     pub turn_tls_addr: Option<String>,
+    /// The media store's HTTPS listener `IP:PORT` (`media.tls_listen`).
+    pub media_tls_addr: Option<String>,
     /// How the process is started again by `restart`.
     launch: Launch,
 }
@@ -230,6 +233,7 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let (mut main, mut admin, mut media, mut sfu_udp) = (None, None, None, None);
         let (mut tls_sha256, mut redirect_addr, mut turn_tls_addr) = (None, None, None);
+        let mut media_tls_addr = None;
         while main.is_none() || admin.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
@@ -250,6 +254,8 @@ impl Server {
                 redirect_addr = Some(addr);
             } else if line.starts_with("palaver: turn tls listening on") {
                 turn_tls_addr = Some(addr);
+            } else if line.starts_with("palaver: media tls listening on") {
+                media_tls_addr = Some(addr);
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -265,12 +271,19 @@ impl Server {
             tls_sha256,
             redirect_addr,
             turn_tls_addr,
+            media_tls_addr,
             admin_url: format!("http://{}", admin.unwrap()),
             media_url: media.map(|m| format!("http://{m}")).unwrap_or_default(),
             sfu_udp: sfu_udp.unwrap_or_default(),
             stderr_log,
             launch,
         }
+    }
+
+    /// The main listener's port.
+    pub fn main_port(&self) -> u16 {
+        let port = self.main_addr.rsplit(':').next().unwrap_or("");
+        port.parse().expect("main_addr ends with a port")
     }
 
     /// Kills the server with SIGKILL (no chance to clean up).
@@ -318,6 +331,7 @@ impl Server {
         self.tls_sha256 = next.tls_sha256.take();
         self.redirect_addr = next.redirect_addr.take();
         self.turn_tls_addr = next.turn_tls_addr.take();
+        self.media_tls_addr = next.media_tls_addr.take();
     }
 
     /// The server's log so far.

@@ -1,12 +1,14 @@
 //! One HTTP/1.1 connection: reading request heads and bodies with
-//! timeouts, writing responses (with `sendfile` for file bodies).
+//! timeouts, writing responses (with `sendfile` for file bodies on plain
+//! TCP; over TLS, file bodies are read into a buffer and encrypted, see
+//! [`super::tls`]).
 
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
+use super::tls::Io;
 use crate::service::BodySource;
 
 /// Largest request head (request line and headers).
@@ -85,8 +87,10 @@ pub(crate) struct Timeouts {
 
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub stream: TcpStream,
+    pub stream: Io,
     buf: Vec<u8>,
+    /// Over TLS: a response head waiting to go out with the body.
+    held: Vec<u8>,
     start: usize,
     end: usize,
     pub t: Timeouts,
@@ -94,10 +98,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, t: Timeouts, peer: std::net::IpAddr) -> Conn {
+    pub(crate) fn new(stream: Io, t: Timeouts, peer: std::net::IpAddr) -> Conn {
         Conn {
             stream,
             buf: vec![0; 4096],
+            held: Vec::new(),
             start: 0,
             end: 0,
             t,
@@ -139,7 +144,10 @@ impl Conn {
             self.start = 0;
             self.end = 0;
         }
-        match self.stream.try_read(&mut self.buf[self.end..]) {
+        let Io::Plain(stream) = &self.stream else {
+            return matches!(timeout(self.t.idle, self.fill()).await, Ok(Ok(n)) if n > 0);
+        };
+        match stream.try_read(&mut self.buf[self.end..]) {
             Ok(0) => return false,
             Ok(n) => {
                 self.end += n;
@@ -219,12 +227,16 @@ impl Conn {
     /// is bounded by the send timeout. Tries the write first, so a response
     /// that fits in the socket buffer costs no timer.
     pub(crate) async fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let stream = match &mut self.stream {
+            Io::Plain(s) => s,
+            Io::Tls(s) => return super::tls::write_all(s, self.t.send, bytes).await,
+        };
         while !bytes.is_empty() {
-            match self.stream.try_write(bytes) {
+            match stream.try_write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match timeout(self.t.send, self.stream.writable()).await {
+                    match timeout(self.t.send, stream.writable()).await {
                         Ok(r) => r?,
                         Err(_) => return Err(io::ErrorKind::TimedOut.into()),
                     }
@@ -240,12 +252,16 @@ impl Conn {
         &mut self,
         mut bufs: &mut [io::IoSlice<'_>],
     ) -> io::Result<()> {
+        let stream = match &mut self.stream {
+            Io::Plain(s) => s,
+            Io::Tls(s) => return super::tls::write_vectored(s, self.t.send, bufs).await,
+        };
         while !bufs.is_empty() {
-            match self.stream.try_write_vectored(bufs) {
+            match stream.try_write_vectored(bufs) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match timeout(self.t.send, self.stream.writable()).await {
+                    match timeout(self.t.send, stream.writable()).await {
                         Ok(r) => r?,
                         Err(_) => return Err(io::ErrorKind::TimedOut.into()),
                     }
@@ -274,8 +290,15 @@ impl Conn {
     /// Writes `bytes` with `MSG_MORE`: the kernel holds them back to go out
     /// in the same segments as the data that follows (a response head
     /// before `sendfile`).
+    /// Over TLS, the bytes are kept and sent with the file's first chunk.
     pub(crate) async fn write_more(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        let stream = &self.stream;
+        let stream = match &mut self.stream {
+            Io::Plain(s) => &*s,
+            Io::Tls(_) => {
+                self.held.extend_from_slice(bytes);
+                return Ok(());
+            }
+        };
         while !bytes.is_empty() {
             let r = stream.try_io(Interest::WRITABLE, || {
                 rustix::net::send(stream, bytes, rustix::net::SendFlags::MORE)
@@ -304,7 +327,13 @@ impl Conn {
         len: u64,
     ) -> io::Result<()> {
         let end = offset + len;
-        let stream = &self.stream;
+        let stream = match &mut self.stream {
+            Io::Plain(s) => &*s,
+            Io::Tls(s) => {
+                let held = std::mem::take(&mut self.held);
+                return super::tls::send_file(s, self.t.send, held, file, offset, len).await;
+            }
+        };
         while offset < end {
             let want = (end - offset).min(1 << 30) as usize;
             let r = stream.try_io(Interest::WRITABLE, || {

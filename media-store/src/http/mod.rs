@@ -18,6 +18,7 @@ mod download;
 mod job;
 mod remote;
 mod reply;
+mod tls;
 mod upload;
 
 use async_trait::async_trait;
@@ -37,6 +38,8 @@ pub use authlimit::AuthFailureRate;
 use authlimit::FailedAuths;
 use conn::{Conn, Head, HeadError, Timeouts};
 use reply::Reply;
+use tls::Io;
+pub use tls::TlsListener;
 
 /// Checks device credentials (the messaging store, in the server).
 #[async_trait]
@@ -160,18 +163,60 @@ pub async fn serve(
     stats: Arc<HttpStats>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Mutex::new(Slots::default()));
-    let ctx = Arc::new(Ctx {
-        media,
-        auth,
-        failed_auths: FailedAuths::new(cfg.auth_failures),
-        cfg,
-        stats: stats.clone(),
-    });
-    let tasks = tokio_util::task::TaskTracker::new();
+    serve_with_tls(listener, None, media, auth, cfg, stats, shutdown).await
+}
+
+/// Like [`serve`], with a second listener speaking HTTPS (`tls`). Both
+/// share the connection cap, the failed-login limits and the routes.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    tls: Option<TlsListener>,
+    media: Arc<Media>,
+    auth: Arc<dyn DeviceAuth>,
+    cfg: HttpConfig,
+    stats: Arc<HttpStats>,
+    shutdown: CancellationToken,
+) {
+    let shared = Shared {
+        slots: Arc::new(Mutex::new(Slots::default())),
+        ctx: Arc::new(Ctx {
+            media,
+            auth,
+            failed_auths: FailedAuths::new(cfg.auth_failures),
+            cfg,
+            stats,
+        }),
+        tasks: tokio_util::task::TaskTracker::new(),
+        shutdown,
+    };
+    let secure = async {
+        if let Some(t) = tls {
+            let tls = Some((t.config, t.handshake_timeout));
+            accept_loop(t.listener, tls, &shared).await;
+        }
+    };
+    tokio::join!(accept_loop(listener, None, &shared), secure);
+    shared.tasks.close();
+    shared.tasks.wait().await;
+}
+
+/// What the accept loops of one media server share.
+struct Shared {
+    slots: Arc<Mutex<Slots>>,
+    ctx: Arc<Ctx>,
+    tasks: tokio_util::task::TaskTracker,
+    shutdown: CancellationToken,
+}
+
+type TlsSetup = (Arc<rustls::ServerConfig>, Duration);
+
+/// Accepts connections until shutdown; each runs in its own task (after
+/// its TLS handshake, when `tls` is given).
+async fn accept_loop(listener: TcpListener, tls: Option<TlsSetup>, sh: &Shared) {
+    let stats = &sh.ctx.stats;
     loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
+        let (stream, peer) = tokio::select! {
+            _ = sh.shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -181,29 +226,38 @@ pub async fn serve(
                 }
             },
         };
-        let (stream, peer) = stream;
-        let Some((id, slot)) = admit(&slots, ctx.cfg.max_connections, &stats) else {
-            refuse(stream);
+        let Some((id, slot)) = admit(&sh.slots, sh.ctx.cfg.max_connections, stats) else {
+            // A TLS client cannot read a plain answer: it is just closed.
+            if tls.is_none() {
+                refuse(stream);
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
         stats.accepted.inc();
         stats.open.inc();
-        let (ctx, slots, stats, stop) =
-            (ctx.clone(), slots.clone(), stats.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            connection(stream, peer.ip(), &ctx, &slot, &stop).await;
+        let (ctx, slots, stop, tls) = (
+            sh.ctx.clone(),
+            sh.slots.clone(),
+            sh.shutdown.clone(),
+            tls.clone(),
+        );
+        sh.tasks.spawn(async move {
+            let io = match tls {
+                None => Some(Io::Plain(stream)),
+                Some((config, limit)) => tls::accept(stream, config, limit).await,
+            };
+            if let Some(io) = io {
+                connection(io, peer.ip(), &ctx, &slot, &stop).await;
+            }
             slots
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .open
                 .remove(&id);
-            stats.open.dec();
+            ctx.stats.open.dec();
         });
     }
-    drop(listener);
-    tasks.close();
-    tasks.wait().await;
 }
 
 /// Takes a connection slot; at the cap, closes an idle keep-alive
@@ -245,13 +299,7 @@ fn refuse(stream: TcpStream) {
     );
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: IpAddr,
-    ctx: &Ctx,
-    slot: &Slot,
-    stop: &CancellationToken,
-) {
+async fn connection(stream: Io, peer: IpAddr, ctx: &Ctx, slot: &Slot, stop: &CancellationToken) {
     let t = Timeouts {
         header: ctx.cfg.header_timeout,
         idle: ctx.cfg.idle_timeout,

@@ -163,8 +163,10 @@ impl Reply {
             self.headers
         );
         let no_length = self.status == 304 || self.status == 204 || self.status < 200;
-        if !no_length && let Some(n) = self.body_len() {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+        if !no_length {
+            // An empty reply says so: without a length (201 from tus), a
+            // keep-alive client would wait for the connection to close.
+            let _ = write!(out, "Content-Length: {}\r\n", self.body_len().unwrap_or(0));
         }
         if self.close {
             out.push_str("Connection: close\r\n");

@@ -28,6 +28,11 @@ pub struct IceConfig {
     pub turn_secret: Option<String>,
     /// Lifetime of the TURN credentials issued for a call.
     pub credential_ttl: Duration,
+    /// TURN servers by region (`[[calls.turn_servers]]`), handed out
+    /// before `turn_urls`; see [`super::regions`].
+    pub turn_regions: Vec<super::regions::RegionServers>,
+    /// This signaling node's region: whose TURN servers come first.
+    pub region: Option<String>,
 }
 
 impl std::fmt::Debug for IceConfig {
@@ -40,6 +45,8 @@ impl std::fmt::Debug for IceConfig {
                 &self.turn_secret.as_ref().map(|_| "[redacted]"),
             )
             .field("credential_ttl", &self.credential_ttl)
+            .field("turn_regions", &self.turn_regions)
+            .field("region", &self.region)
             .finish()
     }
 }
@@ -56,8 +63,22 @@ pub fn turn_credentials(secret: &str, device: DeviceId, expires_unix: u64) -> (S
 }
 
 impl IceConfig {
-    /// The servers for one participant.
+    /// The servers for one participant, the node's region first.
     pub fn servers_for(&self, device: DeviceId, now_unix: u64) -> Vec<IceServer> {
+        self.servers_with_hint(device, now_unix, None)
+    }
+
+    /// The servers for one participant whose client prefers the region
+    /// `hint` (ignored unless it names a configured region): STUN, then one
+    /// entry per TURN region in [`super::regions::ordered`] order, each with
+    /// the same fresh credentials.
+    pub fn servers_with_hint(
+        &self,
+        device: DeviceId,
+        now_unix: u64,
+        hint: Option<&str>,
+    ) -> Vec<IceServer> {
+        use super::regions::{ordered, preferred};
         let mut out = Vec::new();
         if !self.stun_urls.is_empty() {
             out.push(IceServer {
@@ -66,15 +87,21 @@ impl IceConfig {
                 credential: None,
             });
         }
-        if let (false, Some(secret)) = (self.turn_urls.is_empty(), &self.turn_secret) {
-            let (user, pass) =
-                turn_credentials(secret, device, now_unix + self.credential_ttl.as_secs());
-            out.push(IceServer {
-                urls: self.turn_urls.clone(),
-                username: Some(user),
-                credential: Some(pass),
-            });
+        let Some(secret) = &self.turn_secret else {
+            return out;
+        };
+        let prefer = preferred(&self.turn_regions, self.region.as_deref(), hint);
+        let groups = ordered(&self.turn_regions, prefer, &self.turn_urls);
+        if groups.is_empty() {
+            return out;
         }
+        let (user, pass) =
+            turn_credentials(secret, device, now_unix + self.credential_ttl.as_secs());
+        out.extend(groups.into_iter().map(|urls| IceServer {
+            urls,
+            username: Some(user.clone()),
+            credential: Some(pass.clone()),
+        }));
         out
     }
 }
@@ -381,6 +408,7 @@ mod tests {
             turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
             turn_secret: None,
             credential_ttl: Duration::from_secs(3600),
+            ..IceConfig::default()
         };
         assert_eq!(ice.servers_for(DeviceId(1), 0).len(), 1);
         ice.turn_secret = Some("s".into());
@@ -388,5 +416,37 @@ mod tests {
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[1].username.as_deref(), Some("3700:1"));
         assert!(!format!("{ice:?}").contains("\"s\""));
+    }
+
+    #[test]
+    fn regional_servers_come_first_with_the_same_credentials() {
+        use crate::calls::regions::RegionServers;
+        let ice = IceConfig {
+            turn_urls: vec!["turn:plain".into()],
+            turn_secret: Some("s".into()),
+            credential_ttl: Duration::from_secs(60),
+            turn_regions: vec![
+                RegionServers {
+                    region: "us".into(),
+                    urls: vec!["turn:us".into()],
+                },
+                RegionServers {
+                    region: "eu".into(),
+                    urls: vec!["turn:eu".into()],
+                },
+            ],
+            region: Some("eu".into()),
+            ..IceConfig::default()
+        };
+        let urls = |servers: Vec<IceServer>| -> Vec<String> {
+            servers.into_iter().flat_map(|s| s.urls).collect()
+        };
+        assert_eq!(
+            urls(ice.servers_for(DeviceId(1), 0)),
+            ["turn:eu", "turn:us", "turn:plain"]
+        );
+        let hinted = ice.servers_with_hint(DeviceId(1), 0, Some("us"));
+        assert!(hinted.iter().all(|s| s.username.as_deref() == Some("60:1")));
+        assert_eq!(urls(hinted), ["turn:us", "turn:eu", "turn:plain"]);
     }
 }

@@ -29,6 +29,7 @@
 
 mod hub;
 mod persist;
+pub mod regions;
 mod remote;
 #[cfg(test)]
 mod tests;
