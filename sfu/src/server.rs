@@ -11,8 +11,8 @@ use palaver_proto::join_token::{self, JoinClaims, TokenError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::restart::RestartError;
 use crate::kicks::KickLog;
+use crate::restart::RestartError;
 use crate::worker::{JoinError, Stats, Worker, WorkerConfig};
 
 /// Keyframe requests toward one publisher stream, at most this often.

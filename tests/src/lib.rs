@@ -3,9 +3,9 @@
 
 pub mod garage;
 mod media;
+pub mod pki;
 pub mod push_endpoint;
 pub mod sfu_driver;
-pub mod pki;
 pub mod sfu_node;
 
 pub use media::{Backend, MediaServer};
