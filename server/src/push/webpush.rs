@@ -85,7 +85,11 @@ pub(crate) async fn send(rb: reqwest::RequestBuilder) -> Attempt {
     match rb.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let after = retry_after(resp.headers());
+            let after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after(v, std::time::SystemTime::now()));
             Attempt::from_status(status, after)
         }
         Err(e) if ssrf::is_refusal(&e) => Attempt::Blocked,
@@ -96,15 +100,39 @@ pub(crate) async fn send(rb: reqwest::RequestBuilder) -> Attempt {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
-fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    h.get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+/// A `Retry-After` value (RFC 9110 section 10.2.3): delay seconds, or an
+/// HTTP date (a date already past means now). Anything else is ignored.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        // Sun, 06 Nov 1994 08:49:37 GMT is 784111777.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date already past means now"
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
+    }
 }
 
 pub(crate) fn unix_now() -> u64 {
