@@ -48,10 +48,11 @@ fn parse_token(token: &str) -> Option<(PeerKey, [u8; 16])> {
     Some((key.parse().ok()?, secret))
 }
 
-/// Compares without an early exit, so timing does not tell how much of a
-/// guess was right.
+/// Compares in constant time, so timing does not tell how much of a guess
+/// was right.
 fn same(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// The mids (`a=mid:`) of an SDP.

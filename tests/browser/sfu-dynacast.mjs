@@ -8,52 +8,12 @@
 //
 // usage: node sfu-dynacast.mjs SPEC_JSON
 //   SPEC_JSON = {"joinUrl", "tokens": [2 join tokens]}
-import { chromium } from 'playwright-core';
-import http from 'node:http';
-import { readFileSync } from 'node:fs';
+import { sfuHarness, until } from './sfu-lib.mjs';
 
 const spec = JSON.parse(process.argv[2]);
-const html = readFileSync(new URL('./sfu-page.html', import.meta.url));
-const server = http.createServer((req, res) => {
-  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-  res.end(html);
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const pageUrl = `http://127.0.0.1:${server.address().port}/sfu.html`;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--disable-default-apps', '--disable-domain-reliability', '--no-pings',
-    '--use-fake-device-for-media-stream=fps=30', '--use-fake-ui-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
-  ],
-});
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const errors = [];
-async function open(i, simulcast) {
-  const ctx = await browser.newContext();
-  const p = await ctx.newPage();
-  p.on('pageerror', (e) => errors.push(`page ${i}: ${e.message}`));
-  await p.goto(pageUrl);
-  await p.evaluate((a) => window.join(a), { joinUrl: spec.joinUrl, token: spec.tokens[i], simulcast });
-  return p;
-}
-
-// Polls `check` every 200 ms until it returns a truthy value, or fails
-// after `ms` with `what`.
-async function until(what, ms, check) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await check();
-    if (last) return last;
-    await sleep(200);
-  }
-  throw new Error(`timed out: ${what}`);
-}
+const h = await sfuHarness(spec);
+const { errors } = h;
+const open = (i, simulcast) => h.open(i, simulcast);
 
 const lastLayers = (events) => {
   const m = events.filter((e) => e.type === 'publish_layers').pop();
@@ -115,8 +75,7 @@ try {
 } catch (e) {
   result = { ok: false, error: String(e && e.stack || e), steps, errors };
 } finally {
-  await browser.close();
-  server.close();
+  await h.close();
 }
 console.log(JSON.stringify(result));
 process.exit(result.ok ? 0 : 1);

@@ -104,3 +104,22 @@ impl Drop for SfuNode {
         self.kill();
     }
 }
+
+/// The logs of signaling and SFU nodes, for a failure message.
+pub fn cluster_logs(sig: &[crate::Server], sfus: &[SfuNode]) -> String {
+    let mut out = String::new();
+    for (i, s) in sig.iter().enumerate() {
+        out += &format!("--- signaling {i}\n{}\n", s.log());
+    }
+    for s in sfus {
+        out += &format!("--- {}\n{}\n", s.id, s.log());
+    }
+    out
+}
+
+/// The index of the node in `sfus` that hosts the ticket's room.
+pub fn host_of(sfus: &[SfuNode], t: &palaver_client::GroupCallTicket) -> usize {
+    sfus.iter()
+        .position(|s| s.url == t.sfu_url)
+        .unwrap_or_else(|| panic!("{} is no SFU node", t.sfu_url))
+}

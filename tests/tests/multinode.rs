@@ -251,21 +251,11 @@ fn start_topology() -> Topology {
 
 impl Topology {
     fn logs(&self) -> String {
-        let mut out = String::new();
-        for (i, s) in self.sig.iter().enumerate() {
-            out += &format!("--- signaling {i}\n{}\n", s.log());
-        }
-        for s in &self.sfus {
-            out += &format!("--- {}\n{}\n", s.id, s.log());
-        }
-        out
+        palaver_tests::sfu_node::cluster_logs(&self.sig, &self.sfus)
     }
 
     fn host_of(&self, t: &GroupCallTicket) -> usize {
-        self.sfus
-            .iter()
-            .position(|s| s.url == t.sfu_url)
-            .unwrap_or_else(|| panic!("{} is no SFU node", t.sfu_url))
+        palaver_tests::sfu_node::host_of(&self.sfus, t)
     }
 }
 
